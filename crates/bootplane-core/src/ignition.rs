@@ -1,0 +1,74 @@
+//! bootplane's own additions to every machine's Ignition config: the hostname and
+//! `/etc/bootplane/machine.env`. They are built as Ignition JSON directly so they can be
+//! expressed in whatever spec version the machine's Butane asks for (3.0.0 onwards all
+//! share this shape for `storage.files`).
+
+use serde_json::{json, Value};
+
+/// Butane's `data:,` encoding: bytes outside `[A-Za-z0-9-_.!~*'()]` become `%XX`.
+pub fn data_url(contents: &[u8]) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'!')
+        .remove(b'~')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+    format!("data:,{}", percent_encoding::percent_encode(contents, KEEP))
+}
+
+/// What goes in `machine.env`. Values are restricted to characters that need no quoting
+/// in either a POSIX shell or a systemd `EnvironmentFile`.
+pub fn machine_env(server_url: &str, machine: &str, credential: &str) -> String {
+    format!("BOOTPLANE_URL={server_url}\nBOOTPLANE_MACHINE={machine}\nBOOTPLANE_CREDENTIAL={credential}\n")
+}
+
+/// True when `v` can stand unquoted in `machine.env`.
+pub fn env_safe(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@%+=,".contains(&b))
+}
+
+/// A minimal Ignition config carrying the hostname and `machine.env`.
+pub fn base_config(spec_version: &str, hostname: &str, machine_env: &str) -> Value {
+    json!({
+        "ignition": { "version": spec_version },
+        "storage": {
+            "files": [
+                {
+                    "path": "/etc/hostname",
+                    "overwrite": true,
+                    "contents": { "compression": "", "source": data_url(format!("{hostname}\n").as_bytes()) },
+                    "mode": 0o644
+                },
+                {
+                    "path": "/etc/bootplane/machine.env",
+                    "overwrite": true,
+                    "contents": { "compression": "", "source": data_url(machine_env.as_bytes()) },
+                    "mode": 0o600
+                }
+            ]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_url_matches_butane_escaping() {
+        assert_eq!(data_url(b"xyzzy"), "data:,xyzzy");
+        assert_eq!(data_url(b"a b\n"), "data:,a%20b%0A");
+        assert_eq!(data_url(b""), "data:,");
+    }
+
+    #[test]
+    fn env_values_need_no_quoting() {
+        assert!(env_safe("http://10.20.0.10:8080"));
+        assert!(!env_safe("a b") && !env_safe("$(x)") && !env_safe("a'b"));
+    }
+}

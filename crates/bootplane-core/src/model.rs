@@ -1,0 +1,250 @@
+//! The objects of the spec as data: what the configuration declares (machines, bundles,
+//! clusters) and what the store keeps about a machine at runtime. These types are the
+//! single definition shared by the YAML file, the store and the HTTP API; unknown keys are
+//! refused everywhere so a typo never silently disables a setting.
+
+use crate::identity::{Mac, Observed, SmbiosUuid};
+use crate::state::MachineState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsKind {
+    Fcos,
+    Flatcar,
+    Ubuntu,
+    Generic,
+}
+
+impl OsKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsKind::Fcos => "fcos",
+            OsKind::Flatcar => "flatcar",
+            OsKind::Ubuntu => "ubuntu",
+            OsKind::Generic => "generic",
+        }
+    }
+}
+
+/// A machine as the operator declares it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<Mac>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<SmbiosUuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_disk: Option<String>,
+    /// Allows a kernel-assigned name such as `/dev/sda` as install disk. Off by default:
+    /// those names move between boots and can wipe the wrong disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unstable_install_disk: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Install when first applied; never reinstalls an installed machine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provision: bool,
+    /// Butane merged into the generated config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub butane: Option<String>,
+    /// Names of top-level `templates` applied to this machine, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
+}
+
+impl MachineSpec {
+    /// The short host name: the first label of `hostname`, or the machine name.
+    pub fn short_hostname(&self) -> &str {
+        let h = self.hostname.as_deref().unwrap_or(&self.name);
+        h.split('.').next().unwrap_or(h)
+    }
+    /// Whether `other` names this machine's host: short name and FQDN both match.
+    pub fn hostname_matches(&self, other: &str) -> bool {
+        let other = other.trim_end_matches('.');
+        let full = self.hostname.as_deref().unwrap_or(&self.name);
+        other.eq_ignore_ascii_case(full) || other.eq_ignore_ascii_case(self.short_hostname())
+    }
+}
+
+/// One file of a bundle.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub name: String,
+    pub os: OsKind,
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Artifact>,
+    /// Kernel arguments; a template for `generic` bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// Default Butane `variant version` for machines without their own, e.g. `fcos 1.5.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub butane_version: Option<String>,
+}
+
+fn default_arch() -> String {
+    "x86_64".into()
+}
+
+impl Bundle {
+    /// The initial ramdisk, whichever of the two spellings the bundle uses.
+    pub fn initrd_artifact(&self) -> Option<&Artifact> {
+        self.initramfs.as_ref().or(self.initrd.as_ref())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3sSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The API endpoint joiners use (a VIP or the bootstrap server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_san: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_backend: Option<String>,
+    /// Extra keys written verbatim into `/etc/rancher/k3s/config.yaml`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_config: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default)]
+    pub k3s: K3sSettings,
+}
+
+/// A machine as the store knows it: the declared spec plus runtime facts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub spec: MachineSpec,
+    pub state: MachineState,
+    /// Installer scripts served since the machine last entered `provision`.
+    pub install_attempts: u32,
+    /// Bumped whenever a credential is retired; the live credential derives from it.
+    pub credential_generation: u32,
+    /// The last identity signals seen from this machine.
+    #[serde(default)]
+    pub observed: Observed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub updated: chrono::DateTime<chrono::Utc>,
+}
+
+impl MachineRecord {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// The name under which an unknown machine is recorded.
+pub fn discovered_name(obs: &Observed) -> Option<String> {
+    if let Some(mac) = obs.mac {
+        Some(format!("discovered-{}", hex::encode(mac.0)))
+    } else {
+        obs.uuid
+            .as_ref()
+            .map(|u| format!("discovered-{}", u.as_str().replace('-', "")))
+    }
+}
+
+/// A DNS label: what machine and cluster names must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A hostname: one or more DNS labels (any case) separated by dots.
+pub fn is_hostname(s: &str) -> bool {
+    s.len() <= 253
+        && s.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_short_and_fqdn_both_match() {
+        let m = MachineSpec { name: "lenovo1".into(), hostname: Some("lenovo1.lab.internal".into()), ..Default::default() };
+        assert_eq!(m.short_hostname(), "lenovo1");
+        assert!(m.hostname_matches("lenovo1"));
+        assert!(m.hostname_matches("LENOVO1.lab.internal."));
+        assert!(!m.hostname_matches("lenovo2"));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(is_dns_label("lenovo-1"));
+        assert!(!is_dns_label("Lenovo1") && !is_dns_label("-a") && !is_dns_label("a_b") && !is_dns_label(""));
+        assert!(is_hostname("lenovo1.lab.internal") && !is_hostname("a..b") && !is_hostname("a b"));
+    }
+}
