@@ -1,0 +1,214 @@
+//! `bootplane.yaml`: loading one file or a directory of them into a [`Config`], the hard
+//! validation every load runs ([`Config::validate`]), and the softer lints of
+//! `bootplane check` ([`lint`]). Parsing is strict: unknown keys are errors carrying the
+//! file, line and column, and the list of keys that were expected. This crate reads files
+//! but never writes the store; `apply` and `serve` do that with what it returns.
+
+mod duration;
+mod lint;
+mod settings;
+
+pub use duration::parse_duration;
+pub use lint::{lint, Finding, Severity};
+pub use settings::{BootFiles, DhcpMode, DhcpSettings, IpRange, ServerSettings, TftpSettings};
+
+use bootplane_core::model::{Bundle, Cluster, MachineSpec};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A reusable Butane snippet, referenced by machines' `templates`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub name: String,
+    pub butane: String,
+}
+
+/// One YAML document as written: every section optional so a directory can split them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    server: Option<ServerSettings>,
+    dhcp: Option<DhcpSettings>,
+    tftp: Option<TftpSettings>,
+    #[serde(default)]
+    bundles: Vec<Bundle>,
+    #[serde(default)]
+    clusters: Vec<Cluster>,
+    #[serde(default)]
+    ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    machines: Vec<MachineSpec>,
+    #[serde(default)]
+    templates: Vec<Template>,
+}
+
+/// Where an object came from, for messages that point at the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// The object's index in its file's list.
+    pub index: usize,
+}
+
+/// The whole configuration, merged from one or more files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub dhcp: DhcpSettings,
+    pub tftp: TftpSettings,
+    pub bundles: Vec<Bundle>,
+    pub clusters: Vec<Cluster>,
+    pub ssh_authorized_keys: Vec<String>,
+    pub machines: Vec<MachineSpec>,
+    pub templates: Vec<Template>,
+    /// `machines[i]` came from `machine_origins[i]`.
+    #[serde(skip)]
+    pub machine_origins: Vec<Origin>,
+    #[serde(skip)]
+    pub bundle_origins: Vec<Origin>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("{}: no *.yaml or *.yml files in this directory", path.display())]
+    EmptyDir { path: PathBuf },
+}
+
+/// The starter configuration `bootplane init` writes and `serve` falls back to.
+pub const STARTER: &str = include_str!("starter.yaml");
+
+impl Config {
+    /// Loads a file, or every `*.yaml`/`*.yml` in a directory (sorted by name).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let files = if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            v.sort();
+            if v.is_empty() {
+                return Err(ConfigError::EmptyDir { path: path.into() });
+            }
+            v
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut parts = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read { path: f.clone(), source })?;
+            parts.push((f, text));
+        }
+        Self::from_sources(parts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
+    }
+
+    /// Parses and merges in-memory sources, each named by the path used in messages.
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        let mut server_from: Option<PathBuf> = None;
+        let mut dhcp_from: Option<PathBuf> = None;
+        let mut tftp_from: Option<PathBuf> = None;
+        for (path, text) in sources {
+            let file: ConfigFile = if text.trim().is_empty() {
+                ConfigFile::default()
+            } else {
+                serde_yaml::from_str(text).map_err(|e| syntax_error(path, &e))?
+            };
+            let once = |seen: &mut Option<PathBuf>, what: &str| -> Result<(), ConfigError> {
+                if let Some(prev) = seen {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        message: format!("`{what}` is already set in {}; keep one `{what}` section", prev.display()),
+                    });
+                }
+                *seen = Some(path.into());
+                Ok(())
+            };
+            if let Some(s) = file.server {
+                once(&mut server_from, "server")?;
+                cfg.server = s;
+            }
+            if let Some(d) = file.dhcp {
+                once(&mut dhcp_from, "dhcp")?;
+                cfg.dhcp = d;
+            }
+            if let Some(t) = file.tftp {
+                once(&mut tftp_from, "tftp")?;
+                cfg.tftp = t;
+            }
+            for (index, m) in file.machines.into_iter().enumerate() {
+                cfg.machine_origins.push(Origin { file: path.into(), index });
+                cfg.machines.push(m);
+            }
+            for (index, b) in file.bundles.into_iter().enumerate() {
+                cfg.bundle_origins.push(Origin { file: path.into(), index });
+                cfg.bundles.push(b);
+            }
+            cfg.clusters.extend(file.clusters);
+            cfg.ssh_authorized_keys.extend(file.ssh_authorized_keys);
+            cfg.templates.extend(file.templates);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_str_named(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::from_sources([(path, text)])
+    }
+
+    /// The checks that make a configuration unusable: they stop `apply` and `serve`.
+    /// `lint` reports these too, with the softer findings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let errors: Vec<Finding> = lint(self).into_iter().filter(|f| f.severity == Severity::Error).collect();
+        match errors.first() {
+            None => Ok(()),
+            Some(_) => Err(ConfigError::Invalid {
+                path: self.machine_origins.first().map(|o| o.file.clone()).unwrap_or_else(|| "bootplane.yaml".into()),
+                message: format!(
+                    "{} error(s):\n{}",
+                    errors.len(),
+                    errors.iter().map(|f| format!("  {}", f.message)).collect::<Vec<_>>().join("\n")
+                ),
+            }),
+        }
+    }
+
+    pub fn bundle(&self, name: &str) -> Option<&Bundle> {
+        self.bundles.iter().find(|b| b.name == name)
+    }
+    pub fn machine(&self, name: &str) -> Option<&MachineSpec> {
+        self.machines.iter().find(|m| m.name == name)
+    }
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// `file` (entry N, NAME) for messages.
+    pub fn describe_machine(&self, i: usize) -> String {
+        let m = &self.machines[i];
+        match self.machine_origins.get(i) {
+            Some(o) => format!("{}: machines[{}] ({})", o.file.display(), o.index, m.name),
+            None => format!("machines[{i}] ({})", m.name),
+        }
+    }
+}
+
+fn syntax_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    // serde_yaml appends " at line L column C"; the prefix already says where.
+    let mut message = e.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    ConfigError::Syntax { path: path.into(), line, column, message }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! `bootplane check`: every finding about a configuration, each naming where it is.
+//! Findings of severity [`Severity::Error`] also stop `apply` and `serve` (through
+//! [`crate::Config::validate`]); warnings only inform.
+
+use crate::{Config, DhcpMode};
+use bootplane_core::model::{is_dns_label, is_hostname, OsKind};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::hash::Hash;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
+}
+
+struct Findings(Vec<Finding>);
+impl Findings {
+    fn error(&mut self, m: String) {
+        self.0.push(Finding { severity: Severity::Error, message: m });
+    }
+    fn warn(&mut self, m: String) {
+        self.0.push(Finding { severity: Severity::Warning, message: m });
+    }
+}
+
+/// Reports each value shared by two entries, naming both.
+fn duplicates<K: Eq + Hash + std::fmt::Display>(
+    out: &mut Findings,
+    what: &str,
+    items: impl IntoIterator<Item = (K, String)>,
+) {
+    let mut first: HashMap<K, String> = HashMap::new();
+    for (k, who) in items {
+        if let Some(prev) = first.get(&k) {
+            out.error(format!("duplicate {what} {k}: {prev} and {who}"));
+        } else {
+            first.insert(k, who);
+        }
+    }
+}
+
+/// Kernel names that can point at a different disk after a reboot or a hardware change.
+fn is_unstable_disk(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    ["/dev/sd", "/dev/hd", "/dev/vd", "/dev/xvd", "/dev/nvme", "/dev/mmcblk"]
+        .iter()
+        .any(|pre| p.starts_with(pre))
+}
+
+/// Words that mean a secret is about to be published in a boot script or command line.
+fn looks_secret(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    ["token=", "password=", "passwd=", "secret=", "k10", "-----begin", "credential="]
+        .into_iter()
+        .find(|w| lower.contains(w))
+}
+
+pub fn lint(cfg: &Config) -> Vec<Finding> {
+    let mut out = Findings(Vec::new());
+    let who = |i: usize| cfg.describe_machine(i);
+
+    duplicates(&mut out, "machine name", cfg.machines.iter().enumerate().map(|(i, m)| (m.name.clone(), who(i))));
+    duplicates(
+        &mut out,
+        "MAC",
+        cfg.machines.iter().enumerate().flat_map(|(i, m)| m.macs.iter().map(move |mac| (*mac, who(i)))),
+    );
+    duplicates(
+        &mut out,
+        "UUID",
+        cfg.machines.iter().enumerate().filter_map(|(i, m)| m.uuid.clone().map(|u| (u, who(i)))),
+    );
+    duplicates(&mut out, "IP", cfg.machines.iter().enumerate().filter_map(|(i, m)| m.ip.map(|ip| (ip, who(i)))));
+    duplicates(
+        &mut out,
+        "hostname",
+        cfg.machines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.hostname.as_ref().map(|h| (h.to_ascii_lowercase(), who(i)))),
+    );
+    duplicates(&mut out, "bundle name", cfg.bundles.iter().map(|b| (b.name.clone(), format!("bundle {}", b.name))));
+    duplicates(&mut out, "cluster name", cfg.clusters.iter().map(|c| (c.name.clone(), format!("cluster {}", c.name))));
+    duplicates(&mut out, "template name", cfg.templates.iter().map(|t| (t.name.clone(), format!("template {}", t.name))));
+
+    for (i, m) in cfg.machines.iter().enumerate() {
+        let w = who(i);
+        if !is_dns_label(&m.name) {
+            out.error(format!("{w}: name must be a DNS label (lowercase letters, digits, '-', at most 63)"));
+        }
+        match &m.hostname {
+            None => out.warn(format!("{w}: no hostname; the machine will be called {}", m.name)),
+            Some(h) if !is_hostname(h) => out.error(format!("{w}: hostname `{h}` is not a valid host name")),
+            _ => {}
+        }
+        if m.macs.is_empty() && m.uuid.is_none() {
+            out.error(format!("{w}: no `macs` and no `uuid`; bootplane could never recognise this machine"));
+        }
+        if let Some(disk) = &m.install_disk {
+            if !disk.starts_with("/dev/") {
+                out.error(format!("{w}: install_disk `{disk}` is not a device path"));
+            } else if is_unstable_disk(disk) && !m.allow_unstable_install_disk {
+                out.error(format!(
+                    "{w}: install_disk `{disk}` can name another disk after a reboot; use /dev/disk/by-id/... \
+                     (or set allow_unstable_install_disk: true)"
+                ));
+            }
+        }
+        let bundle = m.bundle.as_deref().map(|b| (b, cfg.bundle(b)));
+        match bundle {
+            Some((b, None)) => out.error(format!("{w}: bundle `{b}` is not defined in `bundles`")),
+            Some((_, Some(b))) => {
+                if matches!(b.os, OsKind::Fcos | OsKind::Flatcar | OsKind::Ubuntu) && m.install_disk.is_none() {
+                    out.error(format!("{w}: bundle {} installs to disk but the machine has no install_disk", b.name));
+                }
+                if let Some(arch) = &m.arch {
+                    if bootplane_core::identity::normalize_arch(arch) != b.arch {
+                        out.error(format!("{w}: arch {arch} but bundle {} is for {}", b.name, b.arch));
+                    }
+                }
+            }
+            None if m.provision => out.error(format!("{w}: provision: true but no bundle to install")),
+            None => {}
+        }
+        if let Some(c) = &m.cluster {
+            if cfg.cluster(c).is_none() {
+                out.error(format!("{w}: cluster `{c}` is not defined in `clusters`"));
+            }
+            if m.role.is_none() {
+                out.error(format!("{w}: in cluster {c} but has no role (server or agent)"));
+            }
+        } else if m.role.is_some() {
+            out.error(format!("{w}: has a role but no cluster"));
+        }
+        for t in &m.templates {
+            if !cfg.templates.iter().any(|x| &x.name == t) {
+                out.error(format!("{w}: template `{t}` is not defined in `templates`"));
+            }
+        }
+        if let (Some(ip), Some(range)) = (m.ip, cfg.dhcp.range) {
+            if range.contains(ip) {
+                out.warn(format!("{w}: ip {ip} lies inside the DHCP range {}-{}; it is reserved for this machine", range.first, range.last));
+            }
+        }
+        if let Some(serial) = &m.serial {
+            if bootplane_core::identity::is_placeholder_serial(serial) {
+                out.warn(format!("{w}: serial `{serial}` is a vendor placeholder and is ignored"));
+            }
+        }
+    }
+
+    for (i, b) in cfg.bundles.iter().enumerate() {
+        let w = match cfg.bundle_origins.get(i) {
+            Some(o) => format!("{}: bundles[{}] ({})", o.file.display(), o.index, b.name),
+            None => format!("bundle {}", b.name),
+        };
+        if !is_dns_label(&b.name.replace('.', "-")) {
+            out.error(format!("{w}: name may only hold lowercase letters, digits, '-' and '.'"));
+        }
+        if let Some(args) = &b.args {
+            if let Some(word) = looks_secret(args) {
+                out.error(format!(
+                    "{w}: args contain `{word}`; kernel command lines are readable by anyone on the network. \
+                     Deliver secrets through the machine's config instead"
+                ));
+            }
+        }
+        for (role, a) in [
+            ("kernel", &b.kernel),
+            ("initramfs", &b.initramfs),
+            ("initrd", &b.initrd),
+            ("rootfs", &b.rootfs),
+            ("image", &b.image),
+        ] {
+            let Some(a) = a else { continue };
+            if let Some(sum) = &a.sha256 {
+                if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+                    out.warn(format!("{w}: {role}.sha256 `{sum}` is not a sha256 digest; the file cannot be verified"));
+                }
+            }
+        }
+        if b.kernel.is_none() {
+            out.warn(format!("{w}: no kernel; machines using it cannot be installed"));
+        }
+    }
+
+    for c in &cfg.clusters {
+        if !is_dns_label(&c.name) {
+            out.error(format!("cluster {}: name must be a DNS label", c.name));
+        }
+        if !cfg.machines.iter().any(|m| m.cluster.as_deref() == Some(&c.name)) {
+            out.warn(format!("cluster {}: no machine belongs to it", c.name));
+        }
+    }
+
+    if cfg.dhcp.mode == DhcpMode::Full {
+        if cfg.dhcp.range.is_none() {
+            out.error("dhcp: mode full needs a `range` to allocate from".into());
+        }
+        if cfg.dhcp.netmask.is_none() {
+            out.error("dhcp: mode full needs a `netmask`".into());
+        }
+    }
+    if cfg.dhcp.mode != DhcpMode::Off && cfg.dhcp.interface.is_none() {
+        out.error("dhcp: a DHCP server needs `interface`; it is never bound to every interface".into());
+    }
+    if cfg.dhcp.mode != DhcpMode::Off && cfg.server.advertise_url().is_none() {
+        out.error("server: `advertise` is required when DHCP is on; machines must be told where to find us".into());
+    }
+    out.0
+}

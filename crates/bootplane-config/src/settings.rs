@@ -1,0 +1,210 @@
+//! The `server`, `dhcp` and `tftp` sections. DHCP and TFTP settings are parsed and stored
+//! here even where the services that use them live elsewhere, so a typo is caught at
+//! `apply`, not at 3 a.m. when the first machine boots.
+
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// HTTP API, boot scripts, artifacts and dashboard.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How machines reach this server, e.g. `http://10.20.0.10:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Installer scripts served without a report before a machine is marked `failed`.
+    #[serde(default = "default_attempts")]
+    pub max_install_attempts: u32,
+    /// Events kept in the store; older ones are dropped.
+    #[serde(default = "default_events")]
+    pub events_retained: u64,
+    /// Unknown machines remembered as `discovered`; the least recently seen go first.
+    #[serde(default = "default_discovered")]
+    pub max_discovered: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid literal")
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_events() -> u64 {
+    100_000
+}
+fn default_discovered() -> u64 {
+    4096
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: default_listen(),
+            advertise: None,
+            admin_token_file: None,
+            data_dir: None,
+            max_install_attempts: default_attempts(),
+            events_retained: default_events(),
+            max_discovered: default_discovered(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The advertise URL without trailing slash, or one derived from `listen` when that
+    /// is a concrete address.
+    pub fn advertise_url(&self) -> Option<String> {
+        match &self.advertise {
+            Some(a) => Some(a.trim_end_matches('/').to_string()),
+            None if !self.listen.ip().is_unspecified() => Some(format!("http://{}", self.listen)),
+            None => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    Full,
+    Proxy,
+    #[default]
+    Off,
+}
+
+/// `first-last`, inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl IpRange {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.first <= ip && ip <= self.last
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}` is not a range: expected FIRST-LAST such as 10.20.0.50-10.20.0.200"))?;
+        let first: Ipv4Addr = a.trim().parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let last: Ipv4Addr = b.trim().parse().map_err(|_| format!("`{b}` is not an IPv4 address"))?;
+        if first > last {
+            return Err(format!("range `{s}` ends before it starts"));
+        }
+        Ok(IpRange { first, last })
+    }
+}
+impl Serialize for IpRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}-{}", self.first, self.last))
+    }
+}
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written as `30m`, `12h`, ... (see [`crate::parse_duration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}s", self.0.as_secs()))
+    }
+}
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::S(s) => crate::parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// First-stage boot files per client architecture (DHCP option 93).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFiles {
+    #[serde(default = "default_bios")]
+    pub bios: String,
+    #[serde(default = "default_efi_x64")]
+    pub efi_x64: String,
+    #[serde(default = "default_efi_arm64")]
+    pub efi_arm64: String,
+}
+fn default_bios() -> String {
+    "undionly.kpxe".into()
+}
+fn default_efi_x64() -> String {
+    "ipxe.efi".into()
+}
+fn default_efi_arm64() -> String {
+    "ipxe-arm64.efi".into()
+}
+impl Default for BootFiles {
+    fn default() -> Self {
+        BootFiles { bios: default_bios(), efi_x64: default_efi_x64(), efi_arm64: default_efi_arm64() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSettings {
+    #[serde(default)]
+    pub mode: DhcpMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<IpRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_time: Option<HumanDuration>,
+    #[serde(default)]
+    pub boot_files: BootFiles,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TftpSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_tftp_root")]
+    pub root: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+fn default_tftp_root() -> PathBuf {
+    "/usr/lib/ipxe".into()
+}
+impl Default for TftpSettings {
+    fn default() -> Self {
+        TftpSettings { enabled: false, root: default_tftp_root(), listen: None }
+    }
+}

@@ -1,0 +1,92 @@
+use super::*;
+
+const SPEC_EXAMPLE: &str = include_str!("../tests/spec-example.yaml");
+
+#[test]
+fn spec_example_is_accepted_as_written() {
+    let cfg = Config::from_str_named(Path::new("bootplane.yaml"), SPEC_EXAMPLE).unwrap();
+    assert_eq!(cfg.machines[0].name, "lenovo1");
+    assert_eq!(cfg.dhcp.mode, DhcpMode::Off);
+    assert_eq!(cfg.dhcp.lease_time.unwrap().0.as_secs(), 1800);
+    assert_eq!(cfg.bundles.len(), 2);
+    assert!(cfg.machines[0].provision);
+}
+
+#[test]
+fn starter_is_valid_and_lint_clean_of_errors() {
+    let cfg = Config::from_str_named(Path::new("bootplane.yaml"), STARTER).unwrap();
+    assert!(cfg.server.listen.ip().is_loopback());
+    assert_eq!(cfg.dhcp.mode, DhcpMode::Off);
+}
+
+fn err(text: &str) -> String {
+    Config::from_str_named(Path::new("x.yaml"), text).unwrap_err().to_string()
+}
+
+#[test]
+fn broken_yaml_names_line_and_column() {
+    let e = err("machines:\n  - name: a\n    macs: [52:54:00:00:00:01\n");
+    assert!(e.starts_with("x.yaml:"), "{e}");
+    let e = err("server:\n  listen: 127.0.0.1:8080\n\tadvertise: x\n");
+    assert!(e.contains("x.yaml:3:"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_the_expected_shape() {
+    let e = err("machines:\n  - name: a\n    macs: [\"52:54:00:00:00:01\"]\n    hostnme: a.lab\n");
+    assert!(e.contains("x.yaml:4:5:") && e.contains("unknown field `hostnme`") && e.contains("`hostname`"), "{e}");
+    let e = err("serverr: {}\n");
+    assert!(e.contains("unknown field `serverr`"), "{e}");
+}
+
+#[test]
+fn bad_values_are_errors() {
+    assert!(err("machines:\n  - name: a\n    macs: [\"zz\"]\n").contains("not a MAC"));
+    assert!(err("dhcp:\n  lease_time: 5w\n").contains("unknown unit"));
+    assert!(err("dhcp:\n  range: 10.0.0.9-10.0.0.1\n").contains("ends before"));
+    assert!(err("dhcp:\n  mode: sometimes\n").contains("unknown variant"));
+}
+
+#[test]
+fn duplicates_name_both_entries() {
+    let e = err(
+        "machines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:01\"], ip: 198.18.0.5}\n  - {name: b, hostname: b, macs: [\"52-54-00-00-00-01\"], ip: 198.18.0.5}\n  - {name: a, hostname: c, macs: [\"52:54:00:00:00:03\"]}\n",
+    );
+    assert!(e.contains("duplicate MAC 52:54:00:00:00:01: x.yaml: machines[0] (a) and x.yaml: machines[1] (b)"), "{e}");
+    assert!(e.contains("duplicate IP 198.18.0.5"), "{e}");
+    assert!(e.contains("duplicate machine name a"), "{e}");
+}
+
+#[test]
+fn unstable_disks_are_refused_unless_allowed() {
+    let base = "bundles:\n  - {name: g, os: generic, kernel: {url: http://k}, initrd: {url: http://i}}\nmachines:\n  - name: a\n    hostname: a\n    macs: [\"52:54:00:00:00:01\"]\n    bundle: g\n    install_disk: /dev/sda\n";
+    assert!(err(base).contains("can name another disk"));
+    Config::from_str_named(Path::new("x"), &format!("{base}    allow_unstable_install_disk: true\n")).unwrap();
+}
+
+#[test]
+fn secrets_in_kernel_args_are_refused() {
+    let e = err("bundles:\n  - {name: g, os: generic, kernel: {url: http://k}, args: \"k3s.token=abc\"}\n");
+    assert!(e.contains("token="), "{e}");
+}
+
+#[test]
+fn directory_merges_and_refuses_two_server_sections() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.yaml"), "server: {listen: 127.0.0.1:9000}\nbundles:\n  - {name: g, os: generic, kernel: {url: http://k}}\n").unwrap();
+    std::fs::write(d.path().join("b.yml"), "machines:\n  - {name: m, hostname: m, macs: [\"52:54:00:00:00:01\"], bundle: g}\n").unwrap();
+    std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
+    let cfg = Config::load(d.path()).unwrap();
+    assert_eq!(cfg.server.listen.port(), 9000);
+    assert_eq!(cfg.machines.len(), 1);
+    std::fs::write(d.path().join("c.yaml"), "server: {}\n").unwrap();
+    assert!(Config::load(d.path()).unwrap_err().to_string().contains("already set"));
+}
+
+#[test]
+fn lint_warns_without_failing() {
+    let cfg = Config::from_str_named(Path::new("bootplane.yaml"), SPEC_EXAMPLE).unwrap();
+    let f = lint(&cfg);
+    assert!(f.iter().all(|f| f.severity == Severity::Warning), "{f:?}");
+    assert!(f.iter().any(|f| f.message.contains("sha256 `...`")), "{f:?}");
+}
