@@ -1,0 +1,162 @@
+//! Persistent state behind one [`Store`] trait: machines and their states, bundles,
+//! clusters, templates, settings and the event log. The trait speaks in domain types and
+//! whole operations (apply an inventory, move a machine, write a batch of events), never
+//! in SQL, so a PostgreSQL backend can implement it without the callers changing. Every
+//! state change happens in one transaction together with its `state.changed` event.
+//! [`sqlite::SqliteStore`] is the embedded default.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use bootplane_core::model::{Bundle, Cluster, MachineRecord, MachineSpec};
+use bootplane_core::state::{MachineState, TransitionError, Trigger};
+use bootplane_core::Observed;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no machine named `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An event about to be written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The machine, or `None` when only an observed identity is known.
+    pub machine: Option<String>,
+    pub kind: String,
+    pub source: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(machine: Option<&str>, kind: &str, source: Option<String>, detail: serde_json::Value) -> Self {
+        NewEvent { machine: machine.map(str::to_string), kind: kind.to_string(), source, detail }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub machine: Option<String>,
+    pub kind: String,
+    pub source: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub machine: Option<String>,
+    /// Only events with a larger id.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// Writes that may be delayed and grouped: one transaction per batch.
+#[derive(Clone, Debug)]
+pub enum BatchItem {
+    Event(NewEvent),
+    /// An unknown machine was seen: remember it as `discovered` (or refresh it).
+    Discovered { observed: Observed, source: Option<String> },
+    /// A known machine was seen.
+    Seen { machine: String, observed: Observed },
+}
+
+/// Everything `bootplane apply` upserts, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct ApplySet {
+    pub machines: Vec<MachineSpec>,
+    pub bundles: Vec<Bundle>,
+    pub clusters: Vec<Cluster>,
+    pub templates: Vec<(String, String)>,
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub machines_created: u32,
+    pub machines_updated: u32,
+    pub machines_adopted: u32,
+    pub machines_provisioned: u32,
+    pub bundles_created: u32,
+    pub clusters: u32,
+    pub templates: u32,
+}
+
+/// The result of asking for a transition.
+#[derive(Clone, Debug)]
+pub enum Transitioned {
+    Changed { from: MachineState, record: MachineRecord },
+    /// The machine already was in the target state; nothing was written.
+    Unchanged(MachineRecord),
+}
+
+impl Transitioned {
+    pub fn record(&self) -> &MachineRecord {
+        match self {
+            Transitioned::Changed { record, .. } | Transitioned::Unchanged(record) => record,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub events_deleted: u64,
+    pub discovered_deleted: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn apply(&self, set: ApplySet) -> Result<ApplyReport>;
+
+    /// The machines owning the observed UUID and MAC, in that order, for
+    /// [`bootplane_core::resolve_identity`].
+    async fn identity_candidates(&self, obs: &Observed) -> Result<(Option<MachineRecord>, Option<MachineRecord>)>;
+
+    async fn machine(&self, name: &str) -> Result<Option<MachineRecord>>;
+    async fn machines(&self) -> Result<Vec<MachineRecord>>;
+    async fn machine_counts(&self) -> Result<Vec<(MachineState, u64)>>;
+    async fn bundle(&self, name: &str) -> Result<Option<Bundle>>;
+    async fn bundles(&self) -> Result<Vec<Bundle>>;
+    async fn cluster(&self, name: &str) -> Result<Option<Cluster>>;
+    async fn clusters(&self) -> Result<Vec<Cluster>>;
+    async fn template(&self, name: &str) -> Result<Option<String>>;
+
+    /// Moves `machine` to `to`, if the transition table allows it from its current state,
+    /// writing a `state.changed` event in the same transaction. Entering `provision` resets
+    /// the install attempts and issues a fresh credential; a report retires the credential.
+    async fn transition(
+        &self,
+        machine: &str,
+        to: MachineState,
+        trigger: Trigger,
+        source: Option<String>,
+        detail: serde_json::Value,
+    ) -> Result<Transitioned>;
+
+    /// Counts one more installer served; only valid in `provision`/`installing`.
+    async fn note_install_attempt(&self, machine: &str) -> Result<MachineRecord>;
+
+    async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()>;
+    async fn events(&self, q: EventQuery) -> Result<Vec<Event>>;
+    async fn event_count(&self) -> Result<u64>;
+
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` under `key` unless a value is already there; returns the stored one.
+    /// Several instances racing to create a secret all end up with the same one.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+
+    /// Keeps the newest `events_retained` events and `max_discovered` discovered machines.
+    async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport>;
+}

@@ -1,0 +1,636 @@
+//! The embedded SQLite backend: one database file under the data directory, WAL mode so
+//! readers never wait for the writer, and `BEGIN IMMEDIATE` for every write so concurrent
+//! writers queue on the busy timeout instead of failing mid-transaction. Blocking SQLite
+//! calls run on tokio's blocking pool. Migrations are the numbered files in
+//! `migrations/sqlite/`, applied in order and recorded in `schema_migrations`.
+
+use crate::*;
+use bootplane_core::model::discovered_name;
+use chrono::{DateTime, SecondsFormat, Utc};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde_json::json;
+use std::path::Path;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+const MACHINE_COLS: &str =
+    "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
+
+pub struct SqliteStore {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+}
+
+fn be<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
+    let state: String = r.get(2)?;
+    Ok(MachineRecord {
+        spec: json_col(&r.get::<_, String>(1)?)?,
+        state: state
+            .parse()
+            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
+        install_attempts: r.get(3)?,
+        credential_generation: r.get(4)?,
+        observed: json_col(&r.get::<_, String>(5)?)?,
+        last_seen: r.get::<_, Option<String>>(6)?.map(|s| parse_time(&s)).transpose()?,
+        created: parse_time(&r.get::<_, String>(7)?)?,
+        updated: parse_time(&r.get::<_, String>(8)?)?,
+    })
+}
+
+fn get_machine(c: &Connection, name: &str) -> Result<Option<MachineRecord>> {
+    c.query_row(&format!("SELECT {MACHINE_COLS} FROM machines WHERE name = ?1"), [name], machine_from_row)
+        .optional()
+        .map_err(be)
+}
+
+fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
+    c.prepare_cached("INSERT INTO events (time, machine, kind, source, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut st| st.execute(params![now(), e.machine, e.kind, e.source, e.detail.to_string()]))
+        .map(|_| ())
+        .map_err(be)
+}
+
+/// The transition itself, inside the caller's transaction.
+fn transition_in(
+    c: &Connection,
+    rec: MachineRecord,
+    to: MachineState,
+    trigger: Trigger,
+    source: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Transitioned> {
+    if rec.state == to {
+        return Ok(Transitioned::Unchanged(rec));
+    }
+    let from = rec.state;
+    from.check(to, trigger)?;
+    let mut attempts = rec.install_attempts;
+    let mut generation = rec.credential_generation;
+    if to == MachineState::Provision {
+        attempts = 0;
+        generation += 1;
+    }
+    if trigger == Trigger::Report {
+        generation += 1;
+    }
+    let ts = now();
+    c.execute(
+        "UPDATE machines SET state = ?1, install_attempts = ?2, credential_generation = ?3, updated = ?4 WHERE name = ?5",
+        params![to.as_str(), attempts, generation, ts, rec.name()],
+    )
+    .map_err(be)?;
+    insert_event(
+        c,
+        &NewEvent::new(
+            Some(rec.name()),
+            "state.changed",
+            source,
+            json!({ "from": from, "to": to, "trigger": trigger, "detail": detail }),
+        ),
+    )?;
+    let record = get_machine(c, rec.name())?.ok_or_else(|| StoreError::NotFound(rec.name().into()))?;
+    Ok(Transitioned::Changed { from, record })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `bootplane.db` in `data_dir` and migrates it.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        Self::open_file(&data_dir.join("bootplane.db"))
+    }
+
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+            )
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .build(manager)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let store = SqliteStore { pool };
+        let mut c = store.pool.get().map_err(be)?;
+        migrate(&mut c)?;
+        Ok(store)
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = pool.get().map_err(be)?;
+            f(&mut c)
+        })
+        .await
+        .map_err(be)?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(be)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn migrate(c: &mut Connection) -> Result<()> {
+    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+        .map_err(be)?;
+    for (version, sql) in MIGRATIONS {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
+        let done: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
+            .map_err(be)?;
+        if !done {
+            tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
+            tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)", params![version, now()])
+                .map_err(be)?;
+        }
+        tx.commit().map_err(be)?;
+    }
+    Ok(())
+}
+
+fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) -> Result<()> {
+    // Discovered records of this machine give way to it, and hand it their history.
+    let mut adopted = false;
+    let mut discovered: Vec<String> = Vec::new();
+    for mac in &spec.macs {
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT m.name FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1 AND m.state = 'discovered'",
+                [mac.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(be)?;
+        discovered.extend(owner);
+    }
+    if let Some(u) = &spec.uuid {
+        let mut st = tx
+            .prepare("SELECT name FROM machines WHERE state = 'discovered' AND json_extract(spec, '$.uuid') = ?1")
+            .map_err(be)?;
+        let names = st.query_map([u.as_str()], |r| r.get::<_, String>(0)).map_err(be)?;
+        for n in names {
+            discovered.push(n.map_err(be)?);
+        }
+    }
+    discovered.sort();
+    discovered.dedup();
+    for d in discovered.iter().filter(|d| **d != spec.name) {
+        tx.execute("DELETE FROM machines WHERE name = ?1", [d]).map_err(be)?;
+        tx.execute("UPDATE events SET machine = ?1 WHERE machine = ?2", params![spec.name, d]).map_err(be)?;
+        adopted = true;
+        report.machines_adopted += 1;
+    }
+
+    for mac in &spec.macs {
+        let owner: Option<(String, String)> = tx
+            .query_row(
+                "SELECT m.name, m.state FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1",
+                [mac.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(be)?;
+        match owner {
+            Some((o, _)) if o == spec.name => {}
+            Some((o, st)) if st == "retired" => {
+                tx.execute("DELETE FROM machine_macs WHERE mac = ?1", [mac.to_string()]).map_err(|e| be(format!("{o}: {e}")))?;
+            }
+            Some((o, _)) => {
+                return Err(StoreError::Conflict(format!(
+                    "MAC {mac} of machine {} already belongs to machine {o} in the store; retire {o} first \
+                     (bootplane machines retire {o}) or fix the MAC",
+                    spec.name
+                )))
+            }
+            None => {}
+        }
+    }
+    if let Some(u) = &spec.uuid {
+        let owner: Option<(String, String)> = tx
+            .query_row("SELECT name, state FROM machines WHERE uuid = ?1 AND name != ?2", params![u.as_str(), spec.name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(be)?;
+        match owner {
+            Some((o, st)) if st == "retired" => {
+                tx.execute("UPDATE machines SET uuid = NULL WHERE name = ?1", [o]).map_err(be)?;
+            }
+            Some((o, _)) => {
+                return Err(StoreError::Conflict(format!(
+                    "UUID {u} of machine {} already belongs to machine {o} in the store; retire {o} first or fix the UUID",
+                    spec.name
+                )))
+            }
+            None => {}
+        }
+    }
+
+    let spec_json = serde_json::to_string(spec).map_err(be)?;
+    let ts = now();
+    let existing = get_machine(tx, &spec.name)?;
+    match existing {
+        Some(rec) => {
+            tx.execute(
+                "UPDATE machines SET spec = ?1, uuid = ?2, updated = ?3 WHERE name = ?4",
+                params![spec_json, spec.uuid.as_ref().map(|u| u.as_str()), ts, spec.name],
+            )
+            .map_err(be)?;
+            tx.execute("DELETE FROM machine_macs WHERE machine = ?1", [&spec.name]).map_err(be)?;
+            insert_macs(tx, spec)?;
+            report.machines_updated += 1;
+            let rec = MachineRecord { spec: spec.clone(), ..rec };
+            if spec.provision && matches!(rec.state, MachineState::Ready | MachineState::Discovered) {
+                transition_in(tx, rec, MachineState::Provision, Trigger::Apply, None, json!("provision: true in the applied config"))?;
+                report.machines_provisioned += 1;
+            }
+        }
+        None => {
+            let state = if spec.provision { MachineState::Provision } else { MachineState::Ready };
+            tx.execute(
+                "INSERT INTO machines (name, spec, state, uuid, install_attempts, credential_generation, observed, created, updated) \
+                 VALUES (?1, ?2, ?3, ?4, 0, 0, '{}', ?5, ?5)",
+                params![spec.name, spec_json, state.as_str(), spec.uuid.as_ref().map(|u| u.as_str()), ts],
+            )
+            .map_err(be)?;
+            insert_macs(tx, spec)?;
+            report.machines_created += 1;
+            if spec.provision {
+                report.machines_provisioned += 1;
+            }
+            insert_event(
+                tx,
+                &NewEvent::new(
+                    Some(&spec.name),
+                    "state.changed",
+                    None,
+                    json!({ "from": if adopted { Some("discovered") } else { None }, "to": state, "trigger": Trigger::Apply }),
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_macs(tx: &Connection, spec: &MachineSpec) -> Result<()> {
+    for mac in &spec.macs {
+        tx.execute("INSERT INTO machine_macs (mac, machine) VALUES (?1, ?2)", params![mac.to_string(), spec.name])
+            .map_err(|e| StoreError::Conflict(format!("MAC {mac} of machine {}: {e}", spec.name)))?;
+    }
+    Ok(())
+}
+
+fn write_item(tx: &Connection, item: &BatchItem, ts: &str) -> Result<()> {
+    match item {
+        BatchItem::Event(e) => insert_event(tx, e),
+        BatchItem::Seen { machine, observed } => {
+            let obs = serde_json::to_string(observed).map_err(be)?;
+            tx.prepare_cached("UPDATE machines SET observed = ?1, last_seen = ?2 WHERE name = ?3")
+                .and_then(|mut st| st.execute(params![obs, ts, machine]))
+                .map(|_| ())
+                .map_err(be)
+        }
+        BatchItem::Discovered { observed, source: _ } => {
+            let Some(name) = discovered_name(observed) else { return Ok(()) };
+            let spec = MachineSpec {
+                name: name.clone(),
+                macs: observed.mac.into_iter().collect(),
+                uuid: observed.uuid.clone(),
+                serial: observed.serial.clone(),
+                arch: observed.arch.clone(),
+                ..Default::default()
+            };
+            let spec = serde_json::to_string(&spec).map_err(be)?;
+            let obs = serde_json::to_string(observed).map_err(be)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO machines (name, spec, state, uuid, observed, last_seen, created, updated) \
+                     VALUES (?1, ?2, 'discovered', NULL, ?3, ?4, ?4, ?4) \
+                     ON CONFLICT(name) DO UPDATE SET observed = excluded.observed, last_seen = excluded.last_seen \
+                     WHERE machines.state = 'discovered'",
+                )
+                .and_then(|mut st| st.execute(params![name, spec, obs, ts]))
+                .map_err(be)?;
+            if inserted > 0 {
+                if let Some(mac) = observed.mac {
+                    tx.prepare_cached("INSERT OR IGNORE INTO machine_macs (mac, machine) VALUES (?1, ?2)")
+                        .and_then(|mut st| st.execute(params![mac.to_string(), name]))
+                        .map_err(be)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, set: ApplySet) -> Result<ApplyReport> {
+        self.write(move |tx| {
+            let mut report = ApplyReport::default();
+            for (k, v) in &set.settings {
+                tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![k, v]).map_err(be)?;
+            }
+            for b in &set.bundles {
+                let json = serde_json::to_string(b).map_err(be)?;
+                let existing: Option<String> =
+                    tx.query_row("SELECT spec FROM bundles WHERE name = ?1", [&b.name], |r| r.get(0)).optional().map_err(be)?;
+                match existing {
+                    Some(old) if serde_json::from_str::<Bundle>(&old).ok().as_ref() == Some(b) => {}
+                    Some(_) => {
+                        return Err(StoreError::Conflict(format!(
+                            "bundle {} already exists with different contents; bundles are immutable, give the new one another name",
+                            b.name
+                        )))
+                    }
+                    None => {
+                        tx.execute("INSERT INTO bundles (name, spec, created) VALUES (?1, ?2, ?3)", params![b.name, json, now()])
+                            .map_err(be)?;
+                        report.bundles_created += 1;
+                    }
+                }
+            }
+            for c in &set.clusters {
+                let json = serde_json::to_string(c).map_err(be)?;
+                tx.execute(
+                    "INSERT INTO clusters (name, spec, updated) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated = excluded.updated",
+                    params![c.name, json, now()],
+                )
+                .map_err(be)?;
+                report.clusters += 1;
+            }
+            for (name, butane) in &set.templates {
+                tx.execute("INSERT OR REPLACE INTO templates (name, butane) VALUES (?1, ?2)", params![name, butane]).map_err(be)?;
+                report.templates += 1;
+            }
+            for m in &set.machines {
+                apply_machine(tx, m, &mut report)?;
+            }
+            insert_event(tx, &NewEvent::new(None, "config.applied", None, serde_json::to_value(&report).map_err(be)?))?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn identity_candidates(&self, obs: &Observed) -> Result<(Option<MachineRecord>, Option<MachineRecord>)> {
+        let uuid = obs.uuid.as_ref().map(|u| u.as_str().to_string());
+        let mac = obs.mac.map(|m| m.to_string());
+        self.run(move |c| {
+            let by_uuid = match uuid {
+                Some(u) => c
+                    .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE uuid = ?1"))
+                    .and_then(|mut st| st.query_row([u], machine_from_row).optional())
+                    .map_err(be)?,
+                None => None,
+            };
+            let by_mac = match mac {
+                Some(m) => c
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1",
+                        MACHINE_COLS.split(", ").map(|col| format!("m.{col}")).collect::<Vec<_>>().join(", ")
+                    ))
+                    .and_then(|mut st| st.query_row([m], machine_from_row).optional())
+                    .map_err(be)?,
+                None => None,
+            };
+            Ok((by_uuid, by_mac))
+        })
+        .await
+    }
+
+    async fn machine(&self, name: &str) -> Result<Option<MachineRecord>> {
+        let name = name.to_string();
+        self.run(move |c| get_machine(c, &name)).await
+    }
+
+    async fn machines(&self) -> Result<Vec<MachineRecord>> {
+        self.run(|c| {
+            let mut st = c.prepare(&format!("SELECT {MACHINE_COLS} FROM machines ORDER BY name")).map_err(be)?;
+            let rows = st.query_map([], machine_from_row).map_err(be)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)
+        })
+        .await
+    }
+
+    async fn machine_counts(&self) -> Result<Vec<(MachineState, u64)>> {
+        self.run(|c| {
+            let mut st = c.prepare_cached("SELECT state, COUNT(*) FROM machines GROUP BY state").map_err(be)?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(be)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (s, n) = r.map_err(be)?;
+                if let Ok(s) = s.parse() {
+                    out.push((s, n));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn bundle(&self, name: &str) -> Result<Option<Bundle>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let s: Option<String> = c
+                .prepare_cached("SELECT spec FROM bundles WHERE name = ?1")
+                .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+                .map_err(be)?;
+            s.map(|s| serde_json::from_str(&s).map_err(be)).transpose()
+        })
+        .await
+    }
+
+    async fn bundles(&self) -> Result<Vec<Bundle>> {
+        self.run(|c| {
+            let mut st = c.prepare("SELECT spec FROM bundles ORDER BY name").map_err(be)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
+            rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
+        })
+        .await
+    }
+
+    async fn cluster(&self, name: &str) -> Result<Option<Cluster>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let s: Option<String> =
+                c.query_row("SELECT spec FROM clusters WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be)?;
+            s.map(|s| serde_json::from_str(&s).map_err(be)).transpose()
+        })
+        .await
+    }
+
+    async fn clusters(&self) -> Result<Vec<Cluster>> {
+        self.run(|c| {
+            let mut st = c.prepare("SELECT spec FROM clusters ORDER BY name").map_err(be)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
+            rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
+        })
+        .await
+    }
+
+    async fn template(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_string();
+        self.run(move |c| c.query_row("SELECT butane FROM templates WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be))
+            .await
+    }
+
+    async fn transition(
+        &self,
+        machine: &str,
+        to: MachineState,
+        trigger: Trigger,
+        source: Option<String>,
+        detail: serde_json::Value,
+    ) -> Result<Transitioned> {
+        let machine = machine.to_string();
+        self.write(move |tx| {
+            let rec = get_machine(tx, &machine)?.ok_or_else(|| StoreError::NotFound(machine.clone()))?;
+            transition_in(tx, rec, to, trigger, source, detail)
+        })
+        .await
+    }
+
+    async fn note_install_attempt(&self, machine: &str) -> Result<MachineRecord> {
+        let machine = machine.to_string();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE machines SET install_attempts = install_attempts + 1, updated = ?1 \
+                     WHERE name = ?2 AND state IN ('provision', 'installing')",
+                    params![now(), machine],
+                )
+                .map_err(be)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("machine {machine} is not provisioning")));
+            }
+            get_machine(tx, &machine)?.ok_or(StoreError::NotFound(machine))
+        })
+        .await
+    }
+
+    async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()> {
+        self.write(move |tx| {
+            let ts = now();
+            let mut first_err = None;
+            for item in &items {
+                // One bad item must not lose the rest of the batch.
+                if let Err(e) = write_item(tx, item, &ts) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            match first_err {
+                Some(e) if items.len() == 1 => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<Event>> {
+        self.run(move |c| {
+            let limit = if q.limit == 0 { 100 } else { q.limit.min(10_000) };
+            let (order, after) = match q.after {
+                Some(a) => ("ASC", a),
+                None => ("DESC", -1),
+            };
+            let sql = format!(
+                "SELECT id, time, machine, kind, source, detail FROM events \
+                 WHERE (?1 IS NULL OR machine = ?1) AND id > ?2 ORDER BY id {order} LIMIT ?3"
+            );
+            let mut st = c.prepare_cached(&sql).map_err(be)?;
+            let rows = st
+                .query_map(params![q.machine, after, limit], |r| {
+                    Ok(Event {
+                        id: r.get(0)?,
+                        time: parse_time(&r.get::<_, String>(1)?)?,
+                        machine: r.get(2)?,
+                        kind: r.get(3)?,
+                        source: r.get(4)?,
+                        detail: json_col(&r.get::<_, String>(5)?)?,
+                    })
+                })
+                .map_err(be)?;
+            let mut v = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?;
+            if q.after.is_none() {
+                v.reverse();
+            }
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        self.run(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(be)).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.run(move |c| c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(be))
+            .await
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map_err(be)?;
+            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).map_err(be)
+        })
+        .await
+    }
+
+    async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport> {
+        self.write(move |tx| {
+            let events_deleted = tx
+                .execute(
+                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                    [events_retained as i64],
+                )
+                .map_err(be)? as u64;
+            let discovered_deleted = tx
+                .execute(
+                    "DELETE FROM machines WHERE name IN (SELECT name FROM machines WHERE state = 'discovered' \
+                     ORDER BY last_seen DESC LIMIT -1 OFFSET ?1)",
+                    [max_discovered as i64],
+                )
+                .map_err(be)? as u64;
+            Ok(PruneReport { events_deleted, discovered_deleted })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use super::*;
+use bootplane_core::model::OsKind;
+
+fn spec(name: &str, mac: &str, provision: bool) -> MachineSpec {
+    MachineSpec {
+        name: name.into(),
+        hostname: Some(format!("{name}.lab")),
+        macs: vec![mac.parse().unwrap()],
+        provision,
+        bundle: Some("g".into()),
+        ..Default::default()
+    }
+}
+
+fn bundle() -> Bundle {
+    Bundle {
+        name: "g".into(),
+        os: OsKind::Generic,
+        arch: "x86_64".into(),
+        kernel: None,
+        initramfs: None,
+        initrd: None,
+        rootfs: None,
+        image: None,
+        args: None,
+        butane_version: None,
+    }
+}
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let d = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(d.path()).unwrap();
+    (d, s)
+}
+
+fn obs(mac: &str) -> Observed {
+    Observed::from_raw(Some(mac), None, None, Some("x86_64"), None).unwrap()
+}
+
+#[tokio::test]
+async fn apply_sets_initial_states_and_never_reprovisions_installed() {
+    let (_d, s) = store();
+    let set = ApplySet {
+        machines: vec![spec("a", "52:54:00:00:00:01", false), spec("b", "52:54:00:00:00:02", true)],
+        bundles: vec![bundle()],
+        ..Default::default()
+    };
+    let r = s.apply(set.clone()).await.unwrap();
+    assert_eq!((r.machines_created, r.machines_provisioned), (2, 1));
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Ready);
+    assert_eq!(s.machine("b").await.unwrap().unwrap().state, MachineState::Provision);
+
+    s.transition("b", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    s.transition("b", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap();
+    s.apply(set).await.unwrap();
+    assert_eq!(s.machine("b").await.unwrap().unwrap().state, MachineState::Installed, "re-apply must not reinstall");
+}
+
+#[tokio::test]
+async fn transitions_follow_the_table_and_are_recorded() {
+    let (_d, s) = store();
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
+    let e = s.transition("a", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Transition(_)), "{e}");
+    let t = s.transition("a", MachineState::Provision, Trigger::AdminProvision, Some("127.0.0.1".into()), json!(null)).await.unwrap();
+    let gen = t.record().credential_generation;
+    assert!(matches!(t, Transitioned::Changed { from: MachineState::Ready, .. }));
+    assert!(matches!(
+        s.transition("a", MachineState::Provision, Trigger::AdminProvision, None, json!(null)).await.unwrap(),
+        Transitioned::Unchanged(_)
+    ));
+    s.note_install_attempt("a").await.unwrap();
+    assert_eq!(s.machine("a").await.unwrap().unwrap().install_attempts, 1);
+    s.transition("a", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    let t = s.transition("a", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap();
+    assert_eq!(t.record().credential_generation, gen + 1, "a report retires the credential");
+    assert!(s.note_install_attempt("a").await.is_err());
+    let ev = s.events(EventQuery { machine: Some("a".into()), ..Default::default() }).await.unwrap();
+    let changes: Vec<_> = ev.iter().filter(|e| e.kind == "state.changed").map(|e| e.detail["to"].as_str().unwrap().to_string()).collect();
+    assert_eq!(changes, ["ready", "provision", "installing", "installed"]);
+}
+
+#[tokio::test]
+async fn discovered_machines_are_recorded_then_adopted() {
+    let (_d, s) = store();
+    let o = obs("52:54:00:00:00:09");
+    s.write_batch(vec![
+        BatchItem::Discovered { observed: o.clone(), source: None },
+        BatchItem::Event(NewEvent::new(Some("discovered-525400000009"), "boot.script", None, json!({}))),
+    ])
+    .await
+    .unwrap();
+    let (u, m) = s.identity_candidates(&o).await.unwrap();
+    assert!(u.is_none());
+    let m = m.unwrap();
+    assert_eq!((m.name(), m.state), ("discovered-525400000009", MachineState::Discovered));
+    assert_eq!(m.observed.arch.as_deref(), Some("x86_64"));
+
+    let r = s.apply(ApplySet { machines: vec![spec("new", "52-54-00-00-00-09", false)], ..Default::default() }).await.unwrap();
+    assert_eq!(r.machines_adopted, 1);
+    assert!(s.machine("discovered-525400000009").await.unwrap().is_none());
+    let ev = s.events(EventQuery { machine: Some("new".into()), ..Default::default() }).await.unwrap();
+    assert!(ev.iter().any(|e| e.kind == "boot.script"), "history follows the machine: {ev:?}");
+}
+
+#[tokio::test]
+async fn mac_owned_by_another_machine_is_refused_atomically() {
+    let (_d, s) = store();
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
+    let e = s
+        .apply(ApplySet { machines: vec![spec("c", "52:54:00:00:00:03", false), spec("b", "52:54:00:00:00:01", false)], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already belongs to machine a"), "{e}");
+    assert!(s.machine("c").await.unwrap().is_none(), "a refused apply writes nothing");
+}
+
+#[tokio::test]
+async fn bundles_are_immutable() {
+    let (_d, s) = store();
+    s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    let mut b = bundle();
+    b.args = Some("changed".into());
+    assert!(s.apply(ApplySet { bundles: vec![b], ..Default::default() }).await.unwrap_err().to_string().contains("immutable"));
+}
+
+#[tokio::test]
+async fn prune_caps_events_and_discovered() {
+    let (_d, s) = store();
+    let mut items = Vec::new();
+    for i in 0..50u32 {
+        let mac = format!("52:54:01:00:{:02x}:{:02x}", i / 256, i % 256);
+        items.push(BatchItem::Discovered { observed: obs(&mac), source: None });
+        items.push(BatchItem::Event(NewEvent::new(None, "boot.script", None, json!(i))));
+    }
+    s.write_batch(items).await.unwrap();
+    let r = s.prune(10, 20).await.unwrap();
+    assert_eq!(r.discovered_deleted, 30);
+    assert_eq!(s.event_count().await.unwrap(), 10);
+    assert_eq!(s.machines().await.unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn settings_first_writer_wins() {
+    let (_d, s) = store();
+    assert_eq!(s.setting_or_insert("k", "one").await.unwrap(), "one");
+    assert_eq!(s.setting_or_insert("k", "two").await.unwrap(), "one");
+}
+
+#[tokio::test]
+async fn reopening_keeps_state() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(d.path()).unwrap();
+        s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", true)], ..Default::default() }).await.unwrap();
+    }
+    let s = SqliteStore::open(d.path()).unwrap();
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Provision);
+}
