@@ -85,8 +85,16 @@ pub enum ConfigError {
 pub const STARTER: &str = include_str!("starter.yaml");
 
 impl Config {
-    /// Loads a file, or every `*.yaml`/`*.yml` in a directory (sorted by name).
+    /// Loads a file, or every `*.yaml`/`*.yml` in a directory (sorted by name), and
+    /// validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Self::parse(path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Like [`Config::load`] without validation, for `bootplane check` to list every finding.
+    pub fn parse(path: &Path) -> Result<Config, ConfigError> {
         let files = if path.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|source| ConfigError::Read { path: path.into(), source })?
@@ -106,11 +114,18 @@ impl Config {
             let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read { path: f.clone(), source })?;
             parts.push((f, text));
         }
-        Self::from_sources(parts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
+        Self::parse_sources(parts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
     }
 
-    /// Parses and merges in-memory sources, each named by the path used in messages.
+    /// Parses, merges and validates in-memory sources, each named by the path used in
+    /// messages.
     pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Config, ConfigError> {
+        let cfg = Self::parse_sources(sources)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn parse_sources<'a>(sources: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
         let mut server_from: Option<PathBuf> = None;
         let mut dhcp_from: Option<PathBuf> = None;
@@ -155,7 +170,6 @@ impl Config {
             cfg.ssh_authorized_keys.extend(file.ssh_authorized_keys);
             cfg.templates.extend(file.templates);
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 

@@ -72,3 +72,25 @@ mod tests {
         assert!(!env_safe("a b") && !env_safe("$(x)") && !env_safe("a'b"));
     }
 }
+
+/// Spec used when neither the machine nor its bundle names a Butane version: 3.3.0 is
+/// understood by every Ignition since 2021 (and by Debian's `ignition-validate`).
+pub const DEFAULT_SPEC: &str = "3.3.0";
+
+/// The Ignition spec version the real Butane emits for `variant version`, e.g.
+/// `fcos 1.5.0` -> `3.4.0` (Butane's docs: "Specification versions" table).
+pub fn spec_for_butane(variant_version: &str) -> Option<&'static str> {
+    let mut it = variant_version.split_whitespace();
+    let (variant, version) = (it.next()?, it.next()?);
+    Some(match (variant, version) {
+        ("fcos", "1.0.0") => "3.0.0",
+        ("fcos", "1.1.0") => "3.1.0",
+        ("fcos", "1.2.0") | ("fcos", "1.3.0") => "3.2.0",
+        ("fcos", "1.4.0") => "3.3.0",
+        ("fcos", "1.5.0") => "3.4.0",
+        ("fcos", "1.6.0") => "3.5.0",
+        ("flatcar", "1.0.0") => "3.3.0",
+        ("flatcar", "1.1.0") => "3.4.0",
+        _ => return None,
+    })
+}

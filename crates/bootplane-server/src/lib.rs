@@ -1,0 +1,84 @@
+//! The HTTP face of bootplane: `/boot.ipxe` and `/v1/boot/ipxe` (the boot decision),
+//! the machine API, per-machine configs and reports, the event log and its live stream,
+//! `/metrics` and `/healthz`. Handlers are thin: identity and decisions come from
+//! `bootplane-core`, persistence from a `Store`. Writes that the boot path does not need
+//! to wait for (events, "last seen", discovered machines) go through [`sink::EventSink`],
+//! which batches them into one transaction and drops (and counts) rather than blocks when
+//! the store falls behind.
+
+mod api;
+mod auth;
+mod boot;
+mod metrics;
+pub mod sink;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use bootplane_config::ServerSettings;
+use bootplane_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use auth::AdminToken;
+
+/// Everything handlers share.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: ServerSettings,
+    /// Key for per-machine credentials; shared by all instances through the store.
+    pub credential_secret: Vec<u8>,
+    pub admin_token: AdminToken,
+    pub sink: sink::EventSink,
+    pub metrics: metrics::Metrics,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Longest query string accepted on the boot path; iPXE's own is far shorter.
+pub const MAX_QUERY: usize = 2048;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::handler))
+        .route("/boot.ipxe", get(boot::entry))
+        .route("/v1/boot/ipxe", get(boot::decision))
+        .route("/v1/machines", get(api::list_machines))
+        .route("/v1/machines/{name}", get(api::show_machine))
+        .route("/v1/machines/{name}/provision", post(api::provision))
+        .route("/v1/machines/{name}/retire", post(api::retire))
+        .route("/v1/machines/{name}/report", post(api::report))
+        .route("/v1/machines/{name}/ignition", get(api::ignition))
+        .route("/v1/events", get(api::events))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+/// Builds the shared state: loads or creates the credential secret, starts the sink.
+pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken) -> anyhow::Result<Shared> {
+    let fresh: [u8; 32] = rand::random();
+    let secret = store.setting_or_insert("credential_secret", &hex::encode(fresh)).await?;
+    let credential_secret = hex::decode(secret.trim())?;
+    let metrics = metrics::Metrics::default();
+    let sink = sink::EventSink::start(store.clone(), metrics.events_dropped.clone());
+    sink::start_pruner(store.clone(), settings.events_retained, settings.max_discovered);
+    Ok(Arc::new(AppState { store, settings, credential_secret, admin_token, sink, metrics }))
+}
+
+/// Serves until `shutdown` resolves, then flushes pending events.
+pub async fn run(
+    state: Shared,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    state.sink.flush().await;
+    Ok(())
+}

@@ -1,1 +1,121 @@
-fn main(){}
+//! The `bootplane` binary: parses the command line and dispatches once. Every capability
+//! lives in a library crate; the modules under `cmd/` only wire arguments to them and
+//! print results.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "bootplane", version, about = "Bare-metal provisioning server: DHCP, TFTP, iPXE, Ignition and k3s from one binary.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where the store lives; shared by `serve` and `apply`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StoreArgs {
+    /// Data directory (SQLite database, admin token). Default: `data` beside the config
+    /// file, or `server.data_dir` from it.
+    #[arg(long, env = "BOOTPLANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL instead of the embedded SQLite: `sqlite:///path/to/bootplane.db`
+    /// (PostgreSQL is planned, not yet built).
+    #[arg(long, env = "BOOTPLANE_DATABASE")]
+    pub database: Option<String>,
+}
+
+/// How the CLI reaches a running server.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "BOOTPLANE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin token (default: `./data/admin-token` when it exists).
+    #[arg(long, env = "BOOTPLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a commented starter bootplane.yaml (loopback, DHCP off) into DIR.
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing bootplane.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the server: apply the config, then serve boot scripts and the API.
+    Serve {
+        /// Config file or directory (default: ./bootplane.yaml, else the embedded starter).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Upsert a config file or directory into the store.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lint a configuration; exits non-zero when it has errors.
+    Check {
+        #[arg(default_value = "bootplane.yaml")]
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and drive machines on a running server.
+    Machines {
+        #[command(subcommand)]
+        cmd: cmd::machines::MachinesCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show what MACHINE would receive, offline, from the config file.
+    Render {
+        machine: String,
+        #[arg(long, short, default_value = "bootplane.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        what: cmd::render::RenderWhat,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOOTPLANE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Init { dir, force } => cmd::init::run(&dir, force),
+        Cmd::Serve { config, listen, store } => cmd::serve::run(config, listen, store),
+        Cmd::Apply { file, store } => cmd::apply::run(&file, store),
+        Cmd::Check { path, json } => cmd::check::run(&path, json),
+        Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
+        Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The boot path: `/boot.ipxe` and `/v1/boot/ipxe`. No authentication (firmware has none)
+//! and nothing secret in any answer. Malformed input gets a 400 with a plain-text reason,
+//! which iPXE prints before its entry script falls back to the local disk.
+
+use crate::{Shared, MAX_QUERY};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bootplane_core::identity::KnownIdentity;
+use bootplane_core::model::{discovered_name, MachineRecord};
+use bootplane_core::state::Trigger;
+use bootplane_core::{decide, ipxe, BootDecision, DecisionContext, IdentityMatch, MachineState, Observed};
+use bootplane_store::{BatchItem, NewEvent};
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+fn script(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
+}
+
+/// The URL machines use to reach us: the configured one, else the Host they used.
+pub fn server_url(s: &Shared, headers: &HeaderMap) -> String {
+    s.settings.advertise_url().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.len() < 256 && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+            .map(str::to_string)
+            .unwrap_or_else(|| s.settings.listen.to_string());
+        format!("http://{host}")
+    })
+}
+
+pub async fn entry(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    script(ipxe::entry_script(&server_url(&s, &headers)))
+}
+
+/// Parses the boot query. Only the known keys are read; each at most once.
+fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > MAX_QUERY {
+        return Err(format!("query string is {} bytes; at most {MAX_QUERY} are accepted", raw.len()));
+    }
+    let mut out = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = v.replace('+', " ");
+        let v = percent_decode(&v).ok_or_else(|| format!("query parameter `{k}` is not valid percent-encoded UTF-8"))?;
+        if matches!(k, "mac" | "uuid" | "serial" | "arch" | "platform") && out.insert(k.to_string(), v).is_some() {
+            return Err(format!("query parameter `{k}` given twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn known(r: &MachineRecord) -> KnownIdentity<'_> {
+    KnownIdentity { name: r.name(), uuid: r.spec.uuid.as_ref(), serial: r.spec.serial.as_deref(), macs: &r.spec.macs }
+}
+
+pub async fn decision(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = match parse_query(raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    let g = |k: &str| q.get(k).map(String::as_str);
+    let observed = match Observed::from_raw(g("mac"), g("uuid"), g("serial"), g("arch"), g("platform")) {
+        Ok(o) if o.mac.is_none() && o.uuid.is_none() => {
+            return bad_request("a `mac` or `uuid` query parameter is required to identify the machine".into())
+        }
+        Ok(o) => o,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let source = Some(peer.ip().to_string());
+    let (by_uuid, by_mac) = match s.store.identity_candidates(&observed).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("identity lookup failed: {e}");
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry\n").into_response();
+        }
+    };
+    let identity = bootplane_core::resolve_identity(&observed, by_uuid.as_ref().map(known), by_mac.as_ref().map(known));
+    let machine = match &identity {
+        IdentityMatch::Known(n) => by_uuid.iter().chain(by_mac.iter()).find(|r| r.name() == n),
+        _ => None,
+    };
+    let bundle = match machine {
+        Some(m) if m.state.serves_installer() => match &m.spec.bundle {
+            Some(b) => s.store.bundle(b).await.ok().flatten(),
+            None => None,
+        },
+        _ => None,
+    };
+    let server = server_url(&s, &headers);
+    let mut decision = decide(&DecisionContext {
+        observed: &observed,
+        identity: &identity,
+        machine,
+        bundle: bundle.as_ref(),
+        server: &server,
+        max_install_attempts: s.settings.max_install_attempts,
+    });
+
+    // Effects. The installer attempt is counted before the script leaves, so a crash
+    // between the two can only under-serve, never over-serve.
+    match &decision {
+        BootDecision::Install { machine: name, .. } => {
+            if let Err(e) = s.store.note_install_attempt(name).await {
+                tracing::warn!("{name}: not serving installer: {e}");
+                let state = s.store.machine(name).await.ok().flatten().map(|r| r.state).unwrap_or(MachineState::Ready);
+                decision = BootDecision::LocalBoot { machine: name.clone(), state };
+            }
+        }
+        BootDecision::AttemptsExhausted { machine: name, attempts } => {
+            let _ = s
+                .store
+                .transition(
+                    name,
+                    MachineState::Failed,
+                    Trigger::AttemptsExhausted,
+                    source.clone(),
+                    json!(format!("{attempts} installer boots without a report")),
+                )
+                .await;
+        }
+        _ => {}
+    }
+    let event_machine = match (&identity, machine) {
+        (_, Some(m)) => Some(m.name().to_string()),
+        (IdentityMatch::Unknown, _) => discovered_name(&observed),
+        _ => None,
+    };
+    match &identity {
+        IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }),
+        IdentityMatch::Known(n) => s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() }),
+        IdentityMatch::Conflict(_) => {}
+    }
+    let mut detail = json!({ "decision": decision.kind(), "observed": observed });
+    match &decision {
+        BootDecision::Quarantine { reason } | BootDecision::Misconfigured { reason, .. } => detail["reason"] = json!(reason),
+        BootDecision::Install { bundle, .. } => detail["bundle"] = json!(bundle),
+        _ => {}
+    }
+    let kind = if matches!(identity, IdentityMatch::Conflict(_)) { "identity.conflict" } else { "boot.script" };
+    s.sink.push(BatchItem::Event(NewEvent::new(event_machine.as_deref(), kind, source, detail)));
+    s.metrics
+        .decisions
+        .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })
+        .inc();
+    script(ipxe::render(&decision, &observed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_refuses_what_it_cannot_read() {
+        assert_eq!(parse_query(Some("mac=52%3A54%3A00%3A00%3A00%3A01&x=1")).unwrap()["mac"], "52:54:00:00:00:01");
+        assert!(parse_query(Some("mac=%zz")).is_err());
+        assert!(parse_query(Some("mac=%ff%fe")).is_err());
+        assert!(parse_query(Some("mac=a&mac=b")).is_err());
+        assert!(parse_query(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
+        assert!(parse_query(Some("serial=%")).is_err());
+    }
+}

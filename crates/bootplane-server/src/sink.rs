@@ -1,0 +1,92 @@
+//! Deferred writes. The boot path must answer in microseconds, so events and "last seen"
+//! updates go into a bounded queue that one task drains in batches, one transaction per
+//! batch. A full queue drops the item and counts it in `bootplane_events_dropped_total`
+//! instead of letting memory grow or the boot path stall. State changes never go through
+//! here: they are written synchronously, with their event, by the store.
+
+use bootplane_store::{BatchItem, Store};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+const QUEUE: usize = 65_536;
+const BATCH: usize = 2048;
+
+enum Msg {
+    Item(BatchItem),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<Msg>,
+    dropped: Counter,
+    /// Woken after each batch lands, so live event streams need not wait for their poll.
+    pub written: Arc<Notify>,
+}
+
+impl EventSink {
+    pub fn start(store: Arc<dyn Store>, dropped: Counter) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let written = Arc::new(Notify::new());
+        let notify = written.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut waiters = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    match m {
+                        Msg::Item(i) => batch.push(i),
+                        Msg::Flush(w) => waiters.push(w),
+                    }
+                    if batch.len() < BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(e) = store.write_batch(std::mem::take(&mut batch)).await {
+                        tracing::warn!("could not write {BATCH} or fewer events: {e}");
+                    }
+                    notify.notify_waiters();
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        });
+        EventSink { tx, dropped, written }
+    }
+
+    pub fn push(&self, item: BatchItem) {
+        if self.tx.try_send(Msg::Item(item)).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Waits until everything pushed so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Keeps the event log and the discovered machines within their caps.
+pub fn start_pruner(store: Arc<dyn Store>, events_retained: u64, max_discovered: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            match store.prune(events_retained, max_discovered).await {
+                Ok(r) if r.events_deleted + r.discovered_deleted > 0 => {
+                    tracing::debug!(events = r.events_deleted, discovered = r.discovered_deleted, "pruned")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("prune failed: {e}"),
+            }
+        }
+    });
+}

@@ -1,0 +1,119 @@
+use crate::ClientArgs;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde_json::Value;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum MachinesCmd {
+    /// All machines, discovered ones included.
+    List,
+    /// One machine, with its recent events (where its last boot stopped).
+    Show { name: String },
+    /// Install NAME on its next network boot (also reinstalls an installed machine).
+    Provision { name: String },
+    /// Take NAME out of service; it boots its local disk and never installs.
+    Retire { name: String },
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Self {
+        let token = args.token.clone().or_else(|| {
+            std::fs::read_to_string("data/admin-token").ok().map(|t| t.trim().to_string())
+        });
+        Client {
+            base: args.server.trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(30)).build(),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.agent.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(r) => r.into_json().with_context(|| format!("{method} {url}: response is not JSON")),
+            Err(ureq::Error::Status(401, _)) => {
+                bail!("{method} {url}: the server refused the admin token; set BOOTPLANE_TOKEN or --token")
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                let msg = body["error"].as_str().unwrap_or("no detail").to_string();
+                bail!("{method} {url}: HTTP {code}: {msg}")
+            }
+            Err(e) => bail!("cannot reach bootplane at {}: {e} (is `bootplane serve` running? set --server or BOOTPLANE_SERVER)", self.base),
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args);
+    let v = match &cmd {
+        MachinesCmd::List => c.call("GET", "/v1/machines")?,
+        MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
+        MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
+        MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cmd {
+        MachinesCmd::List => {
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(["NAME", "STATE", "HOSTNAME", "MACS", "UUID", "ARCH", "BUNDLE", "LAST SEEN"]);
+            for m in v.as_array().into_iter().flatten() {
+                let arch = if m["arch"].is_null() { &m["observed"]["arch"] } else { &m["arch"] };
+                t.add_row([
+                    s(&m["name"]),
+                    s(&m["state"]),
+                    s(&m["hostname"]),
+                    s(&m["macs"]),
+                    s(&m["uuid"]),
+                    s(arch),
+                    s(&m["bundle"]),
+                    s(&m["last_seen"]),
+                ]);
+            }
+            println!("{t}");
+        }
+        MachinesCmd::Show { .. } => {
+            for k in ["name", "state", "hostname", "macs", "uuid", "serial", "ip", "role", "cluster", "bundle", "install_disk", "install_attempts", "last_seen"] {
+                println!("{k:<17}{}", s(&v[k]));
+            }
+            println!("{:<17}{}", "observed", v["observed"]);
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(["TIME", "EVENT", "SOURCE", "DETAIL"]);
+            for e in v["events"].as_array().into_iter().flatten() {
+                t.add_row([s(&e["time"]), s(&e["kind"]), s(&e["source"]), e["detail"].to_string()]);
+            }
+            println!("\nrecent events (oldest first):\n{t}");
+        }
+        MachinesCmd::Provision { name } | MachinesCmd::Retire { name } => {
+            let changed = v["changed"].as_bool().unwrap_or(false);
+            println!("{name}: {}{}", s(&v["state"]), if changed { "" } else { " (unchanged)" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

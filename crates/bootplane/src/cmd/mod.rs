@@ -1,0 +1,78 @@
+//! One module per subcommand.
+
+pub mod apply;
+pub mod check;
+pub mod init;
+pub mod machines;
+pub mod render;
+pub mod serve;
+
+use crate::StoreArgs;
+use anyhow::{bail, Context};
+use bootplane_config::Config;
+use bootplane_store::{ApplySet, SqliteStore, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The data directory: flag/env, else `server.data_dir` (relative to the config), else
+/// `data` beside the config file.
+pub fn data_dir(args: &StoreArgs, cfg: &Config, config_path: Option<&Path>) -> PathBuf {
+    let base = config_path
+        .and_then(|p| if p.is_dir() { Some(p) } else { p.parent() })
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    if let Some(d) = &args.data_dir {
+        return d.clone();
+    }
+    match &cfg.server.data_dir {
+        Some(d) if d.is_absolute() => d.clone(),
+        Some(d) => base.join(d),
+        None => base.join("data"),
+    }
+}
+
+pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    match args.database.as_deref() {
+        None => Ok(Arc::new(SqliteStore::open(data_dir)?)),
+        Some(url) if url.starts_with("sqlite://") => {
+            let path = Path::new(url.trim_start_matches("sqlite://"));
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            Ok(Arc::new(SqliteStore::open_file(path)?))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            bail!("--database {}: the PostgreSQL backend is not built yet; use the embedded SQLite store (omit --database)", redact(url))
+        }
+        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:///PATH", redact(url)),
+    }
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***{}", &url[..s], &url[a..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Everything of a config that goes into the store.
+pub fn apply_set(cfg: &Config) -> anyhow::Result<ApplySet> {
+    Ok(ApplySet {
+        machines: cfg.machines.clone(),
+        bundles: cfg.bundles.clone(),
+        clusters: cfg.clusters.clone(),
+        templates: cfg.templates.iter().map(|t| (t.name.clone(), t.butane.clone())).collect(),
+        settings: vec![
+            ("config.server".into(), serde_json::to_string(&cfg.server)?),
+            ("config.dhcp".into(), serde_json::to_string(&cfg.dhcp)?),
+            ("config.tftp".into(), serde_json::to_string(&cfg.tftp)?),
+            ("config.ssh_authorized_keys".into(), serde_json::to_string(&cfg.ssh_authorized_keys)?),
+        ],
+    })
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}

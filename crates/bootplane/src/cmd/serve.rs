@@ -1,0 +1,96 @@
+use super::{apply_set, data_dir, open_store, runtime};
+use crate::StoreArgs;
+use anyhow::Context;
+use bootplane_config::Config;
+use bootplane_server::AdminToken;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The admin token: `BOOTPLANE_TOKEN`, else `server.admin_token_file`, else the one in the
+/// data directory, generated (and printed, once) on first start.
+fn admin_token(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> anyhow::Result<AdminToken> {
+    if let Ok(t) = std::env::var("BOOTPLANE_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(AdminToken::new(t));
+        }
+    }
+    if let Some(f) = &cfg.server.admin_token_file {
+        let f = match config_path.and_then(Path::parent) {
+            Some(base) if f.is_relative() => base.join(f),
+            _ => f.clone(),
+        };
+        let t = std::fs::read_to_string(&f).with_context(|| format!("reading server.admin_token_file {}", f.display()))?;
+        anyhow::ensure!(!t.trim().is_empty(), "server.admin_token_file {} is empty", f.display());
+        return Ok(AdminToken::new(t));
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(AdminToken::new(t)),
+        _ => {
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&path, &format!("{token}\n"))?;
+            eprintln!("bootplane: generated an admin token (shown once; also in {}):", path.display());
+            eprintln!("  export BOOTPLANE_TOKEN={token}");
+            Ok(AdminToken::new(token))
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let config = config.or_else(|| Some(PathBuf::from("bootplane.yaml")).filter(|p| p.exists()));
+    let cfg = match &config {
+        Some(p) => Config::load(p)?,
+        None => {
+            eprintln!("bootplane: no --config and no ./bootplane.yaml: serving the embedded starter configuration");
+            Config::from_str_named(Path::new("<embedded starter>"), bootplane_config::STARTER)?
+        }
+    };
+    let mut cfg = cfg;
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+    }
+    let dir = data_dir(&args, &cfg, config.as_deref());
+    let store = open_store(&args, &dir)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let report = store.apply(apply_set(&cfg)?).await?;
+        tracing::info!(
+            created = report.machines_created,
+            updated = report.machines_updated,
+            provision = report.machines_provisioned,
+            "configuration applied"
+        );
+        let token = admin_token(&cfg, config.as_deref(), &dir)?;
+        let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+        let addr = listener.local_addr()?;
+        let state = bootplane_server::state(store, cfg.server.clone(), token).await?;
+        eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
+        bootplane_server::run(state, listener, shutdown_signal()).await?;
+        eprintln!("bootplane: stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
