@@ -56,6 +56,7 @@ pub const TRANSITIONS: &[(MachineState, MachineState, Trigger)] = &[
     (Provision, Installing, Trigger::ConfigFetched),
     (Installing, Installed, Trigger::Report),
     (Installing, Failed, Trigger::Report),
+    (Provision, Failed, Trigger::AttemptsExhausted),
     (Installing, Failed, Trigger::AttemptsExhausted),
     (Discovered, Retired, Trigger::AdminRetire),
     (Ready, Retired, Trigger::AdminRetire),

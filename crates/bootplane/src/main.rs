@@ -32,13 +32,13 @@ pub struct StoreArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Server URL.
-    #[arg(long, env = "BOOTPLANE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "BOOTPLANE_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Admin token (default: `./data/admin-token` when it exists).
-    #[arg(long, env = "BOOTPLANE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "BOOTPLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of tables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 

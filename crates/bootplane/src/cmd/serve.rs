@@ -78,7 +78,10 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
         let addr = listener.local_addr()?;
-        let state = bootplane_server::state(store, cfg.server.clone(), token).await?;
+        let mut settings = cfg.server.clone();
+        // With port 0 (or any implicit advertise URL), tell machines the real address.
+        settings.listen = addr;
+        let state = bootplane_server::state(store, settings, token).await?;
         eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
         bootplane_server::run(state, listener, shutdown_signal()).await?;
         eprintln!("bootplane: stopped");

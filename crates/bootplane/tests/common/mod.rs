@@ -1,0 +1,196 @@
+//! Starts the real `bootplane` binary on a free loopback port with a config and data
+//! directory of the test's own, and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bootplane");
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub log: mpsc::Receiver<String>,
+}
+
+pub fn bootplane(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir).env("BOOTPLANE_TOKEN", TOKEN).env_remove("BOOTPLANE_SERVER").env_remove("BOOTPLANE_DATA_DIR");
+    c
+}
+
+impl Server {
+    /// Runs `bootplane serve --config bootplane.yaml --listen 127.0.0.1:0` in `dir`.
+    pub fn start(dir: &Path) -> Server {
+        Self::start_with(dir, &["--config", "bootplane.yaml"])
+    }
+
+    pub fn start_with(dir: &Path, args: &[&str]) -> Server {
+        let mut child = bootplane(dir)
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn bootplane");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("bootplane did not report its address");
+            if let Some(rest) = line.strip_prefix("bootplane: serving on ") {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                return Server { child, url, dir: dir.to_path_buf(), log: rx };
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        req("GET", &format!("{}{}", self.url, path), None, None)
+    }
+
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        req(method, &format!("{}{}", self.url, path), Some(TOKEN), None)
+    }
+
+    pub fn post(&self, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+        req("POST", &format!("{}{}", self.url, path), bearer, Some(body))
+    }
+
+    /// The machine as the API shows it.
+    pub fn machine(&self, name: &str) -> serde_json::Value {
+        let (code, body) = self.admin("GET", &format!("/v1/machines/{name}"));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn stop(mut self) -> Vec<String> {
+        unsafe_sigterm(self.child.id());
+        let _ = self.child.wait();
+        self.log.try_iter().collect()
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+pub fn req(method: &str, url: &str, bearer: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let mut r = agent.request(method, url);
+    if let Some(t) = bearer {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.set("Content-Type", "application/json").send_string(b),
+        None => r.call(),
+    };
+    match res {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+/// Checks what every boot script must be: `#!ipxe` and only commands iPXE knows.
+pub fn assert_ipxe(script: &str) {
+    bootplane_core::ipxe::lint(script).unwrap_or_else(|e| panic!("{e} in:\n{script}"));
+}
+
+/// Decodes a `data:,` URL (percent-encoded).
+pub fn data_url_text(url: &str) -> String {
+    let s = url.strip_prefix("data:,").expect("data:, URL");
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The credential a machine receives in its Ignition `machine.env`.
+pub fn credential_from_ignition(ign: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(ign).unwrap();
+    let file = v["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/bootplane/machine.env")
+        .expect("machine.env in the config");
+    assert_eq!(file["mode"], 0o600);
+    let env = data_url_text(file["contents"]["source"].as_str().unwrap());
+    env.lines()
+        .find_map(|l| l.strip_prefix("BOOTPLANE_CREDENTIAL="))
+        .expect("credential line")
+        .to_string()
+}
+
+pub const CONFIG: &str = r#"
+server:
+  listen: 127.0.0.1:0
+  max_install_attempts: 3
+bundles:
+  - name: rescue
+    os: generic
+    arch: x86_64
+    kernel: { url: http://mirror.test/vmlinuz }
+    initrd: { url: http://mirror.test/initrd.img }
+    args: "console=ttyS0 bootplane.config={{ ignition_url }} host={{ machine.name }}"
+machines:
+  - name: node1
+    hostname: node1.lab.internal
+    macs: ["52:54:00:12:34:56"]
+    uuid: 11111111-2222-3333-4444-555555555555
+    bundle: rescue
+    provision: true
+  - name: node2
+    hostname: node2.lab.internal
+    macs: ["52:54:00:12:34:57"]
+    bundle: rescue
+    provision: true
+  - name: node3
+    hostname: node3
+    macs: ["52:54:00:12:34:58"]
+    serial: SN-3
+    bundle: rescue
+"#;
+
+pub fn workdir(config: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("bootplane.yaml"), config).unwrap();
+    d
+}

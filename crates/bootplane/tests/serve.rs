@@ -1,0 +1,200 @@
+//! The real binary over HTTP: the boot lifecycle, identity, reports, restarts and crashes.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn init_then_serve_answers_boot_ipxe_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let st = bootplane(d.path()).args(["init", "demo"]).status().unwrap();
+    assert!(st.success());
+    let demo = d.path().join("demo");
+    assert!(bootplane(&demo).arg("check").status().unwrap().success(), "the starter config lints clean");
+    let t0 = Instant::now();
+    // No --config: serve must find ./bootplane.yaml by itself.
+    let s = Server::start_with(&demo, &[]);
+    let (code, body) = s.get("/boot.ipxe");
+    eprintln!("init -> first /boot.ipxe answer: {:?}", t0.elapsed());
+    assert_eq!(code, 200);
+    assert_ipxe(&body);
+    assert!(body.contains("/v1/boot/ipxe?mac=${mac:hexhyp}&uuid=${uuid}"), "{body}");
+    assert!(demo.join("data/bootplane.db").exists());
+}
+
+#[test]
+fn install_lifecycle_survives_restart_and_kill_9() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let boot = "/v1/boot/ipxe?mac=52-54-00-12-34-56&uuid=11111111-2222-3333-4444-555555555555&arch=x86_64&platform=pcbios";
+
+    let (code, script) = s.get(boot);
+    assert_eq!(code, 200);
+    assert_ipxe(&script);
+    assert!(script.contains("kernel http://mirror.test/vmlinuz initrd=initrd.img console=ttyS0"), "{script}");
+    assert!(script.contains(&format!("bootplane.config={}/v1/machines/node1/ignition host=node1", s.url)), "{script}");
+    assert_eq!(s.machine("node1")["state"], "provision");
+
+    let (code, ign) = s.get("/v1/machines/node1/ignition");
+    assert_eq!(code, 200, "{ign}");
+    assert_eq!(s.machine("node1")["state"], "installing");
+    let cred = credential_from_ignition(&ign);
+    assert!(!script.contains(&cred), "the credential never appears in a boot script");
+
+    // Wrong credential, no credential, wrong body.
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&"0".repeat(64)), r#"{"state":"installed"}"#).0, 401);
+    assert_eq!(s.post("/v1/machines/node1/report", None, r#"{"state":"installed"}"#).0, 401);
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"done"}"#).0, 400);
+    // Another machine's credential is refused too.
+    assert_eq!(s.post("/v1/machines/node2/report", Some(&cred), r#"{"state":"installed"}"#).0, 401);
+    assert_eq!(s.machine("node1")["state"], "installing");
+
+    let (code, body) = s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed","detail":"k3s up"}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.machine("node1")["state"], "installed");
+    // A used credential is retired.
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"failed"}"#).0, 401);
+    // No config for an installed machine.
+    assert_eq!(s.get("/v1/machines/node1/ignition").0, 404);
+
+    let local = |s: &Server| {
+        let (code, body) = s.get(boot);
+        assert_eq!(code, 200);
+        assert_ipxe(&body);
+        assert!(body.contains("node1 is installed: booting local disk") && !body.contains("kernel"), "{body}");
+    };
+    local(&s);
+    let log = s.stop();
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+
+    // Restart: re-applies the same config (provision: true) and must not reinstall.
+    let s = Server::start(d.path());
+    local(&s);
+    s.kill9();
+    let s = Server::start(d.path());
+    local(&s);
+    local(&s);
+
+    let m = s.machine("node1");
+    let kinds: Vec<String> = m["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert!(kinds.contains(&"report.refused".to_string()), "{kinds:?}");
+    let to: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state.changed")
+        .map(|e| e["detail"]["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(to, ["provision", "installing", "installed"]);
+
+    // Only an explicit provision reinstalls.
+    let (code, body) = s.admin("POST", "/v1/machines/node1/provision");
+    assert_eq!(code, 200, "{body}");
+    assert!(s.get(boot).1.contains("kernel "));
+}
+
+#[test]
+fn unknown_machine_is_quarantined_and_discovered() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let (code, body) = s.get("/v1/boot/ipxe?mac=AA:BB:CC:00:11:22&uuid=99999999-0000-0000-0000-000000000001&serial=XYZ&arch=x86_64");
+    assert_eq!(code, 200);
+    assert_ipxe(&body);
+    assert!(body.contains("QUARANTINE") && body.contains("mac=aa:bb:cc:00:11:22") && !body.contains("kernel"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = bootplane(d.path()).args(["machines", "list", "--json", "--server", &s.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = list.as_array().unwrap().iter().find(|m| m["state"] == "discovered").expect("a discovered machine");
+    assert_eq!(m["macs"][0], "aa:bb:cc:00:11:22");
+    assert_eq!(m["uuid"], "99999999-0000-0000-0000-000000000001");
+    assert_eq!(m["observed"]["arch"], "x86_64");
+    // The table form lists it too.
+    let out = bootplane(d.path()).args(["machines", "list", "--server", &s.url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("discovered-aabbcc001122"));
+}
+
+#[test]
+fn disagreeing_identity_is_quarantined_and_leaves_states_alone() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    // UUID of node1, MAC of node2; both are in provision.
+    let (code, body) = s.get("/v1/boot/ipxe?mac=52:54:00:12:34:57&uuid=11111111-2222-3333-4444-555555555555&arch=x86_64");
+    assert_eq!(code, 200);
+    assert!(body.contains("QUARANTINE: identity conflict") && !body.contains("kernel"), "{body}");
+    // Serial contradicting the registered one.
+    let (_, body) = s.get("/v1/boot/ipxe?mac=52:54:00:12:34:58&serial=OTHER&arch=x86_64");
+    assert!(body.contains("QUARANTINE"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.machine("node1")["state"], "provision");
+    assert_eq!(s.machine("node2")["state"], "provision");
+    assert_eq!(s.machine("node1")["install_attempts"], 0);
+    let (_, ev) = s.admin("GET", "/v1/events?limit=1000");
+    assert!(ev.contains("identity.conflict"), "{ev}");
+}
+
+#[test]
+fn installer_attempts_run_out_into_failed() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let boot = "/v1/boot/ipxe?mac=52:54:00:12:34:57&arch=x86_64";
+    for _ in 0..3 {
+        assert!(s.get(boot).1.contains("kernel "));
+    }
+    let (_, body) = s.get(boot);
+    assert!(body.contains("marked failed") && !body.contains("kernel "), "{body}");
+    assert_eq!(s.machine("node2")["state"], "failed");
+    assert!(!s.get(boot).1.contains("kernel "));
+}
+
+#[test]
+fn admin_api_needs_the_token() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    assert_eq!(s.get("/v1/machines").0, 401);
+    assert_eq!(req("GET", &format!("{}/v1/machines", s.url), Some("wrong"), None).0, 401);
+    assert_eq!(req("POST", &format!("{}/v1/machines/node1/retire", s.url), None, Some("")).0, 401);
+    assert_eq!(s.get("/v1/events").0, 401);
+    assert_eq!(s.admin("GET", "/v1/machines").0, 200);
+    assert_eq!(s.admin("GET", "/v1/machines/nope").0, 404);
+    assert_eq!(s.admin("POST", "/v1/machines/nope/provision").0, 404);
+    assert_eq!(s.get("/healthz"), (200, "ok\n".into()));
+    let (code, metrics) = s.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("bootplane_machines{state=\"provision\"} 2"), "{metrics}");
+    // Retire, then the machine never installs.
+    assert_eq!(s.admin("POST", "/v1/machines/node2/retire").0, 200);
+    let (_, body) = s.get("/v1/boot/ipxe?mac=52:54:00:12:34:57");
+    assert!(body.contains("retired") && !body.contains("kernel "), "{body}");
+}
+
+#[test]
+fn events_stream_live() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let url = format!("{}/v1/events?follow=true", s.url);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).call().unwrap();
+        assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(r.into_reader()));
+        while let Some(Ok(l)) = lines.next() {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.get("/v1/boot/ipxe?mac=52:54:00:12:34:58&arch=x86_64");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            if l.starts_with("data:") && l.contains("node3") {
+                return;
+            }
+            seen.push(l);
+        }
+    }
+    panic!("no live event for node3 within 10s; got {seen:?}");
+}
