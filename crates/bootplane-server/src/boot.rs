@@ -158,7 +158,17 @@ pub async fn decision(
     };
     match &identity {
         IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }),
-        IdentityMatch::Known(n) => s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() }),
+        // "Last seen" is refreshed at most once a minute unless the observation changed:
+        // a machine in a boot loop must not turn every request into a row rewrite.
+        IdentityMatch::Known(n) => {
+            let fresh = machine.is_some_and(|m| {
+                m.observed == observed
+                    && m.last_seen.is_some_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::Duration::seconds(60))
+            });
+            if !fresh {
+                s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() });
+            }
+        }
         IdentityMatch::Conflict(_) => {}
     }
     let mut detail = json!({ "decision": decision.kind(), "observed": observed });

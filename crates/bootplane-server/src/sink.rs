@@ -10,12 +10,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 16_384;
 const BATCH: usize = 2048;
 
 enum Msg {
     Item(BatchItem),
     Flush(oneshot::Sender<()>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootplane_store::NewEvent;
+
+    #[test]
+    fn only_the_last_sighting_per_machine_is_kept() {
+        let seen = |m: &str, arch: &str| BatchItem::Seen {
+            machine: m.into(),
+            observed: bootplane_core::Observed { arch: Some(arch.into()), ..Default::default() },
+        };
+        let mut b = vec![
+            seen("a", "1"),
+            BatchItem::Event(NewEvent::new(Some("a"), "boot.script", None, serde_json::json!(1))),
+            seen("b", "1"),
+            seen("a", "2"),
+            BatchItem::Event(NewEvent::new(Some("a"), "boot.script", None, serde_json::json!(2))),
+        ];
+        coalesce_seen(&mut b);
+        assert_eq!(b.len(), 4, "events are never coalesced");
+        assert!(matches!(&b[2], BatchItem::Seen { machine, observed } if machine == "a" && observed.arch.as_deref() == Some("2")));
+    }
 }
 
 #[derive(Clone)]
@@ -46,6 +70,7 @@ impl EventSink {
                     }
                 }
                 if !batch.is_empty() {
+                    coalesce_seen(&mut batch);
                     if let Err(e) = store.write_batch(std::mem::take(&mut batch)).await {
                         tracing::warn!("could not write {BATCH} or fewer events: {e}");
                     }
@@ -71,6 +96,30 @@ impl EventSink {
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// Keeps only the last "seen" update per machine in a batch: under load the same machine
+/// can appear many times, and only the latest observation matters.
+fn coalesce_seen(batch: &mut Vec<BatchItem>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (i, item) in batch.iter().enumerate().rev() {
+        if let Some(k) = machine_key(item) {
+            if !seen.insert(k) {
+                keep[i] = false;
+            }
+        }
+    }
+    let mut flags = keep.into_iter();
+    batch.retain(|_| flags.next().unwrap_or(true));
+}
+
+fn machine_key(item: &BatchItem) -> Option<String> {
+    match item {
+        BatchItem::Seen { machine, .. } => Some(machine.clone()),
+        BatchItem::Discovered { observed, .. } => bootplane_core::model::discovered_name(observed),
+        BatchItem::Event(_) => None,
     }
 }
 
