@@ -134,6 +134,15 @@ pub async fn retire(
     admin_transition(s, headers, peer, name, MachineState::Retired, Trigger::AdminRetire).await
 }
 
+async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
+    s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: "refused".into() }).inc();
+    // A hostile name is not worth recording verbatim.
+    let machine = Some(name).filter(|n| bootplane_core::model::is_dns_label(n));
+    s.sink
+        .push(bootplane_store::BatchItem::Event(NewEvent::new(machine, "report.refused", source, json!({ "reason": why }))))
+        .await;
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
@@ -157,30 +166,22 @@ pub async fn report(
     body: axum::body::Bytes,
 ) -> Response {
     let source = Some(peer.ip().to_string());
-    let refuse = |why: &str| {
-        s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: "refused".into() }).inc();
-        s.sink.push(bootplane_store::BatchItem::Event(NewEvent::new(
-            Some(&name).filter(|n| n.len() <= 63).map(|n| n.as_str()),
-            "report.refused",
-            source.clone(),
-            json!({ "reason": why }),
-        )));
-    };
+    let refuse = |why: &'static str| refused(&s, &name, source.clone(), why);
     let rec = match s.store.machine(&name).await {
         Ok(Some(r)) => r,
         // Unknown machines get the same answer as a wrong credential: names are not probed.
         Ok(None) => {
-            refuse("unknown machine");
+            refuse("unknown machine").await;
             return unauthorized("credential refused");
         }
         Err(e) => return store_error(e),
     };
     let Some(presented) = bearer(&headers) else {
-        refuse("no credential");
+        refuse("no credential").await;
         return unauthorized("report needs `Authorization: Bearer $BOOTPLANE_CREDENTIAL` from /etc/bootplane/machine.env");
     };
     if !credential::verify(&s.credential_secret, &name, rec.credential_generation, presented) {
-        refuse("wrong or retired credential");
+        refuse("wrong or retired credential").await;
         return unauthorized("credential refused (wrong, or already used)");
     }
     let body: ReportBody = match serde_json::from_slice(&body) {
@@ -221,7 +222,7 @@ pub async fn ignition(
                     "config.refused",
                     source,
                     json!({ "state": r.state }),
-                )));
+                ))).await;
             }
             return error(StatusCode::NOT_FOUND, "no config is being served for this machine");
         }
@@ -233,7 +234,7 @@ pub async fn ignition(
             "config.error",
             source,
             json!("machine has Butane snippets, which this build cannot compile yet"),
-        )));
+        ))).await;
         return error(
             StatusCode::NOT_IMPLEMENTED,
             format!("machine {name} has Butane snippets; this build of bootplane cannot compile Butane yet"),
@@ -269,7 +270,7 @@ pub async fn ignition(
         "config.served",
         source,
         json!({ "kind": "ignition", "spec": spec_version }),
-    )));
+    ))).await;
     ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], cfg.to_string())
         .into_response()
 }

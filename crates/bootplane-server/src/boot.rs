@@ -157,7 +157,7 @@ pub async fn decision(
         _ => None,
     };
     match &identity {
-        IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }),
+        IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }).await,
         // "Last seen" is refreshed at most once a minute unless the observation changed:
         // a machine in a boot loop must not turn every request into a row rewrite.
         IdentityMatch::Known(n) => {
@@ -166,7 +166,7 @@ pub async fn decision(
                     && m.last_seen.is_some_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::Duration::seconds(60))
             });
             if !fresh {
-                s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() });
+                s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() }).await;
             }
         }
         IdentityMatch::Conflict(_) => {}
@@ -178,7 +178,7 @@ pub async fn decision(
         _ => {}
     }
     let kind = if matches!(identity, IdentityMatch::Conflict(_)) { "identity.conflict" } else { "boot.script" };
-    s.sink.push(BatchItem::Event(NewEvent::new(event_machine.as_deref(), kind, source, detail)));
+    s.sink.push(BatchItem::Event(NewEvent::new(event_machine.as_deref(), kind, source, detail))).await;
     s.metrics
         .decisions
         .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })

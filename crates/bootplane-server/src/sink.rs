@@ -1,7 +1,8 @@
 //! Deferred writes. The boot path must answer in microseconds, so events and "last seen"
 //! updates go into a bounded queue that one task drains in batches, one transaction per
-//! batch. A full queue drops the item and counts it in `bootplane_events_dropped_total`
-//! instead of letting memory grow or the boot path stall. State changes never go through
+//! batch. A full queue makes the request wait for room (bounded memory, and the record of
+//! a boot storm is kept); only a store stuck for longer than `MAX_WAIT` makes it drop the
+//! item and count it in `bootplane_events_dropped_total`. State changes never go through
 //! here: they are written synchronously, with their event, by the store.
 
 use bootplane_store::{BatchItem, Store};
@@ -12,6 +13,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 const QUEUE: usize = 16_384;
 const BATCH: usize = 2048;
+/// Longest a request waits for room in a full queue before its event is dropped.
+const MAX_WAIT: Duration = Duration::from_millis(250);
 
 enum Msg {
     Item(BatchItem),
@@ -84,9 +87,20 @@ impl EventSink {
         EventSink { tx, dropped, written }
     }
 
-    pub fn push(&self, item: BatchItem) {
-        if self.tx.try_send(Msg::Item(item)).is_err() {
-            self.dropped.inc();
+    /// Queues `item`. When the queue is full the caller waits (this is what slows a boot
+    /// storm down to the store's pace instead of losing its record); only if the store
+    /// makes no room within [`MAX_WAIT`] is the item dropped and counted.
+    pub async fn push(&self, item: BatchItem) {
+        match self.tx.try_send(Msg::Item(item)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                if tokio::time::timeout(MAX_WAIT, self.tx.send(m)).await.map_or(true, |r| r.is_err()) {
+                    self.dropped.inc();
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dropped.inc();
+            }
         }
     }
 

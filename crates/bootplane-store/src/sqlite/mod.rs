@@ -68,6 +68,30 @@ fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
         .map_err(be)
 }
 
+/// Inserts events with multi-row `INSERT`s: under a boot storm the event log is the
+/// busiest table, and one statement per 64 rows is several times cheaper than one per row.
+fn insert_events(c: &Connection, events: &[&NewEvent], ts: &str) -> Result<()> {
+    const CHUNK: usize = 64;
+    for chunk in events.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO events (time, machine, kind, source, detail) VALUES {}",
+            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut st = c.prepare_cached(&sql).map_err(be)?;
+        let details: Vec<String> = chunk.iter().map(|e| e.detail.to_string()).collect();
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 5);
+        for (e, d) in chunk.iter().zip(&details) {
+            params.push(&ts);
+            params.push(&e.machine);
+            params.push(&e.kind);
+            params.push(&e.source);
+            params.push(d);
+        }
+        st.execute(params.as_slice()).map_err(be)?;
+    }
+    Ok(())
+}
+
 /// The transition itself, inside the caller's transaction.
 fn transition_in(
     c: &Connection,
@@ -551,15 +575,28 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let ts = now();
             let mut first_err = None;
+            let mut events: Vec<&NewEvent> = Vec::new();
             for item in &items {
-                // One bad item must not lose the rest of the batch.
-                if let Err(e) = write_item(tx, item, &ts) {
-                    first_err.get_or_insert(e);
+                match item {
+                    BatchItem::Event(e) => events.push(e),
+                    // One bad item must not lose the rest of the batch.
+                    other => {
+                        if let Err(e) = write_item(tx, other, &ts) {
+                            first_err.get_or_insert(e);
+                        }
+                    }
                 }
+            }
+            if let Err(e) = insert_events(tx, &events, &ts) {
+                first_err.get_or_insert(e);
             }
             match first_err {
                 Some(e) if items.len() == 1 => Err(e),
-                _ => Ok(()),
+                Some(e) => {
+                    eprintln!("bootplane: part of an event batch was not written: {e}");
+                    Ok(())
+                }
+                None => Ok(()),
             }
         })
         .await
