@@ -6,6 +6,7 @@
 
 mod duration;
 mod lint;
+mod locate;
 mod settings;
 
 pub use duration::parse_duration;
@@ -49,6 +50,25 @@ pub struct Origin {
     pub file: PathBuf,
     /// The object's index in its file's list.
     pub index: usize,
+    /// 1-based line and column of the entry, when known.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Origin {
+    fn new(file: &Path, index: usize, positions: &[(usize, usize)]) -> Self {
+        let (line, column) = positions.get(index).copied().unwrap_or((0, 0));
+        Origin { file: file.into(), index, line, column }
+    }
+
+    /// `file:line:column`, or just the file when the position is unknown.
+    pub fn location(&self) -> String {
+        if self.line > 0 {
+            format!("{}:{}:{}", self.file.display(), self.line, self.column)
+        } else {
+            self.file.display().to_string()
+        }
+    }
 }
 
 /// The whole configuration, merged from one or more files.
@@ -158,12 +178,14 @@ impl Config {
                 once(&mut tftp_from, "tftp")?;
                 cfg.tftp = t;
             }
+            let at = locate::item_positions(text, "machines");
             for (index, m) in file.machines.into_iter().enumerate() {
-                cfg.machine_origins.push(Origin { file: path.into(), index });
+                cfg.machine_origins.push(Origin::new(path, index, &at));
                 cfg.machines.push(m);
             }
+            let at = locate::item_positions(text, "bundles");
             for (index, b) in file.bundles.into_iter().enumerate() {
-                cfg.bundle_origins.push(Origin { file: path.into(), index });
+                cfg.bundle_origins.push(Origin::new(path, index, &at));
                 cfg.bundles.push(b);
             }
             cfg.clusters.extend(file.clusters);
@@ -208,7 +230,7 @@ impl Config {
     pub fn describe_machine(&self, i: usize) -> String {
         let m = &self.machines[i];
         match self.machine_origins.get(i) {
-            Some(o) => format!("{}: machines[{}] ({})", o.file.display(), o.index, m.name),
+            Some(o) => format!("{}: machines[{}] ({})", o.location(), o.index, m.name),
             None => format!("machines[{i}] ({})", m.name),
         }
     }

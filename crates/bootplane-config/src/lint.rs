@@ -159,7 +159,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
 
     for (i, b) in cfg.bundles.iter().enumerate() {
         let w = match cfg.bundle_origins.get(i) {
-            Some(o) => format!("{}: bundles[{}] ({})", o.file.display(), o.index, b.name),
+            Some(o) => format!("{}: bundles[{}] ({})", o.location(), o.index, b.name),
             None => format!("bundle {}", b.name),
         };
         if !is_dns_label(&b.name.replace('.', "-")) {

@@ -52,7 +52,7 @@ fn duplicates_name_both_entries() {
     let e = err(
         "machines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:01\"], ip: 198.18.0.5}\n  - {name: b, hostname: b, macs: [\"52-54-00-00-00-01\"], ip: 198.18.0.5}\n  - {name: a, hostname: c, macs: [\"52:54:00:00:00:03\"]}\n",
     );
-    assert!(e.contains("duplicate MAC 52:54:00:00:00:01: x.yaml: machines[0] (a) and x.yaml: machines[1] (b)"), "{e}");
+    assert!(e.contains("duplicate MAC 52:54:00:00:00:01: x.yaml:2:5: machines[0] (a) and x.yaml:3:5: machines[1] (b)"), "{e}");
     assert!(e.contains("duplicate IP 198.18.0.5"), "{e}");
     assert!(e.contains("duplicate machine name a"), "{e}");
 }

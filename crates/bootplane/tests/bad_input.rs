@@ -35,8 +35,8 @@ machines:
     );
     let (code, text) = check(d.path());
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("duplicate machine name a: bootplane.yaml: machines[0] (a) and bootplane.yaml: machines[2] (a)"), "{text}");
-    assert!(text.contains("duplicate MAC 52:54:00:00:00:01: bootplane.yaml: machines[0] (a) and bootplane.yaml: machines[1] (b)"), "{text}");
+    assert!(text.contains("duplicate machine name a: bootplane.yaml:3:5: machines[0] (a) and bootplane.yaml:5:5: machines[2] (a)"), "{text}");
+    assert!(text.contains("duplicate MAC 52:54:00:00:00:01: bootplane.yaml:3:5: machines[0] (a) and bootplane.yaml:4:5: machines[1] (b)"), "{text}");
     assert!(text.contains("duplicate IP 198.18.0.10"), "{text}");
     // apply refuses the file and writes nothing.
     let out = bootplane(d.path()).args(["apply", "-f", "bootplane.yaml"]).output().unwrap();
