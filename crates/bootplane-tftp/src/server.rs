@@ -1,0 +1,371 @@
+//! The sockets: one listening socket for requests, one socket per transfer. Transfers
+//! are windowed (RFC 7440): up to `windowsize` blocks go out, the client's ACK of the
+//! last block it has in order slides the window, and a timeout resends from the first
+//! unacknowledged block with the timeout doubled, up to `max_retries` times. Duplicate
+//! ACKs never trigger a resend (Sorcerer's Apprentice, RFC 1350 errata).
+
+use crate::options::{negotiate, Limits};
+use crate::packet::{code, encode_data, Packet};
+use crate::path::{normalise, resolve};
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::UdpSocket;
+
+/// Files bigger than this are refused: TFTP is for first-stage loaders, not images.
+pub const MAX_FILE: u64 = 512 * 1024 * 1024;
+/// Files up to this size are cached in memory and shared by concurrent transfers.
+const CACHE_FILE: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub limits: Limits,
+    pub max_retries: u32,
+    pub max_transfers: usize,
+    /// Files outside `root` that symlinks inside it may point to.
+    pub allowed_outside: Vec<PathBuf>,
+}
+
+impl TftpConfig {
+    pub fn new(listen: SocketAddr, root: PathBuf) -> Self {
+        TftpConfig { listen, root, limits: Limits::default(), max_retries: 6, max_transfers: 1024, allowed_outside: Vec::new() }
+    }
+}
+
+/// Generated files (e.g. `pxelinux.cfg/...`), consulted before the root directory.
+#[async_trait]
+pub trait FileSource: Send + Sync + 'static {
+    async fn generated(&self, rel: &Path, client: SocketAddr) -> Option<Vec<u8>>;
+}
+
+/// No generated files.
+pub struct RootOnly;
+#[async_trait]
+impl FileSource for RootOnly {
+    async fn generated(&self, _: &Path, _: SocketAddr) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferEvent {
+    Served { client: SocketAddr, file: String, bytes: u64, blksize: usize, windowsize: u16, elapsed: Duration, retransmits: u32 },
+    NotFound { client: SocketAddr, file: String },
+    Refused { client: SocketAddr, file: String, reason: String },
+    Failed { client: SocketAddr, file: String, reason: String },
+}
+
+pub trait Observer: Send + Sync + 'static {
+    fn event(&self, e: TransferEvent);
+}
+
+impl<F: Fn(TransferEvent) + Send + Sync + 'static> Observer for F {
+    fn event(&self, e: TransferEvent) {
+        self(e)
+    }
+}
+
+type CacheKey = (PathBuf, u64, SystemTime);
+
+pub struct TftpServer {
+    cfg: TftpConfig,
+    root: PathBuf,
+    source: Arc<dyn FileSource>,
+    observer: Arc<dyn Observer>,
+    cache: Mutex<HashMap<PathBuf, (CacheKey, Arc<Vec<u8>>)>>,
+    active: Mutex<HashSet<SocketAddr>>,
+}
+
+enum Opened {
+    Content(Arc<Vec<u8>>),
+    Error(u16, String, TransferEvent),
+}
+
+impl TftpServer {
+    pub fn new(cfg: TftpConfig, source: Arc<dyn FileSource>, observer: Arc<dyn Observer>) -> std::io::Result<Arc<Self>> {
+        let root = cfg.root.canonicalize().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("TFTP root {}: {e}", cfg.root.display()))
+        })?;
+        Ok(Arc::new(TftpServer {
+            cfg,
+            root,
+            source,
+            observer,
+            cache: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    pub async fn bind(&self) -> std::io::Result<UdpSocket> {
+        UdpSocket::bind(self.cfg.listen).await
+    }
+
+    /// Serves requests arriving on `socket` until the task is dropped.
+    pub async fn run(self: Arc<Self>, socket: UdpSocket) -> std::io::Result<()> {
+        let local_ip = socket.local_addr()?.ip();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, client) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("tftp: receive failed: {e}");
+                    continue;
+                }
+            };
+            let pkt = match Packet::parse(&buf[..n]) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(%client, "tftp: ignoring malformed packet: {e}");
+                    continue;
+                }
+            };
+            match pkt {
+                Packet::Rrq { filename, mode, options } => {
+                    let busy = {
+                        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                        if active.contains(&client) {
+                            // The client resent its request before our first answer came.
+                            continue;
+                        }
+                        let busy = active.len() >= self.cfg.max_transfers;
+                        if !busy {
+                            active.insert(client);
+                        }
+                        busy
+                    };
+                    if busy {
+                        let e = Packet::Error { code: code::NOT_DEFINED, message: "server busy, retry".into() };
+                        let _ = socket.send_to(&e.encode(), client).await;
+                        continue;
+                    }
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.transfer(local_ip, client, filename, mode, options).await;
+                        me.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
+                    });
+                }
+                Packet::Wrq { filename } => {
+                    let e = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
+                    let _ = socket.send_to(&e.encode(), client).await;
+                    self.observer.event(TransferEvent::Refused { client, file: filename, reason: "write request".into() });
+                }
+                // Stray DATA/ACK/ERROR/OACK to the request port belong to no transfer.
+                _ => {}
+            }
+        }
+    }
+
+    async fn open(&self, client: SocketAddr, name: &str, netascii: bool) -> Opened {
+        let refused = |reason: String| {
+            Opened::Error(
+                code::ACCESS_VIOLATION,
+                "access violation".into(),
+                TransferEvent::Refused { client, file: name.to_string(), reason },
+            )
+        };
+        let not_found = || {
+            Opened::Error(code::FILE_NOT_FOUND, "file not found".into(), TransferEvent::NotFound { client, file: name.to_string() })
+        };
+        let rel = match normalise(name) {
+            Ok(r) => r,
+            Err(e) => return refused(e.to_string()),
+        };
+        if let Some(bytes) = self.source.generated(&rel, client).await {
+            return Opened::Content(Arc::new(if netascii { to_netascii(&bytes) } else { bytes }));
+        }
+        let path = match resolve(&self.root, &rel, &self.cfg.allowed_outside) {
+            Ok(Some(p)) => p,
+            Ok(None) => return not_found(),
+            Err(e) => return refused(e.to_string()),
+        };
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            _ => return not_found(),
+        };
+        if meta.len() > MAX_FILE {
+            return refused(format!("{} bytes is too large for TFTP; serve it over HTTP", meta.len()));
+        }
+        let key: CacheKey = (path.clone(), meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        if !netascii {
+            if let Some((k, data)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
+                if *k == key {
+                    return Opened::Content(data.clone());
+                }
+            }
+        }
+        let data = match tokio::fs::read(&path).await {
+            Ok(d) => d,
+            Err(e) => return refused(format!("cannot read: {e}")),
+        };
+        if netascii {
+            return Opened::Content(Arc::new(to_netascii(&data)));
+        }
+        let data = Arc::new(data);
+        if meta.len() <= CACHE_FILE {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            cache.insert(path, (key, data.clone()));
+        }
+        Opened::Content(data)
+    }
+
+    async fn transfer(&self, local_ip: std::net::IpAddr, client: SocketAddr, name: String, mode: String, options: Vec<(String, String)>) {
+        let sock = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.observer.event(TransferEvent::Failed { client, file: name, reason: format!("no socket: {e}") });
+                return;
+            }
+        };
+        if sock.connect(client).await.is_err() {
+            return;
+        }
+        let send_err = |code: u16, msg: String| {
+            let p = Packet::Error { code, message: msg }.encode();
+            let sock = &sock;
+            async move {
+                let _ = sock.send(&p).await;
+            }
+        };
+        let netascii = match mode.as_str() {
+            "octet" => false,
+            "netascii" => true,
+            other => {
+                send_err(code::ILLEGAL_OPERATION, format!("mode {other} not supported")).await;
+                self.observer.event(TransferEvent::Refused { client, file: name, reason: format!("mode {other}") });
+                return;
+            }
+        };
+        let data = match self.open(client, &name, netascii).await {
+            Opened::Content(d) => d,
+            Opened::Error(code, msg, ev) => {
+                send_err(code, msg).await;
+                self.observer.event(ev);
+                return;
+            }
+        };
+        let n = negotiate(&options, Some(data.len() as u64), &self.cfg.limits);
+        let started = Instant::now();
+        match self.send_file(&sock, &data, &n).await {
+            Ok(retransmits) => self.observer.event(TransferEvent::Served {
+                client,
+                file: name,
+                bytes: data.len() as u64,
+                blksize: n.blksize,
+                windowsize: n.windowsize,
+                elapsed: started.elapsed(),
+                retransmits,
+            }),
+            Err(reason) => self.observer.event(TransferEvent::Failed { client, file: name, reason }),
+        }
+    }
+
+    /// Sends `data`; returns the number of retransmitted windows.
+    async fn send_file(&self, sock: &UdpSocket, data: &[u8], n: &crate::options::Negotiated) -> Result<u32, String> {
+        let mut buf = vec![0u8; 65536];
+        let mut retransmits = 0u32;
+        let max_timeout = n.timeout * 8;
+
+        if !n.oack.is_empty() {
+            let oack = Packet::Oack { options: n.oack.clone() }.encode();
+            let mut timeout = n.timeout;
+            let mut tries = 0;
+            loop {
+                sock.send(&oack).await.map_err(|e| e.to_string())?;
+                match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
+                    Ok(Ok(len)) => match Packet::parse(&buf[..len]) {
+                        Ok(Packet::Ack { block: 0 }) => break,
+                        Ok(Packet::Error { code, message }) => return Err(format!("client refused options ({code}: {message})")),
+                        _ => {}
+                    },
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => {
+                        tries += 1;
+                        retransmits += 1;
+                        if tries > self.cfg.max_retries {
+                            return Err("no ACK for OACK".into());
+                        }
+                        timeout = (timeout * 2).min(max_timeout);
+                    }
+                }
+            }
+        }
+
+        let bs = n.blksize;
+        // The last block is shorter than blksize, possibly empty.
+        let total: u64 = data.len() as u64 / bs as u64 + 1;
+        let mut acked: u64 = 0;
+        let mut timeout = n.timeout;
+        let mut tries = 0u32;
+        let mut pkt = Vec::with_capacity(bs + 4);
+        while acked < total {
+            let end = (acked + n.windowsize as u64).min(total);
+            for b in acked + 1..=end {
+                let start = ((b - 1) * bs as u64) as usize;
+                let stop = (start + bs).min(data.len());
+                encode_data(&mut pkt, b as u16, &data[start..stop]);
+                sock.send(&pkt).await.map_err(|e| e.to_string())?;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                    Ok(Ok(len)) => match Packet::parse(&buf[..len]) {
+                        Ok(Packet::Ack { block }) => {
+                            let diff = block.wrapping_sub(acked as u16) as u64;
+                            if diff >= 1 && diff <= end - acked {
+                                acked += diff;
+                                tries = 0;
+                                timeout = n.timeout;
+                                break;
+                            }
+                            // Duplicate or stale ACK: wait for the timeout.
+                        }
+                        Ok(Packet::Error { code, message }) => return Err(format!("client aborted ({code}: {message})")),
+                        _ => {}
+                    },
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => {
+                        tries += 1;
+                        retransmits += 1;
+                        if tries > self.cfg.max_retries {
+                            return Err(format!("timed out at block {}", acked + 1));
+                        }
+                        timeout = (timeout * 2).min(max_timeout);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(retransmits)
+    }
+}
+
+/// RFC 764 line endings: LF -> CR LF, CR -> CR NUL.
+fn to_netascii(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + b.len() / 16);
+    for &c in b {
+        match c {
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b'\r' => out.extend_from_slice(b"\r\0"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netascii_conversion() {
+        assert_eq!(to_netascii(b"a\nb\rc"), b"a\r\nb\r\0c");
+    }
+}
