@@ -197,14 +197,30 @@ pub struct TftpSettings {
     pub enabled: bool,
     #[serde(default = "default_tftp_root")]
     pub root: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    /// Where TFTP listens; default port 69 on all addresses.
+    #[serde(default = "default_tftp_listen")]
+    pub listen: SocketAddr,
+    /// Files outside `root` that symlinks in it may point to. Debian's `ipxe` package
+    /// links `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`; any other escape is refused.
+    #[serde(default = "default_symlink_targets")]
+    pub allow_symlinks_to: Vec<PathBuf>,
 }
 fn default_tftp_root() -> PathBuf {
     "/usr/lib/ipxe".into()
 }
+fn default_tftp_listen() -> SocketAddr {
+    "0.0.0.0:69".parse().expect("valid literal")
+}
+fn default_symlink_targets() -> Vec<PathBuf> {
+    vec!["/boot/ipxe.efi".into(), "/boot/ipxe.lkrn".into()]
+}
 impl Default for TftpSettings {
     fn default() -> Self {
-        TftpSettings { enabled: false, root: default_tftp_root(), listen: None }
+        TftpSettings {
+            enabled: false,
+            root: default_tftp_root(),
+            listen: default_tftp_listen(),
+            allow_symlinks_to: default_symlink_targets(),
+        }
     }
 }

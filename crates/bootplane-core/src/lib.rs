@@ -11,6 +11,7 @@ pub mod ignition;
 pub mod ipxe;
 pub mod model;
 pub mod os;
+pub mod pxelinux;
 pub mod state;
 
 pub use decision::{decide, BootDecision, DecisionContext};

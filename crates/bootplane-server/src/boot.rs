@@ -97,15 +97,27 @@ pub async fn decision(
         Ok(o) => o,
         Err(e) => return bad_request(e.to_string()),
     };
-    let source = Some(peer.ip().to_string());
-    let (by_uuid, by_mac) = match s.store.identity_candidates(&observed).await {
-        Ok(c) => c,
+    let server = server_url(&s, &headers);
+    match boot_decision(&s, &observed, Some(peer.ip().to_string()), &server).await {
+        Ok(decision) => script(ipxe::render(&decision, &observed)),
         Err(e) => {
-            tracing::error!("identity lookup failed: {e}");
-            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry\n").into_response();
+            tracing::error!("boot decision failed: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry\n").into_response()
         }
-    };
-    let identity = bootplane_core::resolve_identity(&observed, by_uuid.as_ref().map(known), by_mac.as_ref().map(known));
+    }
+}
+
+/// The boot decision for `observed`, with its effects: the installer attempt counted,
+/// a failed machine marked, the sighting and the event recorded. `/v1/boot/ipxe` and
+/// TFTP's `pxelinux.cfg` both come here.
+pub async fn boot_decision(
+    s: &Shared,
+    observed: &Observed,
+    source: Option<String>,
+    server: &str,
+) -> Result<BootDecision, bootplane_store::StoreError> {
+    let (by_uuid, by_mac) = s.store.identity_candidates(observed).await?;
+    let identity = bootplane_core::resolve_identity(observed, by_uuid.as_ref().map(known), by_mac.as_ref().map(known));
     let machine = match &identity {
         IdentityMatch::Known(n) => by_uuid.iter().chain(by_mac.iter()).find(|r| r.name() == n),
         _ => None,
@@ -117,13 +129,12 @@ pub async fn decision(
         },
         _ => None,
     };
-    let server = server_url(&s, &headers);
     let mut decision = decide(&DecisionContext {
-        observed: &observed,
+        observed,
         identity: &identity,
         machine,
         bundle: bundle.as_ref(),
-        server: &server,
+        server,
         max_install_attempts: s.settings.max_install_attempts,
     });
 
@@ -151,6 +162,9 @@ pub async fn decision(
         }
         _ => {}
     }
+    if let (Some(m), Some(ip)) = (machine, source.as_deref().and_then(|s| s.parse().ok())) {
+        s.remember_ip(ip, m.name());
+    }
     let event_machine = match (&identity, machine) {
         (_, Some(m)) => Some(m.name().to_string()),
         (IdentityMatch::Unknown, _) => discovered_name(&observed),
@@ -162,7 +176,7 @@ pub async fn decision(
         // a machine in a boot loop must not turn every request into a row rewrite.
         IdentityMatch::Known(n) => {
             let fresh = machine.is_some_and(|m| {
-                m.observed == observed
+                m.observed == *observed
                     && m.last_seen.is_some_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::Duration::seconds(60))
             });
             if !fresh {
@@ -183,7 +197,7 @@ pub async fn decision(
         .decisions
         .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })
         .inc();
-    script(ipxe::render(&decision, &observed))
+    Ok(decision)
 }
 
 #[cfg(test)]

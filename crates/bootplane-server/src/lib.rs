@@ -11,6 +11,7 @@ mod auth;
 mod boot;
 mod metrics;
 pub mod sink;
+pub mod tftp;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -32,6 +33,25 @@ pub struct AppState {
     pub admin_token: AdminToken,
     pub sink: sink::EventSink,
     pub metrics: metrics::Metrics,
+    /// Which machine was last seen at an address (boot requests, DHCP), so TFTP and
+    /// HTTP events carry a machine name. Bounded; cleared when full.
+    recent_ips: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, String>>,
+}
+
+impl AppState {
+    pub fn machine_at(&self, ip: std::net::IpAddr) -> Option<String> {
+        self.recent_ips.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).cloned()
+    }
+
+    pub fn remember_ip(&self, ip: std::net::IpAddr, machine: &str) {
+        let mut m = self.recent_ips.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 65_536 {
+            m.clear();
+        }
+        if m.get(&ip).map(String::as_str) != Some(machine) {
+            m.insert(ip, machine.to_string());
+        }
+    }
 }
 
 pub type Shared = Arc<AppState>;
@@ -68,7 +88,15 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
     let metrics = metrics::Metrics::default();
     let sink = sink::EventSink::start(store.clone(), metrics.events_dropped.clone());
     sink::start_pruner(store.clone(), settings.events_retained, settings.max_discovered);
-    Ok(Arc::new(AppState { store, settings, credential_secret, admin_token, sink, metrics }))
+    Ok(Arc::new(AppState {
+        store,
+        settings,
+        credential_secret,
+        admin_token,
+        sink,
+        metrics,
+        recent_ips: Default::default(),
+    }))
 }
 
 /// Serves until `shutdown` resolves, then flushes pending events.

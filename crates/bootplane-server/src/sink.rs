@@ -104,6 +104,13 @@ impl EventSink {
         }
     }
 
+    /// Queues `item` from synchronous code; drops (and counts) it when the queue is full.
+    pub fn try_push(&self, item: BatchItem) {
+        if self.tx.try_send(Msg::Item(item)).is_err() {
+            self.dropped.inc();
+        }
+    }
+
     /// Waits until everything pushed so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

@@ -82,6 +82,16 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         // With port 0 (or any implicit advertise URL), tell machines the real address.
         settings.listen = addr;
         let state = bootplane_server::state(store, settings, token).await?;
+        if cfg.tftp.enabled {
+            let t = bootplane_server::tftp::start(
+                state.clone(),
+                cfg.tftp.listen,
+                cfg.tftp.root.clone(),
+                cfg.tftp.allow_symlinks_to.clone(),
+            )
+            .await?;
+            eprintln!("bootplane: TFTP on {t} from {}", cfg.tftp.root.display());
+        }
         eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
         bootplane_server::run(state, listener, shutdown_signal()).await?;
         eprintln!("bootplane: stopped");

@@ -14,6 +14,8 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The TFTP address, when the config enables it.
+    pub tftp: Option<std::net::SocketAddr>,
     pub dir: PathBuf,
     pub log: mpsc::Receiver<String>,
 }
@@ -49,13 +51,17 @@ impl Server {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut tftp = None;
         loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .expect("bootplane did not report its address");
+            if let Some(rest) = line.strip_prefix("bootplane: TFTP on ") {
+                tftp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
             if let Some(rest) = line.strip_prefix("bootplane: serving on ") {
                 let url = rest.split_whitespace().next().unwrap().to_string();
-                return Server { child, url, dir: dir.to_path_buf(), log: rx };
+                return Server { child, url, tftp, dir: dir.to_path_buf(), log: rx };
             }
         }
     }
