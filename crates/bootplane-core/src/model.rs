@@ -248,3 +248,27 @@ mod tests {
         assert!(is_hostname("lenovo1.lab.internal") && !is_hostname("a..b") && !is_hostname("a b"));
     }
 }
+
+/// A DHCP lease as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: std::net::Ipv4Addr,
+    pub mac: Mac,
+    pub state: LeaseState,
+    /// Unix seconds.
+    pub expires: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Offered, not yet requested; held briefly.
+    Offered,
+    Bound,
+    /// Given back by the client; the address stays associated with it for next time.
+    Released,
+    /// The client found the address in use; not offered to anyone until it expires.
+    Declined,
+}

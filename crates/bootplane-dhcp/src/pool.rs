@@ -1,0 +1,255 @@
+//! Address allocation. The pool holds every lease it knows (loaded from the store at
+//! start, written back on every change by the caller) plus the reservations from the
+//! machines' `ip`. Choice order for a client: its reservation; the address it held
+//! before (even expired or released, so a machine keeps its address across reboots and
+//! server restarts); the address it asks for, if free; the first never-used address;
+//! the longest-expired one. A reserved address is never given to another MAC; a
+//! declined one is withheld until it expires.
+
+use bootplane_core::model::{Lease, LeaseState};
+use bootplane_core::Mac;
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone)]
+pub struct LeasePool {
+    first: u32,
+    last: u32,
+    by_ip: HashMap<Ipv4Addr, Lease>,
+    by_mac: HashMap<Mac, Ipv4Addr>,
+    reservations: HashMap<Mac, Ipv4Addr>,
+    reserved: HashSet<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("no free address in the range")]
+    Exhausted,
+    #[error("{0} is not this client's address")]
+    NotYours(Ipv4Addr),
+}
+
+impl LeasePool {
+    pub fn new(first: Ipv4Addr, last: Ipv4Addr) -> Self {
+        LeasePool {
+            first: u32::from(first),
+            last: u32::from(last),
+            by_ip: HashMap::new(),
+            by_mac: HashMap::new(),
+            reservations: HashMap::new(),
+            reserved: HashSet::new(),
+        }
+    }
+
+    pub fn load(&mut self, leases: impl IntoIterator<Item = Lease>) {
+        for l in leases {
+            self.insert(l);
+        }
+    }
+
+    pub fn set_reservations(&mut self, r: impl IntoIterator<Item = (Mac, Ipv4Addr)>) {
+        self.reservations = r.into_iter().collect();
+        self.reserved = self.reservations.values().copied().collect();
+    }
+
+    pub fn reservation(&self, mac: Mac) -> Option<Ipv4Addr> {
+        self.reservations.get(&mac).copied()
+    }
+
+    pub fn lease_of(&self, mac: Mac) -> Option<&Lease> {
+        self.by_mac.get(&mac).and_then(|ip| self.by_ip.get(ip))
+    }
+
+    pub fn lease_at(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.by_ip.get(&ip)
+    }
+
+    pub fn in_range(&self, ip: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&u32::from(ip))
+    }
+
+    fn insert(&mut self, l: Lease) {
+        if let Some(old) = self.by_mac.insert(l.mac, l.ip) {
+            if old != l.ip && self.by_ip.get(&old).is_some_and(|o| o.mac == l.mac) {
+                self.by_ip.remove(&old);
+            }
+        }
+        if let Some(prev) = self.by_ip.insert(l.ip, l.clone()) {
+            if prev.mac != l.mac && self.by_mac.get(&prev.mac) == Some(&l.ip) {
+                self.by_mac.remove(&prev.mac);
+            }
+        }
+    }
+
+    /// Whether `ip` may go to `mac` now.
+    pub fn available_for(&self, ip: Ipv4Addr, mac: Mac, now: i64) -> bool {
+        if self.reserved.contains(&ip) && self.reservations.get(&mac) != Some(&ip) {
+            return false;
+        }
+        match self.by_ip.get(&ip) {
+            None => true,
+            Some(l) if l.mac == mac => l.state != LeaseState::Declined || l.expires <= now,
+            Some(l) => l.expires <= now,
+        }
+    }
+
+    /// The address to offer `mac`.
+    pub fn choose(&self, mac: Mac, requested: Option<Ipv4Addr>, now: i64) -> Result<Ipv4Addr, PoolError> {
+        if let Some(ip) = self.reservations.get(&mac) {
+            return Ok(*ip);
+        }
+        if let Some(l) = self.lease_of(mac) {
+            if l.state != LeaseState::Declined && self.available_for(l.ip, mac, now) {
+                return Ok(l.ip);
+            }
+        }
+        if let Some(r) = requested {
+            if self.in_range(r) && self.available_for(r, mac, now) {
+                return Ok(r);
+            }
+        }
+        let mut oldest: Option<(i64, Ipv4Addr)> = None;
+        for n in self.first..=self.last {
+            let ip = Ipv4Addr::from(n);
+            // .0 and .255 of a /24 inside a range are legal but confuse some clients.
+            let last_octet = ip.octets()[3];
+            if last_octet == 0 || last_octet == 255 || self.reserved.contains(&ip) {
+                continue;
+            }
+            match self.by_ip.get(&ip) {
+                None => return Ok(ip),
+                // Expired leases (an expired decline included) are free again.
+                Some(l) if l.expires <= now => {
+                    if oldest.is_none_or(|(t, _)| l.expires < t) {
+                        oldest = Some((l.expires, ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+        oldest.map(|(_, ip)| ip).ok_or(PoolError::Exhausted)
+    }
+
+    /// Records an offer (held `hold` seconds) and returns the lease to persist.
+    pub fn offer(&mut self, mac: Mac, ip: Ipv4Addr, now: i64, hold: i64, hostname: Option<String>) -> Lease {
+        let expires = match self.by_ip.get(&ip) {
+            // Never shorten a bound lease by re-offering it.
+            Some(l) if l.mac == mac && l.state == LeaseState::Bound && l.expires > now => l.expires,
+            _ => now + hold,
+        };
+        let state = match self.by_ip.get(&ip) {
+            Some(l) if l.mac == mac && l.state == LeaseState::Bound && l.expires > now => LeaseState::Bound,
+            _ => LeaseState::Offered,
+        };
+        let l = Lease { ip, mac, state, expires, hostname };
+        self.insert(l.clone());
+        l
+    }
+
+    /// Binds `ip` to `mac` for `lease_time` seconds, if it may have it.
+    pub fn bind(&mut self, mac: Mac, ip: Ipv4Addr, now: i64, lease_time: i64, hostname: Option<String>) -> Result<Lease, PoolError> {
+        let reserved_here = self.reservations.get(&mac) == Some(&ip);
+        if !(self.in_range(ip) || reserved_here) || !self.available_for(ip, mac, now) {
+            return Err(PoolError::NotYours(ip));
+        }
+        let l = Lease { ip, mac, state: LeaseState::Bound, expires: now + lease_time, hostname };
+        self.insert(l.clone());
+        Ok(l)
+    }
+
+    /// The client gave the address back: it stays associated with it for next time.
+    pub fn release(&mut self, mac: Mac, ip: Ipv4Addr, now: i64) -> Option<Lease> {
+        let l = self.by_ip.get_mut(&ip).filter(|l| l.mac == mac)?;
+        l.state = LeaseState::Released;
+        l.expires = now;
+        Some(l.clone())
+    }
+
+    /// The client saw `ip` in use: withhold it for `hold` seconds.
+    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: i64, hold: i64) -> Option<Lease> {
+        if self.by_ip.get(&ip).is_some_and(|l| l.mac != mac) {
+            return None;
+        }
+        let l = Lease { ip, mac, state: LeaseState::Declined, expires: now + hold, hostname: None };
+        self.by_ip.insert(ip, l.clone());
+        if self.by_mac.get(&mac) == Some(&ip) {
+            self.by_mac.remove(&mac);
+        }
+        Some(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0, 0, n])
+    }
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn distinct_clients_get_distinct_addresses_until_exhausted() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.12"));
+        let mut got = HashSet::new();
+        for n in 1..=3 {
+            let a = p.choose(mac(n), None, 0).unwrap();
+            p.bind(mac(n), a, 0, 600, None).unwrap();
+            assert!(got.insert(a));
+        }
+        assert_eq!(p.choose(mac(9), None, 0), Err(PoolError::Exhausted));
+        // After expiry the oldest lease is reused, and its old owner is not confused.
+        assert_eq!(p.choose(mac(9), None, 601), Ok(ip("198.18.0.10")));
+    }
+
+    #[test]
+    fn reservations_are_kept_for_their_mac() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.20"));
+        p.set_reservations([(mac(5), ip("198.18.0.10")), (mac(6), ip("198.18.0.99"))]);
+        assert_eq!(p.choose(mac(5), None, 0), Ok(ip("198.18.0.10")));
+        assert_eq!(p.choose(mac(6), None, 0), Ok(ip("198.18.0.99")), "outside the range is fine for a reservation");
+        assert_eq!(p.choose(mac(1), Some(ip("198.18.0.10")), 0), Ok(ip("198.18.0.11")), "nobody else gets a reserved address");
+        assert!(p.bind(mac(1), ip("198.18.0.10"), 0, 600, None).is_err());
+        assert!(p.bind(mac(6), ip("198.18.0.99"), 0, 600, None).is_ok());
+    }
+
+    #[test]
+    fn a_client_keeps_its_address() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.20"));
+        let a = p.choose(mac(1), Some(ip("198.18.0.15")), 0).unwrap();
+        assert_eq!(a, ip("198.18.0.15"));
+        p.bind(mac(1), a, 0, 600, None).unwrap();
+        p.release(mac(1), a, 100).unwrap();
+        assert_eq!(p.choose(mac(1), None, 5000), Ok(a));
+        // Reload (a server restart) keeps it too.
+        let leases: Vec<Lease> = p.by_ip.values().cloned().collect();
+        let mut q = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.20"));
+        q.load(leases);
+        assert_eq!(q.choose(mac(1), None, 5000), Ok(a));
+    }
+
+    #[test]
+    fn declined_addresses_are_withheld() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.11"));
+        let a = p.choose(mac(1), None, 0).unwrap();
+        p.offer(mac(1), a, 0, 60, None);
+        p.decline(mac(1), a, 0, 600).unwrap();
+        let b = p.choose(mac(1), None, 1).unwrap();
+        assert_ne!(a, b);
+        assert!(!p.available_for(a, mac(2), 10));
+        assert!(p.available_for(a, mac(2), 700));
+        // Another client cannot decline someone else's lease.
+        p.bind(mac(1), b, 1, 600, None).unwrap();
+        assert!(p.decline(mac(3), b, 2, 600).is_none());
+    }
+
+    #[test]
+    fn offers_expire_and_do_not_block_others() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.10"));
+        p.offer(mac(1), ip("198.18.0.10"), 0, 60, None);
+        assert_eq!(p.choose(mac(2), None, 30), Err(PoolError::Exhausted));
+        assert_eq!(p.choose(mac(2), None, 61), Ok(ip("198.18.0.10")));
+    }
+}

@@ -1,0 +1,1 @@
+//! The DHCP sockets. Not written yet.
