@@ -174,6 +174,10 @@ pub struct DhcpSettings {
     pub mode: DhcpMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// The address DHCP answers as (server identifier, next-server); default: the
+    /// interface's first IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ip: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<IpRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

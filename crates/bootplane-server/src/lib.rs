@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod boot;
+pub mod dhcp;
 mod metrics;
 pub mod sink;
 pub mod tftp;

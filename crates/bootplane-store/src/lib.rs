@@ -8,7 +8,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use bootplane_core::model::{Bundle, Cluster, MachineRecord, MachineSpec};
+use bootplane_core::model::{Bundle, Cluster, Lease, MachineRecord, MachineSpec};
 use bootplane_core::state::{MachineState, TransitionError, Trigger};
 use bootplane_core::Observed;
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key` unless a value is already there; returns the stored one.
     /// Several instances racing to create a secret all end up with the same one.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn leases(&self) -> Result<Vec<Lease>>;
+    /// Upserts a lease (by address); the MAC's other leases go.
+    async fn put_lease(&self, lease: &Lease) -> Result<()>;
 
     /// Keeps the newest `events_retained` events and `max_discovered` discovered machines.
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport>;

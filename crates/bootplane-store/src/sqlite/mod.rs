@@ -12,7 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::json;
 use std::path::Path;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_leases.sql")),
+];
 
 const MACHINE_COLS: &str =
     "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
@@ -650,6 +653,43 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map_err(be)?;
             tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).map_err(be)
+        })
+        .await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>> {
+        self.run(|c| {
+            let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
+                })
+                .map_err(be)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (ip, mac, state, expires, hostname) = row.map_err(be)?;
+                // A row that no longer parses is skipped, not fatal: DHCP must start.
+                let (Ok(ip), Ok(mac), Ok(state)) = (ip.parse(), mac.parse(), serde_json::from_value(json!(state))) else { continue };
+                out.push(Lease { ip, mac, state, expires, hostname });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_lease(&self, lease: &Lease) -> Result<()> {
+        let l = lease.clone();
+        self.write(move |tx| {
+            let state = serde_json::to_value(l.state).map_err(be)?;
+            // The MAC moves: drop its other rows that are not declines.
+            tx.execute("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'", params![l.mac.to_string(), l.ip.to_string()])
+                .map_err(be)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname],
+            )
+            .map_err(be)?;
+            Ok(())
         })
         .await
     }

@@ -92,6 +92,13 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             .await?;
             eprintln!("bootplane: TFTP on {t} from {}", cfg.tftp.root.display());
         }
+        if let Some(ip) = bootplane_server::dhcp::start(state.clone(), &cfg.dhcp).await? {
+            eprintln!(
+                "bootplane: DHCP ({:?}) on {} as {ip}",
+                cfg.dhcp.mode,
+                cfg.dhcp.interface.as_deref().unwrap_or("?")
+            );
+        }
         eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
         bootplane_server::run(state, listener, shutdown_signal()).await?;
         eprintln!("bootplane: stopped");

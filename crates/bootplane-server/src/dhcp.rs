@@ -1,0 +1,118 @@
+//! DHCP inside `bootplane serve`: the store behind the lease pool, machines' `ip` as
+//! reservations and their hostnames in replies, and a `dhcp.*` event per exchange tied
+//! to the machine owning the MAC (or to the MAC alone when it is unknown).
+
+use crate::Shared;
+use async_trait::async_trait;
+use bootplane_config::{DhcpMode, DhcpSettings};
+use bootplane_core::model::{discovered_name, Lease};
+use bootplane_core::{Mac, MachineState, Observed};
+use bootplane_dhcp::server::{interface_addr, Backend, DhcpServer};
+use bootplane_dhcp::{BootFiles, Mode, Settings};
+use bootplane_store::{BatchItem, NewEvent};
+use std::net::Ipv4Addr;
+
+struct StoreBackend {
+    state: Shared,
+}
+
+impl StoreBackend {
+    async fn machine(&self, mac: Mac) -> Option<bootplane_core::MachineRecord> {
+        let obs = Observed { mac: Some(mac), ..Default::default() };
+        self.state.store.identity_candidates(&obs).await.ok().and_then(|(_, m)| m)
+    }
+}
+
+#[async_trait]
+impl Backend for StoreBackend {
+    async fn load_leases(&self) -> Vec<Lease> {
+        self.state.store.leases().await.unwrap_or_else(|e| {
+            tracing::error!("dhcp: cannot load leases: {e}");
+            Vec::new()
+        })
+    }
+
+    async fn save_lease(&self, lease: &Lease) {
+        if let Err(e) = self.state.store.put_lease(lease).await {
+            tracing::error!("dhcp: cannot save lease {} for {}: {e}", lease.ip, lease.mac);
+        }
+    }
+
+    async fn reservations(&self) -> Vec<(Mac, Ipv4Addr)> {
+        let machines = self.state.store.machines().await.unwrap_or_default();
+        machines
+            .iter()
+            .filter(|m| m.state != MachineState::Retired && m.state != MachineState::Discovered)
+            .filter_map(|m| m.spec.ip.map(|ip| (m, ip)))
+            .flat_map(|(m, ip)| m.spec.macs.iter().map(move |mac| (*mac, ip)))
+            .collect()
+    }
+
+    async fn hostname_for(&self, mac: Mac) -> Option<String> {
+        self.machine(mac)
+            .await
+            .filter(|m| m.state != MachineState::Discovered)
+            .map(|m| m.spec.hostname.clone().unwrap_or_else(|| m.spec.name.clone()))
+    }
+
+    async fn event(&self, kind: &str, mac: Mac, ip: Option<Ipv4Addr>, mut detail: serde_json::Value) {
+        let machine = self.machine(mac).await.map(|m| m.spec.name);
+        if let (Some(ip), Some(m)) = (ip, &machine) {
+            self.state.remember_ip(ip.into(), m);
+        }
+        detail["mac"] = serde_json::json!(mac);
+        let name = machine.or_else(|| discovered_name(&Observed { mac: Some(mac), ..Default::default() }));
+        self.state.sink.push(BatchItem::Event(NewEvent::new(name.as_deref(), kind, None, detail))).await;
+    }
+}
+
+/// Starts DHCP per `cfg` on its interface; returns the address it serves as.
+pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<Ipv4Addr>> {
+    let mode = match cfg.mode {
+        DhcpMode::Off => return Ok(None),
+        DhcpMode::Full => Mode::Full,
+        DhcpMode::Proxy => Mode::Proxy,
+    };
+    let interface = cfg
+        .interface
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("dhcp.interface is required when dhcp.mode is not off"))?;
+    let (if_ip, if_mask) = interface_addr(&interface)?;
+    let server_ip = cfg.server_ip.unwrap_or(if_ip);
+    let netmask = cfg.netmask.unwrap_or(if_mask);
+    let range = match (mode, cfg.range) {
+        (_, Some(r)) => (r.first, r.last),
+        (Mode::Proxy, None) => (server_ip, server_ip),
+        (Mode::Full, None) => anyhow::bail!("dhcp.range is required in full mode"),
+    };
+    let server_url = state
+        .settings
+        .advertise_url()
+        .ok_or_else(|| anyhow::anyhow!("server.advertise is required when DHCP is on: machines must be told where to boot from"))?;
+    let settings = Settings {
+        mode,
+        server_ip,
+        netmask,
+        router: cfg.router,
+        dns: cfg.dns.clone(),
+        domain: cfg.domain.clone(),
+        lease_time: cfg.lease_time.map(|d| d.0.as_secs().min(u32::MAX as u64) as u32).unwrap_or(3600),
+        boot_files: BootFiles {
+            bios: cfg.boot_files.bios.clone(),
+            efi_x64: cfg.boot_files.efi_x64.clone(),
+            efi_arm64: cfg.boot_files.efi_arm64.clone(),
+        },
+        server_url,
+        offer_hold: 60,
+        decline_hold: 600,
+    };
+    // Bind here, so a missing interface or a busy port fails `serve` at start.
+    bootplane_dhcp::server::bind(&interface, 67)?;
+    let server = DhcpServer { settings, interface, range, backend: StoreBackend { state } };
+    tokio::spawn(async move {
+        if let Err(e) = server.run().await {
+            tracing::error!("DHCP server stopped: {e}");
+        }
+    });
+    Ok(Some(server_ip))
+}
