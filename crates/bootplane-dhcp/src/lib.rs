@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod policy;
 pub mod pool;
+pub mod probe;
 pub mod server;
 
 pub use classify::{BootAnswer, BootFiles, ClientKind};

@@ -119,6 +119,17 @@ fn set_file(m: &mut Message, name: &str) {
     m.opts_mut().insert(DhcpOption::BootfileName(name.as_bytes().to_vec()));
 }
 
+/// Encodes a packet, zero-padded to the 300 bytes of a BOOTP message (RFC 1542 §2.1):
+/// dnsmasq ignores shorter requests, and some PXE ROMs shorter replies.
+pub fn encode(m: &Message) -> Option<Vec<u8>> {
+    use dhcproto::Encodable;
+    let mut v = m.to_vec().ok()?;
+    if v.len() < 300 {
+        v.resize(300, 0);
+    }
+    Some(v)
+}
+
 /// Decodes a packet. dhcproto 0.15 has a `debug_assert!` on option 80's length that a
 /// malformed packet trips, and `chaddr()` panics when `hlen` > 16 (both found by this
 /// crate's fuzz test), so decoding runs under `catch_unwind` and checks `hlen`: a

@@ -10,7 +10,6 @@ use crate::pool::LeasePool;
 use async_trait::async_trait;
 use bootplane_core::model::Lease;
 use bootplane_core::Mac;
-use dhcproto::Encodable;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -119,13 +118,13 @@ impl<B: Backend> DhcpServer<B> {
                     Destination::Source => src,
                 };
                 let sock = if port == 4011 { pxe.as_ref().unwrap_or(&main) } else { &main };
-                match reply.to_vec() {
-                    Ok(bytes) => {
+                match policy::encode(&reply) {
+                    Some(bytes) => {
                         if let Err(e) = sock.send_to(&bytes, to).await {
                             tracing::warn!("dhcp: cannot send to {to}: {e}");
                         }
                     }
-                    Err(e) => tracing::warn!("dhcp: cannot encode reply: {e}"),
+                    None => tracing::warn!("dhcp: cannot encode reply to {to}"),
                 }
             }
             if let Some((kind, detail)) = out.event {

@@ -214,3 +214,57 @@ mod tests {
         assert!(parse_query(Some("serial=%")).is_err());
     }
 }
+
+/// A first-stage loader over HTTP (`/boot/ipxe.efi`), for UEFI HTTP boot clients that
+/// DHCP pointed here. Same root and same path rules as TFTP.
+pub async fn first_stage_file(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let Some((root, allowed)) = s.first_stage.get() else {
+        return (StatusCode::NOT_FOUND, "no first-stage root configured (tftp.root)\n").into_response();
+    };
+    let refused = |why: String| {
+        let s = s.clone();
+        let file = file.chars().take(256).collect::<String>();
+        async move {
+            s.sink
+                .push(BatchItem::Event(NewEvent::new(None, "http.refused", Some(peer.ip().to_string()), json!({ "file": file, "reason": why }))))
+                .await;
+        }
+    };
+    let rel = match bootplane_tftp::path::normalise(&file) {
+        Ok(r) => r,
+        Err(e) => {
+            refused(e.to_string()).await;
+            return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+        }
+    };
+    let root = match root.canonicalize() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("first-stage root: {e}\n")).into_response(),
+    };
+    match bootplane_tftp::path::resolve(&root, &rel, allowed) {
+        Ok(Some(path)) => match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                let machine = s.machine_at(peer.ip());
+                s.sink
+                    .push(BatchItem::Event(NewEvent::new(
+                        machine.as_deref(),
+                        "http.boot_file",
+                        Some(peer.ip().to_string()),
+                        json!({ "file": file, "bytes": bytes.len() }),
+                    )))
+                    .await;
+                ([(header::CONTENT_TYPE, "application/efi")], bytes).into_response()
+            }
+            Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        },
+        Ok(None) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => {
+            refused(e.to_string()).await;
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+    }
+}

@@ -37,6 +37,9 @@ pub struct AppState {
     /// Which machine was last seen at an address (boot requests, DHCP), so TFTP and
     /// HTTP events carry a machine name. Bounded; cleared when full.
     recent_ips: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, String>>,
+    /// Where `/boot/{file}` (first-stage loaders over HTTP, for UEFI HTTP boot) reads
+    /// from: the TFTP root and the symlink targets allowed outside it.
+    pub first_stage: std::sync::OnceLock<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics::handler))
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))
+        .route("/boot/{file}", get(boot::first_stage_file))
         .route("/v1/machines", get(api::list_machines))
         .route("/v1/machines/{name}", get(api::show_machine))
         .route("/v1/machines/{name}/provision", post(api::provision))
@@ -97,6 +101,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         sink,
         metrics,
         recent_ips: Default::default(),
+        first_stage: Default::default(),
     }))
 }
 

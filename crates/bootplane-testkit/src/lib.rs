@@ -48,13 +48,13 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `bp<tag><random>` with a /24 from 198.18.0.0/15 picked at random, so
-    /// tests running in parallel do not collide.
+    /// Creates `bp<tag><random>` with a /24 from 198.18.0.0/24..198.18.254.0/24 picked
+    /// at random among those not in use, so tests running in parallel do not collide.
     pub fn new(tag: &str) -> Netns {
-        let id: u16 = rand::random::<u16>() % 500 + 1;
+        let b = free_subnet();
         let suffix: u32 = rand::random::<u32>() % 100_000;
         let name = format!("bp{tag}{suffix}");
-        let (a, b) = (18 + (id / 256) as u8, (id % 256) as u8);
+        let a = 18;
         let ns = Netns {
             host_if: format!("bph{suffix}"),
             ns_if: format!("bpn{suffix}"),
@@ -117,16 +117,101 @@ impl Netns {
     }
 }
 
+/// A third octet `b` such that neither 198.18.b.0/24 nor 198.19.b.0/24 is on this host.
+fn free_subnet() -> u8 {
+    let used = String::from_utf8_lossy(&Command::new("ip").args(["-o", "-4", "addr"]).output().map(|o| o.stdout).unwrap_or_default()).to_string();
+    loop {
+        let b = (rand::random::<u8>() % 254) + 1;
+        if !used.contains(&format!("198.18.{b}.")) && !used.contains(&format!("198.19.{b}.")) {
+            return b;
+        }
+    }
+}
+
+/// A LAN for DHCP tests: a server namespace (reachable from the host through its
+/// [`Netns`] link) holding a bridge `br0` at `<prefix>.1/24`, and client namespaces
+/// plugged into that bridge with no address, as a rack's machines would be.
+pub struct Lan {
+    pub srv: Netns,
+    pub bridge: String,
+    /// `198.19.b`
+    pub prefix: String,
+    pub server_ip: String,
+}
+
+impl Lan {
+    pub fn new(tag: &str) -> Lan {
+        let srv = Netns::new(tag);
+        let b = srv.host_ip.split('.').nth(2).unwrap().to_string();
+        let prefix = format!("198.19.{b}");
+        let server_ip = format!("{prefix}.1");
+        srv.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        srv.exec_ok(&["ip", "addr", "add", &format!("{server_ip}/24"), "dev", "br0"]);
+        srv.exec_ok(&["ip", "link", "set", "br0", "up"]);
+        Lan { srv, bridge: "br0".into(), prefix, server_ip }
+    }
+
+    /// A new namespace whose `eth0` (with `mac`) is plugged into the bridge.
+    pub fn add_host(&self, tag: &str, mac: &str) -> Host {
+        let suffix: u32 = rand::random::<u32>() % 100_000;
+        let name = format!("bp{tag}{suffix}");
+        let (outer, inner) = (format!("bpo{suffix}"), format!("bpi{suffix}"));
+        run(&["ip", "netns", "add", &name]);
+        let host = Host { name: name.clone(), ifname: "eth0".into(), mac: mac.to_string() };
+        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+        run(&["ip", "link", "set", &outer, "netns", &self.srv.name]);
+        run(&["ip", "link", "set", &inner, "netns", &name]);
+        self.srv.exec_ok(&["ip", "link", "set", &outer, "master", "br0"]);
+        self.srv.exec_ok(&["ip", "link", "set", &outer, "up"]);
+        host.exec_ok(&["ip", "link", "set", &inner, "name", "eth0"]);
+        host.exec_ok(&["ip", "link", "set", "eth0", "address", mac]);
+        host.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        host.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        host
+    }
+}
+
+/// A machine on a [`Lan`]: its own namespace with `eth0`.
+pub struct Host {
+    pub name: String,
+    pub ifname: String,
+    pub mac: String,
+}
+
+impl Host {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+}
+
+fn remove_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            run_quiet(&["kill", "-9", pid]);
+        }
+    }
+    run_quiet(&["ip", "netns", "del", name]);
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        remove_netns(&self.name);
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill what still runs inside, then remove the namespace (which takes its veth
         // end, and the peer with it).
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                run_quiet(&["kill", "-9", pid]);
-            }
-        }
+        remove_netns(&self.name);
         run_quiet(&["ip", "link", "del", &self.host_if]);
-        run_quiet(&["ip", "netns", "del", &self.name]);
     }
 }

@@ -84,6 +84,11 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// DHCP diagnostics.
+    Dhcp {
+        #[command(subcommand)]
+        cmd: cmd::dhcp::DhcpCmd,
+    },
     /// Show what MACHINE would receive, offline, from the config file.
     Render {
         machine: String,
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Cmd::Check { path, json } => cmd::check::run(&path, json),
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
+        Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
     };
     match result {
         Ok(code) => code,

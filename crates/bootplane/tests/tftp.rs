@@ -47,6 +47,12 @@ fn tftp_serves_ipxe_and_pxelinux_from_the_boot_decision() {
         assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(format!("/usr/lib/ipxe/{f}")).unwrap(), "{f}");
     }
     assert!(!tftp_get(t, "../../etc/passwd", &out.join("passwd")));
+    // The same loaders over HTTP, for UEFI HTTP boot.
+    let (code, body) = s.get_bytes("/boot/ipxe.efi");
+    assert_eq!(code, 200);
+    assert_eq!(body, std::fs::read("/usr/lib/ipxe/ipxe.efi").unwrap());
+    assert_eq!(s.get("/boot/..%2F..%2Fetc%2Fpasswd").0, 403);
+    assert_eq!(s.get("/boot/nothing.efi").0, 404);
 
     std::thread::sleep(std::time::Duration::from_millis(400));
     let (_, ev) = s.admin("GET", "/v1/events?limit=1000");

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod dhcp;
 pub mod init;
 pub mod machines;
 pub mod render;

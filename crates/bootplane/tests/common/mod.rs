@@ -33,10 +33,21 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, args: &[&str]) -> Server {
-        let mut child = bootplane(dir)
-            .arg("serve")
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+        Self::spawn(bootplane(dir).arg("serve").args(args).args(["--listen", "127.0.0.1:0"]), None)
+    }
+
+    /// Runs `bootplane serve` inside network namespace `ns`, listening on all of its
+    /// addresses; `reach` is the namespace address the test uses to talk to it.
+    pub fn start_in_netns(ns: &str, reach: &str, dir: &Path) -> Server {
+        let mut c = Command::new("ip");
+        c.current_dir(dir)
+            .env("BOOTPLANE_TOKEN", TOKEN)
+            .args(["netns", "exec", ns, BIN, "serve", "--config", "bootplane.yaml", "--listen", "0.0.0.0:0"]);
+        Self::spawn(&mut c, Some(reach))
+    }
+
+    fn spawn(cmd: &mut Command, reach: Option<&str>) -> Server {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -60,14 +71,34 @@ impl Server {
                 tftp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
             if let Some(rest) = line.strip_prefix("bootplane: serving on ") {
-                let url = rest.split_whitespace().next().unwrap().to_string();
-                return Server { child, url, tftp, dir: dir.to_path_buf(), log: rx };
+                let mut url = rest.split_whitespace().next().unwrap().to_string();
+                if let Some(host) = reach {
+                    url = url.replace("0.0.0.0", host);
+                }
+                let dir = cmd.get_current_dir().map(Path::to_path_buf).unwrap_or_default();
+                return Server { child, url, tftp, dir, log: rx };
+            }
+            if line.starts_with("error:") {
+                panic!("bootplane failed to start: {line}");
             }
         }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
         req("GET", &format!("{}{}", self.url, path), None, None)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        match ureq::get(&format!("{}{}", self.url, path)).call() {
+            Ok(r) => {
+                let code = r.status();
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut v).unwrap();
+                (code, v)
+            }
+            Err(ureq::Error::Status(code, _)) => (code, Vec::new()),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
     }
 
     pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
