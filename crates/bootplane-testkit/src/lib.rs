@@ -33,6 +33,19 @@ pub fn run(args: &[&str]) -> Output {
     out
 }
 
+/// `args` run inside namespace `ns`.
+pub fn ns_cmd(ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).args(args);
+    c
+}
+
+pub fn ns_exec_ok(ns: &str, args: &[&str]) -> Output {
+    let out = ns_cmd(ns, args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 fn run_quiet(args: &[&str]) {
     let _ = Command::new(args[0]).args(&args[1..]).output();
 }
@@ -75,15 +88,11 @@ impl Netns {
 
     /// A command run inside the namespace.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args);
-        c
+        ns_cmd(&self.name, args)
     }
 
     pub fn exec_ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
+        ns_exec_ok(&self.name, args)
     }
 
     /// Loses `percent`% of packets in both directions, with `tc netem` where the kernel
@@ -180,15 +189,11 @@ pub struct Host {
 
 impl Host {
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args);
-        c
+        ns_cmd(&self.name, args)
     }
 
     pub fn exec_ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
+        ns_exec_ok(&self.name, args)
     }
 }
 
