@@ -235,7 +235,7 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
     let host = req.hostname.clone();
     match mtype {
         MessageType::Discover => {
-            let ip = match pool.choose(mac, requested_ip(msg), now) {
+            let ip = match pool.allocate(mac, requested_ip(msg), now) {
                 Ok(ip) => ip,
                 Err(e) => return Outcome { event: Some(("dhcp.exhausted", json!({ "error": e.to_string() }))), ..Default::default() },
             };

@@ -19,6 +19,15 @@ pub struct LeasePool {
     by_mac: HashMap<Mac, Ipv4Addr>,
     reservations: HashMap<Mac, Ipv4Addr>,
     reserved: HashSet<Ipv4Addr>,
+    /// Every address below this one (from `first`) has been handed out at some point:
+    /// the search for a never-used address starts here, so filling a large range is
+    /// linear overall instead of quadratic.
+    fresh_from: u32,
+    /// Once the range has been handed out entirely: expired addresses found by the last
+    /// full scan, oldest first, and the time before which a new scan cannot find more.
+    /// A flood of DISCOVERs against a full pool then costs O(1) per packet, not a scan.
+    reuse: std::collections::VecDeque<Ipv4Addr>,
+    rescan_at: i64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +47,9 @@ impl LeasePool {
             by_mac: HashMap::new(),
             reservations: HashMap::new(),
             reserved: HashSet::new(),
+            fresh_from: u32::from(first),
+            reuse: Default::default(),
+            rescan_at: i64::MIN,
         }
     }
 
@@ -50,6 +62,9 @@ impl LeasePool {
     pub fn set_reservations(&mut self, r: impl IntoIterator<Item = (Mac, Ipv4Addr)>) {
         self.reservations = r.into_iter().collect();
         self.reserved = self.reservations.values().copied().collect();
+        self.rescan_at = i64::MIN;
+        // A reservation can only make addresses unusable; the cursor stays valid as a
+        // lower bound, and a removed one is found again by the full scan.
     }
 
     pub fn reservation(&self, mac: Mac) -> Option<Ipv4Addr> {
@@ -69,16 +84,33 @@ impl LeasePool {
     }
 
     fn insert(&mut self, l: Lease) {
+        let ip = l.ip;
         if let Some(old) = self.by_mac.insert(l.mac, l.ip) {
             if old != l.ip && self.by_ip.get(&old).is_some_and(|o| o.mac == l.mac) {
                 self.by_ip.remove(&old);
+                self.fresh_from = self.fresh_from.min(u32::from(old));
             }
         }
-        if let Some(prev) = self.by_ip.insert(l.ip, l.clone()) {
-            if prev.mac != l.mac && self.by_mac.get(&prev.mac) == Some(&l.ip) {
+        if let Some(prev) = self.by_ip.insert(l.ip, l) {
+            if prev.mac != self.by_ip[&ip].mac && self.by_mac.get(&prev.mac) == Some(&ip) {
                 self.by_mac.remove(&prev.mac);
             }
         }
+        self.rescan_at = self.rescan_at.min(self.by_ip[&ip].expires);
+        while self.fresh_from <= self.last {
+            let next = Ipv4Addr::from(self.fresh_from);
+            if !self.by_ip.contains_key(&next) && self.usable(next) {
+                break;
+            }
+            self.fresh_from += 1;
+        }
+    }
+
+    /// Whether `ip` may be handed out dynamically at all.
+    fn usable(&self, ip: Ipv4Addr) -> bool {
+        // .0 and .255 inside a range are legal but confuse some clients.
+        let last_octet = ip.octets()[3];
+        last_octet != 0 && last_octet != 255 && !self.reserved.contains(&ip)
     }
 
     /// Whether `ip` may go to `mac` now.
@@ -108,26 +140,55 @@ impl LeasePool {
                 return Ok(r);
             }
         }
-        let mut oldest: Option<(i64, Ipv4Addr)> = None;
-        for n in self.first..=self.last {
+        let usable = |ip: Ipv4Addr| self.usable(ip);
+        for n in self.fresh_from..=self.last {
             let ip = Ipv4Addr::from(n);
-            // .0 and .255 of a /24 inside a range are legal but confuse some clients.
-            let last_octet = ip.octets()[3];
-            if last_octet == 0 || last_octet == 255 || self.reserved.contains(&ip) {
-                continue;
-            }
-            match self.by_ip.get(&ip) {
-                None => return Ok(ip),
-                // Expired leases (an expired decline included) are free again.
-                Some(l) if l.expires <= now => {
-                    if oldest.is_none_or(|(t, _)| l.expires < t) {
-                        oldest = Some((l.expires, ip));
-                    }
-                }
-                _ => {}
+            if usable(ip) && !self.by_ip.contains_key(&ip) {
+                return Ok(ip);
             }
         }
-        oldest.map(|(_, ip)| ip).ok_or(PoolError::Exhausted)
+
+        Err(PoolError::Exhausted)
+    }
+
+    /// [`LeasePool::choose`], falling back to the oldest expired address.
+    pub fn allocate(&mut self, mac: Mac, requested: Option<Ipv4Addr>, now: i64) -> Result<Ipv4Addr, PoolError> {
+        self.choose(mac, requested, now).or_else(|_| self.choose_expired(mac, now))
+    }
+
+    /// Takes the oldest expired address, rescanning the range when the list runs dry
+    /// and something may have expired since.
+    pub fn choose_expired(&mut self, mac: Mac, now: i64) -> Result<Ipv4Addr, PoolError> {
+        loop {
+            while let Some(ip) = self.reuse.pop_front() {
+                if self.available_for(ip, mac, now) && self.usable(ip) {
+                    return Ok(ip);
+                }
+            }
+            if now < self.rescan_at {
+                return Err(PoolError::Exhausted);
+            }
+            let mut expired: Vec<(i64, Ipv4Addr)> = Vec::new();
+            let mut next = i64::MAX;
+            for n in self.first..=self.last {
+                let ip = Ipv4Addr::from(n);
+                if !self.usable(ip) {
+                    continue;
+                }
+                match self.by_ip.get(&ip) {
+                    None => expired.push((i64::MIN, ip)),
+                    // Expired leases (an expired decline included) are free again.
+                    Some(l) if l.expires <= now => expired.push((l.expires, ip)),
+                    Some(l) => next = next.min(l.expires),
+                }
+            }
+            expired.sort();
+            self.reuse = expired.into_iter().map(|(_, ip)| ip).collect();
+            self.rescan_at = next;
+            if self.reuse.is_empty() {
+                return Err(PoolError::Exhausted);
+            }
+        }
     }
 
     /// Records an offer (held `hold` seconds) and returns the lease to persist.
@@ -162,7 +223,9 @@ impl LeasePool {
         let l = self.by_ip.get_mut(&ip).filter(|l| l.mac == mac)?;
         l.state = LeaseState::Released;
         l.expires = now;
-        Some(l.clone())
+        let l = l.clone();
+        self.rescan_at = self.rescan_at.min(now);
+        Some(l)
     }
 
     /// The client saw `ip` in use: withhold it for `hold` seconds.
@@ -172,6 +235,7 @@ impl LeasePool {
         }
         let l = Lease { ip, mac, state: LeaseState::Declined, expires: now + hold, hostname: None };
         self.by_ip.insert(ip, l.clone());
+        self.rescan_at = self.rescan_at.min(l.expires);
         if self.by_mac.get(&mac) == Some(&ip) {
             self.by_mac.remove(&mac);
         }
@@ -199,9 +263,10 @@ mod tests {
             p.bind(mac(n), a, 0, 600, None).unwrap();
             assert!(got.insert(a));
         }
-        assert_eq!(p.choose(mac(9), None, 0), Err(PoolError::Exhausted));
+        assert_eq!(p.allocate(mac(9), None, 0), Err(PoolError::Exhausted));
+        assert_eq!(p.allocate(mac(9), None, 1), Err(PoolError::Exhausted), "no rescan before anything expires");
         // After expiry the oldest lease is reused, and its old owner is not confused.
-        assert_eq!(p.choose(mac(9), None, 601), Ok(ip("198.18.0.10")));
+        assert_eq!(p.allocate(mac(9), None, 601), Ok(ip("198.18.0.10")));
     }
 
     #[test]
@@ -236,7 +301,7 @@ mod tests {
         let a = p.choose(mac(1), None, 0).unwrap();
         p.offer(mac(1), a, 0, 60, None);
         p.decline(mac(1), a, 0, 600).unwrap();
-        let b = p.choose(mac(1), None, 1).unwrap();
+        let b = p.allocate(mac(1), None, 1).unwrap();
         assert_ne!(a, b);
         assert!(!p.available_for(a, mac(2), 10));
         assert!(p.available_for(a, mac(2), 700));
@@ -246,10 +311,57 @@ mod tests {
     }
 
     #[test]
+    fn choose_is_constant_time_while_fresh_addresses_remain() {
+        let mut p = LeasePool::new(ip("198.19.1.1"), ip("198.19.254.254"));
+        for n in 0..3000u32 {
+            let m = Mac([2, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8, 1]);
+            let a = p.choose(m, None, 0).unwrap();
+            p.offer(m, a, 0, 60, None);
+            assert!(u32::from(a) - u32::from(ip("198.19.1.1")) < 3100, "{a}");
+            assert!(p.fresh_from - u32::from(a) <= 3, "cursor left behind at {} after {a}", Ipv4Addr::from(p.fresh_from));
+        }
+    }
+
+    #[test]
+    fn a_large_range_fills_in_order() {
+        let mut p = LeasePool::new(ip("198.19.0.1"), ip("198.19.39.255"));
+        let mut seen = HashSet::new();
+        for n in 0..10_000u32 {
+            let m = Mac([2, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8, 1]);
+            let a = p.choose(m, None, 0).unwrap();
+            p.bind(m, a, 0, 600, None).unwrap();
+            assert!(seen.insert(a), "{a} given twice");
+        }
+    }
+
+    #[test]
     fn offers_expire_and_do_not_block_others() {
         let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.10"));
         p.offer(mac(1), ip("198.18.0.10"), 0, 60, None);
-        assert_eq!(p.choose(mac(2), None, 30), Err(PoolError::Exhausted));
-        assert_eq!(p.choose(mac(2), None, 61), Ok(ip("198.18.0.10")));
+        assert_eq!(p.allocate(mac(2), None, 30), Err(PoolError::Exhausted));
+        assert_eq!(p.allocate(mac(2), None, 61), Ok(ip("198.18.0.10")));
+        // A release frees the address at once, even between rescans.
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.10"));
+        p.bind(mac(1), ip("198.18.0.10"), 0, 600, None).unwrap();
+        assert_eq!(p.allocate(mac(2), None, 5), Err(PoolError::Exhausted));
+        p.release(mac(1), ip("198.18.0.10"), 6).unwrap();
+        assert_eq!(p.allocate(mac(2), None, 7), Ok(ip("198.18.0.10")));
+    }
+}
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_50k() {
+        let mut p = LeasePool::new("198.19.1.1".parse().unwrap(), "198.19.254.254".parse().unwrap());
+        let t = std::time::Instant::now();
+        for n in 0..50_000u32 {
+            let m = Mac([2, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8, 1]);
+            let a = p.choose(m, None, 0).unwrap();
+            p.offer(m, a, 0, 60, None);
+            p.bind(m, a, 0, 600, None).unwrap();
+        }
+        eprintln!("50k in {:?}, cursor {}", t.elapsed(), Ipv4Addr::from(p.fresh_from));
     }
 }

@@ -7,20 +7,14 @@ use async_trait::async_trait;
 use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
 use bootplane_core::{Mac, MachineState, Observed};
-use bootplane_dhcp::server::{interface_addr, Backend, DhcpServer};
+use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpServer, KnownMachine};
+use std::collections::HashMap;
 use bootplane_dhcp::{BootFiles, Mode, Settings};
 use bootplane_store::{BatchItem, NewEvent};
 use std::net::Ipv4Addr;
 
 struct StoreBackend {
     state: Shared,
-}
-
-impl StoreBackend {
-    async fn machine(&self, mac: Mac) -> Option<bootplane_core::MachineRecord> {
-        let obs = Observed { mac: Some(mac), ..Default::default() };
-        self.state.store.identity_candidates(&obs).await.ok().and_then(|(_, m)| m)
-    }
 }
 
 #[async_trait]
@@ -32,37 +26,40 @@ impl Backend for StoreBackend {
         })
     }
 
-    async fn save_lease(&self, lease: &Lease) {
-        if let Err(e) = self.state.store.put_lease(lease).await {
-            tracing::error!("dhcp: cannot save lease {} for {}: {e}", lease.ip, lease.mac);
-        }
+    async fn save_leases(&self, leases: &[Lease]) -> Result<(), String> {
+        self.state.store.put_leases(leases).await.map_err(|e| e.to_string())
     }
 
-    async fn reservations(&self) -> Vec<(Mac, Ipv4Addr)> {
+    async fn machines(&self) -> HashMap<Mac, KnownMachine> {
         let machines = self.state.store.machines().await.unwrap_or_default();
-        machines
-            .iter()
-            .filter(|m| m.state != MachineState::Retired && m.state != MachineState::Discovered)
-            .filter_map(|m| m.spec.ip.map(|ip| (m, ip)))
-            .flat_map(|(m, ip)| m.spec.macs.iter().map(move |mac| (*mac, ip)))
-            .collect()
-    }
-
-    async fn hostname_for(&self, mac: Mac) -> Option<String> {
-        self.machine(mac)
-            .await
-            .filter(|m| m.state != MachineState::Discovered)
-            .map(|m| m.spec.hostname.clone().unwrap_or_else(|| m.spec.name.clone()))
-    }
-
-    async fn event(&self, kind: &str, mac: Mac, ip: Option<Ipv4Addr>, mut detail: serde_json::Value) {
-        let machine = self.machine(mac).await.map(|m| m.spec.name);
-        if let (Some(ip), Some(m)) = (ip, &machine) {
-            self.state.remember_ip(ip.into(), m);
+        let mut out = HashMap::new();
+        for m in machines.iter().filter(|m| m.state != MachineState::Discovered) {
+            let retired = m.state == MachineState::Retired;
+            for mac in &m.spec.macs {
+                out.insert(
+                    *mac,
+                    KnownMachine {
+                        name: m.spec.name.clone(),
+                        hostname: m.spec.hostname.clone().unwrap_or_else(|| m.spec.name.clone()),
+                        // A retired machine's address goes back to the pool.
+                        ip: m.spec.ip.filter(|_| !retired),
+                    },
+                );
+            }
         }
-        detail["mac"] = serde_json::json!(mac);
-        let name = machine.or_else(|| discovered_name(&Observed { mac: Some(mac), ..Default::default() }));
-        self.state.sink.push(BatchItem::Event(NewEvent::new(name.as_deref(), kind, None, detail))).await;
+        out
+    }
+
+    async fn events(&self, events: Vec<DhcpEvent>) {
+        for e in events {
+            if let (Some(ip), Some(m)) = (e.ip, &e.machine) {
+                self.state.remember_ip(ip.into(), m);
+            }
+            let mut detail = e.detail;
+            detail["mac"] = serde_json::json!(e.mac);
+            let name = e.machine.or_else(|| discovered_name(&Observed { mac: Some(e.mac), ..Default::default() }));
+            self.state.sink.push(BatchItem::Event(NewEvent::new(name.as_deref(), e.kind, None, detail))).await;
+        }
     }
 }
 
@@ -103,7 +100,9 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<I
             efi_arm64: cfg.boot_files.efi_arm64.clone(),
         },
         server_url,
-        offer_hold: 60,
+        // Clients request within a second or two; a long hold lets a DISCOVER flood
+        // (or clients that took another server's offer) drain the pool.
+        offer_hold: 10,
         decline_hold: 600,
     };
     // Bind here, so a missing interface or a busy port fails `serve` at start.

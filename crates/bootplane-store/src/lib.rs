@@ -158,8 +158,8 @@ pub trait Store: Send + Sync + 'static {
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
 
     async fn leases(&self) -> Result<Vec<Lease>>;
-    /// Upserts a lease (by address); the MAC's other leases go.
-    async fn put_lease(&self, lease: &Lease) -> Result<()>;
+    /// Upserts leases (by address) in one transaction; each MAC's other leases go.
+    async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
 
     /// Keeps the newest `events_retained` events and `max_discovered` discovered machines.
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport>;

@@ -677,18 +677,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_lease(&self, lease: &Lease) -> Result<()> {
-        let l = lease.clone();
+    async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+        let leases = leases.to_vec();
         self.write(move |tx| {
-            let state = serde_json::to_value(l.state).map_err(be)?;
-            // The MAC moves: drop its other rows that are not declines.
-            tx.execute("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'", params![l.mac.to_string(), l.ip.to_string()])
-                .map_err(be)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname],
-            )
-            .map_err(be)?;
+            for l in &leases {
+                let state = serde_json::to_value(l.state).map_err(be)?;
+                // The MAC moves: drop its other rows that are not declines.
+                tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
+                    .and_then(|mut st| st.execute(params![l.mac.to_string(), l.ip.to_string()]))
+                    .map_err(be)?;
+                tx.prepare_cached("INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .and_then(|mut st| st.execute(params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname]))
+                    .map_err(be)?;
+            }
             Ok(())
         })
         .await

@@ -165,8 +165,8 @@ async fn leases_round_trip_and_follow_the_mac() {
     let (_d, s) = store();
     let mac = "52:54:00:00:00:01".parse().unwrap();
     let l = Lease { ip: "198.18.0.50".parse().unwrap(), mac, state: LeaseState::Bound, expires: 100, hostname: Some("a".into()) };
-    s.put_lease(&l).await.unwrap();
-    s.put_lease(&Lease { ip: "198.18.0.51".parse().unwrap(), ..l.clone() }).await.unwrap();
+    s.put_leases(&[l.clone()]).await.unwrap();
+    s.put_leases(&[Lease { ip: "198.18.0.51".parse().unwrap(), ..l.clone() }]).await.unwrap();
     let all = s.leases().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].ip.to_string(), "198.18.0.51");
