@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmark: 200 concurrent TFTP transfers of ipxe.efi (~1 MiB) from bootplane, tftpd-hpa
+# and dnsmasq's TFTP, each in turn on port 69 of the same namespace, fetched from a
+# second namespace. Two client kinds: tftp-hpa's `tftp` (plain RFC 1350, 512-byte
+# lock-step) and `atftp` with blksize 1468 (what PXE firmware negotiates).
+# Prints wall time and aggregate throughput; checks every file's checksum.
+# Usage (root): bash bench/tftp.sh [CONCURRENCY]
+# Needs: tftpd-hpa, dnsmasq-base, tftp-hpa, atftp; a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200}
+cargo build --release -q -p bootplane
+BIN=$PWD/target/release/bootplane
+S=bptftp-srv; C=bptftp-cli
+WORK=
+cleanup() {
+    for ns in $S $C; do
+        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del $ns 2>/dev/null || true
+    done
+    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+cleanup
+WORK=$(mktemp -d); chmod 755 "$WORK"
+mkdir -p "$WORK/root"
+# Real copies: tftpd-hpa chroots into its root, where Debian's symlink to /boot dangles.
+cp -L /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/undionly.kpxe "$WORK/root/"
+chmod -R a+rX "$WORK/root"
+SUM=$(sha256sum "$WORK/root/ipxe.efi" | cut -d' ' -f1)
+SIZE=$(stat -c %s "$WORK/root/ipxe.efi")
+ip netns add $S; ip netns add $C
+ip link add bpts0 type veth peer name bptc0
+ip link set bpts0 netns $S; ip link set bptc0 netns $C
+ip -n $S addr add 198.19.0.1/24 dev bpts0; ip -n $S link set bpts0 up; ip -n $S link set lo up
+ip -n $C addr add 198.19.0.2/24 dev bptc0; ip -n $C link set bptc0 up; ip -n $C link set lo up
+
+fetch_all() { # client-kind -> prints seconds
+    local kind=$1 t0 t1
+    rm -rf "$WORK/out"; mkdir -p "$WORK/out"
+    t0=$(date +%s.%N)
+    if [ "$kind" = tftp-hpa ]; then
+        seq "$N" | xargs -P "$N" -I{} ip netns exec $C tftp -m binary 198.19.0.1 -c get ipxe.efi "$WORK/out/{}" >/dev/null 2>&1 || true
+    else
+        seq "$N" | xargs -P "$N" -I{} ip netns exec $C atftp --option "blksize 1468" -g -r ipxe.efi -l "$WORK/out/{}" 198.19.0.1 >/dev/null 2>&1 || true
+    fi
+    t1=$(date +%s.%N)
+    local ok; ok=$(sha256sum "$WORK"/out/* 2>/dev/null | grep -c "$SUM" || true)
+    local secs; secs=$(echo "$t1 - $t0" | bc -l)
+    printf '  %-9s %3d/%d intact  %6.2f s  %7.1f MB/s\n' "$kind" "$ok" "$N" "$secs" "$(echo "$ok * $SIZE / $secs / 1000000" | bc -l)"
+    echo "$2 $kind $secs $ok" >> "$WORK/results"
+}
+
+run_server() { # name, then the command to start it in the server namespace
+    local name=$1; shift
+    ip netns exec $S "$@" 2>/dev/null &
+    sleep 1
+    echo "$name"
+    fetch_all tftp-hpa "$name"
+    fetch_all atftp "$name"
+    for p in $(ip netns pids $S); do kill "$p" 2>/dev/null || true; done
+    sleep 1
+}
+
+cat > "$WORK/bootplane.yaml" <<YAML
+server: { listen: 198.19.0.1:18080 }
+tftp: { enabled: true, listen: 198.19.0.1:69, root: $WORK/root }
+YAML
+run_server bootplane env BOOTPLANE_TOKEN=bench "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp"
+run_server tftpd-hpa in.tftpd -L -u root -a 198.19.0.1:69 -s "$WORK/root"
+run_server dnsmasq dnsmasq --no-daemon --port=0 --user=root --listen-address=198.19.0.1 --bind-interfaces \
+    --enable-tftp --tftp-root="$WORK/root" --tftp-max=1000
+
+for kind in tftp-hpa atftp; do
+    bp=$(awk -v k=$kind '$1=="bootplane" && $2==k {print $3}' "$WORK/results")
+    for other in tftpd-hpa dnsmasq; do
+        o=$(awk -v n=$other -v k=$kind '$1==n && $2==k {print $3}' "$WORK/results")
+        printf '%-9s client: bootplane is %.2fx as fast as %s\n' "$kind" "$(echo "$o / $bp" | bc -l)" "$other"
+    done
+done
