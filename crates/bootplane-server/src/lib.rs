@@ -7,6 +7,7 @@
 //! the store falls behind.
 
 mod api;
+pub mod artifacts;
 mod auth;
 mod boot;
 pub mod dhcp;
@@ -19,7 +20,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use bootplane_config::ServerSettings;
 use bootplane_store::Store;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub struct AppState {
     /// Where `/boot/{file}` (first-stage loaders over HTTP, for UEFI HTTP boot) reads
     /// from: the TFTP root and the symlink targets allowed outside it.
     pub first_stage: std::sync::OnceLock<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
+    /// The artifact content store behind `/artifacts/...`.
+    pub content: std::sync::OnceLock<bootplane_artifacts::ContentStore>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))
         .route("/boot/{file}", get(boot::first_stage_file))
+        .route("/artifacts/{bundle}/{role}", get(artifacts::handler))
         .route("/v1/machines", get(api::list_machines))
         .route("/v1/machines/{name}", get(api::show_machine))
         .route("/v1/machines/{name}/provision", post(api::provision))
@@ -102,17 +105,50 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         metrics,
         recent_ips: Default::default(),
         first_stage: Default::default(),
+        content: Default::default(),
     }))
 }
 
-/// Serves until `shutdown` resolves, then flushes pending events.
+/// Serves until `shutdown` resolves, then flushes pending events. Each connection first
+/// goes to the sendfile fast path for artifact requests; anything else is handed,
+/// untouched, to hyper and the axum router.
 pub async fn run(
     state: Shared,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let app = router(state.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let state = state.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match artifacts::fast::serve(&state, &mut stream).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
     state.sink.flush().await;
     Ok(())
 }

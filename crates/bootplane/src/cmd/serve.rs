@@ -82,6 +82,7 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         // With port 0 (or any implicit advertise URL), tell machines the real address.
         settings.listen = addr;
         let state = bootplane_server::state(store, settings, token).await?;
+        let _ = state.content.set(bootplane_artifacts::ContentStore::new(&dir));
         let _ = state.first_stage.set((cfg.tftp.root.clone(), cfg.tftp.allow_symlinks_to.clone()));
         if cfg.tftp.enabled {
             let t = bootplane_server::tftp::start(
