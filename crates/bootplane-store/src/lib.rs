@@ -132,6 +132,8 @@ pub trait Store: Send + Sync + 'static {
     async fn cluster(&self, name: &str) -> Result<Option<Cluster>>;
     async fn clusters(&self) -> Result<Vec<Cluster>>;
     async fn template(&self, name: &str) -> Result<Option<String>>;
+    /// Removes a bundle no machine refers to; refuses (Conflict) one in use.
+    async fn delete_bundle(&self, name: &str) -> Result<()>;
 
     /// Moves `machine` to `to`, if the transition table allows it from its current state,
     /// writing a `state.changed` event in the same transaction. Entering `provision` resets

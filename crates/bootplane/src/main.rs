@@ -84,6 +84,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// OS bundles: fetch, import, list, gc.
+    Bundle {
+        #[command(subcommand)]
+        cmd: cmd::bundle::BundleCmd,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// DHCP diagnostics.
     Dhcp {
         #[command(subcommand)]
@@ -116,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
+        Cmd::Bundle { cmd, store } => cmd::bundle::run(cmd, store),
     };
     match result {
         Ok(code) => code,

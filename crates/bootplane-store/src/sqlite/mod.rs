@@ -540,6 +540,25 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delete_bundle(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |tx| {
+            let users: Vec<String> = {
+                let mut st = tx
+                    .prepare("SELECT name FROM machines WHERE json_extract(spec, '$.bundle') = ?1 ORDER BY name")
+                    .map_err(be)?;
+                let rows = st.query_map([&name], |r| r.get::<_, String>(0)).map_err(be)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
+            };
+            if !users.is_empty() {
+                return Err(StoreError::Conflict(format!("bundle {name} is used by machine(s) {}", users.join(", "))));
+            }
+            tx.execute("DELETE FROM bundles WHERE name = ?1", [&name]).map_err(be)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn transition(
         &self,
         machine: &str,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod bundle;
 pub mod check;
 pub mod dhcp;
 pub mod init;

@@ -1,0 +1,286 @@
+//! `bootplane bundle ...`: fetch, import, list and gc bundles in the local store and
+//! content store (offline, like `apply`; a running server sees the result at once).
+
+use super::{data_dir, open_store, runtime};
+use crate::StoreArgs;
+use anyhow::{bail, Context};
+use bootplane_artifacts::download::{self, Expected};
+use bootplane_artifacts::release::{self, ReleasePlan};
+use bootplane_artifacts::ContentStore;
+use bootplane_config::Config;
+use bootplane_core::model::{Artifact, Bundle, OsKind};
+use bootplane_store::{ApplySet, Store};
+use clap::Subcommand;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum BundleCmd {
+    /// Download an OS release, verify it, and record it as an immutable bundle.
+    Fetch {
+        #[command(subcommand)]
+        source: FetchSource,
+    },
+    /// Record the files of DIR (named kernel, initramfs or initrd, rootfs, image) as a
+    /// bundle, for air-gapped sites.
+    Import {
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_os)]
+        os: OsKind,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+    },
+    /// Bundles in the store, their files, and how many machines use each.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete stored files no bundle refers to; with --prune-bundles, first drop bundles
+    /// no machine uses. A bundle in use by a machine is never touched.
+    Gc {
+        #[arg(long)]
+        prune_bundles: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FetchSource {
+    /// Fedora CoreOS from its stream metadata.
+    Fcos {
+        #[arg(long, default_value = "stable")]
+        stream: String,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// A mirror of builds.coreos.fedoraproject.org (same paths).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Flatcar Container Linux from its release directory.
+    Flatcar {
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Flatcar's name: amd64 or arm64.
+        #[arg(long, default_value = "amd64")]
+        arch: String,
+        /// The release directory to use instead of https://CHANNEL.release.flatcar-linux.net/ARCH-usr/current.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Any files: `--file kernel=URL[#sha256]` per role.
+    Urls {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_os)]
+        os: OsKind,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        #[arg(long = "file", required = true)]
+        files: Vec<String>,
+    },
+}
+
+fn parse_os(s: &str) -> Result<OsKind, String> {
+    serde_json::from_value(serde_json::json!(s)).map_err(|_| format!("`{s}` is not an OS kind: fcos, flatcar, ubuntu or generic"))
+}
+
+const ROLES: [&str; 5] = ["kernel", "initramfs", "initrd", "rootfs", "image"];
+
+fn set_role(b: &mut Bundle, role: &str, a: Artifact) {
+    match role {
+        "kernel" => b.kernel = Some(a),
+        "initramfs" => b.initramfs = Some(a),
+        "initrd" => b.initrd = Some(a),
+        "rootfs" => b.rootfs = Some(a),
+        _ => b.image = Some(a),
+    }
+}
+
+fn artifacts(b: &Bundle) -> Vec<(&'static str, &Artifact)> {
+    [("kernel", &b.kernel), ("initramfs", &b.initramfs), ("initrd", &b.initrd), ("rootfs", &b.rootfs), ("image", &b.image)]
+        .into_iter()
+        .filter_map(|(r, a)| a.as_ref().map(|a| (r, a)))
+        .collect()
+}
+
+fn empty_bundle(name: &str, os: OsKind, arch: &str) -> Bundle {
+    Bundle {
+        name: name.into(),
+        os,
+        arch: arch.into(),
+        kernel: None,
+        initramfs: None,
+        initrd: None,
+        rootfs: None,
+        image: None,
+        args: None,
+        butane_version: None,
+    }
+}
+
+struct Env {
+    store: Arc<dyn Store>,
+    content: ContentStore,
+}
+
+fn env(args: &StoreArgs) -> anyhow::Result<Env> {
+    // The config (if any) decides where the data directory is.
+    let cfg_path = PathBuf::from("bootplane.yaml");
+    let cfg = if cfg_path.exists() { Config::parse(&cfg_path)? } else { Config::default() };
+    let dir = data_dir(args, &cfg, cfg_path.exists().then_some(cfg_path.as_path()));
+    Ok(Env { store: open_store(args, &dir)?, content: ContentStore::new(&dir) })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(15)).timeout_read(std::time::Duration::from_secs(60)).build()
+}
+
+fn get_text(agent: &ureq::Agent, url: &str) -> Result<String, String> {
+    agent.get(url).call().map_err(|e| format!("{url}: {e}"))?.into_string().map_err(|e| format!("{url}: {e}"))
+}
+
+/// Downloads every file of `plan`, then records the bundle: all or nothing.
+fn fetch_plan(e: &Env, plan: &ReleasePlan) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    if let Some(existing) = rt.block_on(e.store.bundle(&plan.name))? {
+        if artifacts(&existing).iter().all(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))) {
+            println!("bundle {} is already in the store", plan.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let agent = agent();
+    let mut b = empty_bundle(&plan.name, plan.os, &plan.arch);
+    for f in &plan.files {
+        let label = format!("{} {}", plan.name, f.role);
+        let stored = download::fetch(&agent, &e.content, &f.url, &f.expected, &label, 3)
+            .with_context(|| format!("{}: nothing was recorded; run the same command again to resume", plan.name))?;
+        if f.signature.is_some() {
+            tracing::debug!("{}: detached signature published; verification needs a keyring (not configured)", f.url);
+        }
+        set_role(&mut b, f.role, Artifact { url: None, sha256: Some(stored.sha256), size: Some(stored.size) });
+    }
+    rt.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
+    println!("bundle {} recorded ({} files, verified)", plan.name, plan.files.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Result<ExitCode> {
+    let mut b = empty_bundle(name, os, arch);
+    let mut any = false;
+    for role in ROLES {
+        let p = dir.join(role);
+        if p.is_file() {
+            let s = e.content.import(&p, None)?;
+            println!("{role}: {} ({} bytes)", s.sha256, s.size);
+            set_role(&mut b, role, Artifact { url: None, sha256: Some(s.sha256), size: Some(s.size) });
+            any = true;
+        }
+    }
+    if !any {
+        bail!("{}: no files named kernel, initramfs, initrd, rootfs or image", dir.display());
+    }
+    runtime()?.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
+    println!("bundle {name} recorded");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(cmd: BundleCmd, args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let e = env(&args)?;
+    match cmd {
+        BundleCmd::Import { dir, name, os, arch } => import(&e, &dir, &name, os, &arch),
+        BundleCmd::Fetch { source } => {
+            let agent = agent();
+            let plan = match source {
+                FetchSource::Fcos { stream, arch, base_url } => {
+                    let url = release::fcos_stream_url(&stream, base_url.as_deref());
+                    let json = get_text(&agent, &url).map_err(anyhow::Error::msg)?;
+                    release::fcos(&json, &arch, base_url.as_deref()).with_context(|| url.clone())?
+                }
+                FetchSource::Flatcar { channel, arch, base_url } => {
+                    let base = release::flatcar_base(&channel, &arch, base_url.as_deref());
+                    release::flatcar(&base, &arch, |u| get_text(&agent, u))?
+                }
+                FetchSource::Urls { name, os, arch, files } => {
+                    let mut planned = Vec::new();
+                    for f in &files {
+                        let (role, rest) = f.split_once('=').with_context(|| format!("--file {f}: expected ROLE=URL[#sha256]"))?;
+                        let role = ROLES.iter().find(|r| **r == role).with_context(|| format!("--file {f}: unknown role `{role}`"))?;
+                        let (url, expected) = match rest.rsplit_once('#') {
+                            Some((u, h)) if bootplane_artifacts::content::is_sha256(h) => (u.to_string(), Expected::Sha256(h.into())),
+                            _ => (rest.to_string(), Expected::Unverified),
+                        };
+                        planned.push(release::PlannedFile { role, url, expected, signature: None });
+                    }
+                    ReleasePlan { name, os, arch, files: planned }
+                }
+            };
+            fetch_plan(&e, &plan)
+        }
+        BundleCmd::List { json } => {
+            let rt = runtime()?;
+            let bundles = rt.block_on(e.store.bundles())?;
+            let machines = rt.block_on(e.store.machines())?;
+            let mut users: BTreeMap<&str, usize> = BTreeMap::new();
+            for m in &machines {
+                if let Some(b) = &m.spec.bundle {
+                    *users.entry(b.as_str()).or_default() += 1;
+                }
+            }
+            if json {
+                let v: Vec<_> = bundles
+                    .iter()
+                    .map(|b| {
+                        let mut v = serde_json::to_value(b).unwrap_or_default();
+                        v["machines"] = serde_json::json!(users.get(b.name.as_str()).copied().unwrap_or(0));
+                        v["local"] = serde_json::json!(artifacts(b).iter().all(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))));
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(["NAME", "OS", "ARCH", "FILES", "STORED", "MACHINES"]);
+            for b in &bundles {
+                let arts = artifacts(b);
+                let files: Vec<String> = arts
+                    .iter()
+                    .map(|(r, a)| match a.size {
+                        Some(s) => format!("{r} {:.1} MiB", s as f64 / 1048576.0),
+                        None => r.to_string(),
+                    })
+                    .collect();
+                let local = arts.iter().filter(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))).count();
+                let stored = if local == arts.len() { "local".to_string() } else if local == 0 { "remote".to_string() } else { format!("{local}/{}", arts.len()) };
+                t.add_row([b.name.clone(), b.os.as_str().to_string(), b.arch.clone(), files.join(", "), stored, users.get(b.name.as_str()).copied().unwrap_or(0).to_string()]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCmd::Gc { prune_bundles } => {
+            let rt = runtime()?;
+            if prune_bundles {
+                for b in rt.block_on(e.store.bundles())? {
+                    match rt.block_on(e.store.delete_bundle(&b.name)) {
+                        Ok(()) => println!("removed bundle {} (no machine uses it)", b.name),
+                        Err(bootplane_store::StoreError::Conflict(_)) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            let keep: HashSet<String> = rt
+                .block_on(e.store.bundles())?
+                .iter()
+                .flat_map(|b| artifacts(b).into_iter().filter_map(|(_, a)| a.sha256.clone()).collect::<Vec<_>>())
+                .collect();
+            let removed = e.content.gc(&keep)?;
+            println!("removed {} unreferenced file(s); {} kept", removed.len(), keep.len());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

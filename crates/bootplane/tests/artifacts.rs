@@ -1,0 +1,289 @@
+//! Bundles end to end: fetch from a local HTTP mirror the test runs (stream metadata in
+//! the published format), resume after a cut connection, refuse a wrong checksum, gc
+//! safety, and Range/HEAD/ETag against the served artifacts with real curl.
+
+mod common;
+use common::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A minimal HTTP/1.1 file server with Range support. `cut` maps a path to a byte count:
+/// the first GET of that path is cut after that many body bytes.
+struct Mirror {
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn mirror(files: HashMap<String, Vec<u8>>, cut: HashMap<String, usize>) -> Mirror {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let files = Arc::new(files);
+    let cut = Arc::new(Mutex::new(cut));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let (files, cut, log) = (files.clone(), cut.clone(), log2.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let mut range = None;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                            range = v.trim().trim_end_matches('-').parse::<usize>().ok();
+                        }
+                    }
+                    log.lock().unwrap().push(format!("{path} range={range:?}"));
+                    let Some(body) = files.get(&path) else {
+                        let _ = w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        continue;
+                    };
+                    let start = range.unwrap_or(0).min(body.len());
+                    let part = &body[start..];
+                    let status = if range.is_some() { "206 Partial Content" } else { "200 OK" };
+                    let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n", part.len());
+                    if let Some(n) = cut.lock().unwrap().remove(&path) {
+                        let _ = w.write_all(&part[..n.min(part.len())]);
+                        return; // connection cut mid-body
+                    }
+                    let _ = w.write_all(part);
+                }
+            });
+        }
+    });
+    Mirror { url, log }
+}
+
+fn blob(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+const RELEASE: &str = "40.20240416.3.1";
+
+/// Files of a fake FCOS release and its stream metadata, in the published shape, with
+/// locations on the real host (the mirror is reached through --base-url rewriting).
+fn fcos_release(kernel_sha_override: Option<&str>) -> HashMap<String, Vec<u8>> {
+    let base = format!("/prod/streams/stable/builds/{RELEASE}/x86_64");
+    let files = [
+        ("kernel", blob(300_000, 1)),
+        ("initramfs.img", blob(500_000, 2)),
+        ("rootfs.img", blob(2_000_000, 3)),
+        ("metal.x86_64.raw.xz", blob(1_000_000, 4)),
+    ];
+    let mut out: HashMap<String, Vec<u8>> = HashMap::new();
+    let art = |name: &str, data: &[u8], override_sha: Option<&str>| {
+        serde_json::json!({
+            "location": format!("https://builds.coreos.fedoraproject.org{base}/fedora-coreos-{RELEASE}-live-{name}"),
+            "signature": format!("https://builds.coreos.fedoraproject.org{base}/fedora-coreos-{RELEASE}-live-{name}.sig"),
+            "sha256": override_sha.map(str::to_string).unwrap_or_else(|| sha(data)),
+        })
+    };
+    let stream = serde_json::json!({
+        "stream": "stable",
+        "metadata": { "last-modified": "2024-05-01T12:00:00Z", "generator": "fedora-coreos-stream-generator v0.4.0" },
+        "architectures": { "x86_64": { "artifacts": { "metal": {
+            "release": RELEASE,
+            "formats": {
+                "pxe": {
+                    "kernel": art("kernel", &files[0].1, kernel_sha_override),
+                    "initramfs": art("initramfs.img", &files[1].1, None),
+                    "rootfs": art("rootfs.img", &files[2].1, None)
+                },
+                "raw.xz": { "disk": art("metal.x86_64.raw.xz", &files[3].1, None) }
+            }
+        } } } }
+    });
+    out.insert("/streams/stable.json".into(), serde_json::to_vec(&stream).unwrap());
+    for (name, data) in files {
+        out.insert(format!("{base}/fedora-coreos-{RELEASE}-live-{name}"), data);
+    }
+    out
+}
+
+fn bp(dir: &Path, args: &[&str]) -> std::process::Output {
+    bootplane(dir).env("BOOTPLANE_DATA_DIR", dir.join("data")).args(args).output().unwrap()
+}
+
+#[test]
+fn fetch_fcos_from_a_mirror_resuming_a_cut_download() {
+    let d = tempfile::tempdir().unwrap();
+    let files = fcos_release(None);
+    let rootfs_path = files.keys().find(|k| k.ends_with("rootfs.img")).unwrap().clone();
+    let rootfs = files[&rootfs_path].clone();
+    let m = mirror(files, HashMap::from([(rootfs_path.clone(), 700_000)]));
+    let o = bp(d.path(), &["bundle", "fetch", "fcos", "--stream", "stable", "--arch", "x86_64", "--base-url", &m.url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("fcos-{RELEASE} recorded")));
+    let log = m.log.lock().unwrap().clone();
+    assert!(log.iter().any(|l| l.starts_with(&rootfs_path) && l.ends_with("range=Some(700000)")), "resumed with Range: {log:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("connection lost"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = bp(d.path(), &["bundle", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b = &list[0];
+    assert_eq!(b["name"], format!("fcos-{RELEASE}"));
+    assert_eq!(b["os"], "fcos");
+    assert_eq!(b["local"], true);
+    assert_eq!(b["rootfs"]["sha256"], sha(&rootfs));
+    assert_eq!(b["rootfs"]["size"], rootfs.len());
+    // Fetching again downloads nothing.
+    let before = m.log.lock().unwrap().len();
+    let o = bp(d.path(), &["bundle", "fetch", "fcos", "--base-url", &m.url]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already in the store"));
+    assert_eq!(m.log.lock().unwrap().len(), before + 1, "only the stream metadata was read");
+}
+
+#[test]
+fn a_wrong_checksum_never_becomes_a_bundle() {
+    let d = tempfile::tempdir().unwrap();
+    let m = mirror(fcos_release(Some(&"ab".repeat(32))), HashMap::new());
+    let o = bp(d.path(), &["bundle", "fetch", "fcos", "--base-url", &m.url]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sha256 is") && err.contains("expected abab") && err.contains("nothing was recorded"), "{err}");
+    let o = bp(d.path(), &["bundle", "list", "--json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), serde_json::json!([]));
+    // Nothing of the bad file is kept, not even a partial download.
+    let tmp: Vec<_> = std::fs::read_dir(d.path().join("data/artifacts/tmp")).map(|r| r.flatten().collect()).unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn gc_never_removes_a_bundle_in_use() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, seed) in [("used", 7u8), ("unused", 8u8)] {
+        let dir = d.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("kernel"), blob(10_000, seed)).unwrap();
+        std::fs::write(dir.join("initrd"), blob(20_000, seed + 100)).unwrap();
+        let o = bp(d.path(), &["bundle", "import", dir.to_str().unwrap(), "--name", name, "--os", "generic"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The machine refers to a bundle only the store knows: apply needs it in the file.
+    std::fs::write(
+        d.path().join("m.yaml"),
+        format!(
+            "bundles:\n{}machines:\n  - {{name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: used}}\n",
+            serde_yaml_bundle(d.path(), "used")
+        ),
+    )
+    .unwrap();
+    let o = bp(d.path(), &["apply", "-f", "m.yaml", "--data-dir", d.path().join("data").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files_before = count_files(&d.path().join("data/artifacts/sha256"));
+    assert_eq!(files_before, 4);
+    let o = bp(d.path(), &["bundle", "gc", "--prune-bundles"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("removed bundle unused") && !out.contains("removed bundle used"), "{out}");
+    assert_eq!(count_files(&d.path().join("data/artifacts/sha256")), 2);
+    let list: serde_json::Value = serde_json::from_slice(&bp(d.path(), &["bundle", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["local"], true);
+    assert_eq!(list[0]["machines"], 1);
+}
+
+/// The `used` bundle as the store has it, as YAML for a config file.
+fn serde_yaml_bundle(dir: &Path, name: &str) -> String {
+    let o = bp(dir, &["bundle", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut b = list.as_array().unwrap().iter().find(|b| b["name"] == name).unwrap().clone();
+    b.as_object_mut().unwrap().remove("machines");
+    b.as_object_mut().unwrap().remove("local");
+    format!("  - {}\n", serde_json::to_string(&b).unwrap())
+}
+
+fn count_files(p: &Path) -> usize {
+    walk(p).len()
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let o = std::process::Command::new("curl").args(["-s", "-S", "-D", "-"]).args(args).output().expect("curl");
+    let all = o.stdout;
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(all.len());
+    (String::from_utf8_lossy(&all[..split]).to_string(), all[split..].to_vec())
+}
+
+#[test]
+fn served_artifacts_honour_range_head_and_etag() {
+    let d = workdir("server: { listen: 127.0.0.1:0 }\n");
+    let kernel = blob(3_000_000, 9);
+    let src = d.path().join("rel");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("kernel"), &kernel).unwrap();
+    std::fs::write(src.join("initramfs"), blob(1000, 1)).unwrap();
+    let o = bootplane(d.path()).args(["bundle", "import", "rel", "--name", "r1", "--os", "generic"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = Server::start(d.path());
+    let url = format!("{}/artifacts/r1/kernel", s.url);
+    let etag = format!("\"{}\"", sha(&kernel));
+
+    let (h, body) = curl(&[&url]);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert!(h.contains(&format!("Content-Length: {}", kernel.len())) && h.contains(&format!("ETag: {etag}")), "{h:?} want {etag}");
+    assert_eq!(sha(&body), sha(&kernel));
+
+    let (h, body) = curl(&["-r", "100-199", &url]);
+    assert!(h.starts_with("HTTP/1.1 206") && h.contains("Content-Range: bytes 100-199/3000000"), "{h}");
+    assert_eq!(body, kernel[100..200]);
+    let (_, body) = curl(&["-r", "-10", &url]);
+    assert_eq!(body, kernel[kernel.len() - 10..]);
+    // HEAD: headers only (curl -I prints them itself, so no -D here).
+    let o = std::process::Command::new("curl").args(["-s", "-I", &url]).output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(h.starts_with("HTTP/1.1 200") && h.contains("Accept-Ranges: bytes") && h.ends_with("\r\n\r\n"), "{h}");
+    let (h, _) = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
+    assert!(h.starts_with("HTTP/1.1 304"), "{h}");
+    let (h, _) = curl(&["-r", "5000000-", &url]);
+    assert!(h.starts_with("HTTP/1.1 416") && h.contains("bytes */3000000"), "{h}");
+    // Resume a download with curl -C.
+    let part = d.path().join("partial");
+    std::fs::write(&part, &kernel[..1_234_567]).unwrap();
+    let o = std::process::Command::new("curl").args(["-s", "-C", "-", "-o"]).arg(&part).arg(&url).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(sha(&std::fs::read(&part).unwrap()), sha(&kernel));
+    // The same answers through the ordinary handler: a keep-alive connection whose first
+    // request is not an artifact goes to hyper for good.
+    let (h, _) = curl(&[&format!("{}/healthz", s.url), "-r", "0-9", &url]);
+    assert!(h.contains("HTTP/1.1 200"), "{h}");
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n", &format!("{}/healthz", s.url), "-r", "0-9", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200 3\n206 10\n");
+    // Unknown bundle or role, hostile paths.
+    assert_eq!(s.get("/artifacts/nope/kernel").0, 404);
+    assert_eq!(s.get("/artifacts/r1/passwd").0, 404);
+    assert_eq!(s.get("/artifacts/..%2F..%2Fetc/passwd").0, 404);
+}
