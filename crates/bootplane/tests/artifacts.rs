@@ -287,3 +287,86 @@ fn served_artifacts_honour_range_head_and_etag() {
     assert_eq!(s.get("/artifacts/r1/passwd").0, 404);
     assert_eq!(s.get("/artifacts/..%2F..%2Fetc/passwd").0, 404);
 }
+
+fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
+    let o = std::process::Command::new("gpg").env("GNUPGHOME", home).args(["--batch", "--quiet", "--yes"]).args(args).output().expect("gpg");
+    assert!(o.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+#[test]
+fn published_signatures_are_checked_with_a_keyring() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    gpg(&home, &["--passphrase", "", "--quick-gen-key", "bootplane test <test@bootplane.invalid>", "ed25519", "sign", "never"]);
+    let keyring = d.path().join("keyring.gpg");
+    std::fs::write(&keyring, gpg(&home, &["--export"]).stdout).unwrap();
+    let mut files = fcos_release(None);
+    let names: Vec<String> = files.keys().filter(|k| !k.ends_with(".json")).cloned().collect();
+    let sign = |data: &[u8]| {
+        let f = d.path().join("to-sign");
+        std::fs::write(&f, data).unwrap();
+        gpg(&home, &["--detach-sign", "--output", d.path().join("sig").to_str().unwrap(), f.to_str().unwrap()]);
+        std::fs::read(d.path().join("sig")).unwrap()
+    };
+    for n in &names {
+        let sig = sign(&files[n]);
+        files.insert(format!("{n}.sig"), sig);
+    }
+    let m = mirror(files.clone(), HashMap::new());
+    let o = bp(d.path(), &["bundle", "fetch", "fcos", "--base-url", &m.url, "--keyring", keyring.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).matches("signature verified").count(), 4);
+
+    // A signature over other bytes is refused, and no bundle is recorded.
+    let d2 = tempfile::tempdir().unwrap();
+    let kernel = names.iter().find(|n| n.ends_with("-kernel")).unwrap();
+    files.insert(format!("{kernel}.sig"), sign(b"something else"));
+    let m = mirror(files, HashMap::new());
+    let o = bp(d2.path(), &["bundle", "fetch", "fcos", "--base-url", &m.url, "--keyring", keyring.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("signature does not verify"), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&bp(d2.path(), &["bundle", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+}
+
+#[test]
+fn fetch_flatcar_and_plain_urls() {
+    use sha2::Sha512;
+    let d = tempfile::tempdir().unwrap();
+    let dir = "/stable/amd64-usr/current";
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    files.insert(format!("{dir}/version.txt"), b"FLATCAR_BUILD=3815\nFLATCAR_VERSION=3815.2.0\nFLATCAR_VERSION_ID=3815.2.0\n".to_vec());
+    for (i, f) in ["flatcar_production_pxe.vmlinuz", "flatcar_production_pxe_image.cpio.gz", "flatcar_production_image.bin.bz2"].iter().enumerate() {
+        let data = blob(100_000 + i * 1000, 20 + i as u8);
+        let digests = format!("# MD5 HASH\n00  {f}\n# SHA512 HASH\n{}  {f}\n", hex::encode(Sha512::digest(&data)));
+        files.insert(format!("{dir}/{f}.DIGESTS"), digests.into_bytes());
+        files.insert(format!("{dir}/{f}"), data);
+    }
+    let kernel = blob(5000, 99);
+    files.insert("/plain/vmlinuz".into(), kernel.clone());
+    files.insert("/plain/initrd.img".into(), blob(7000, 98));
+    let m = mirror(files, HashMap::new());
+    let o = bp(d.path(), &["bundle", "fetch", "flatcar", "--channel", "stable", "--arch", "amd64", "--base-url", &format!("{}{dir}", m.url)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bp(
+        d.path(),
+        &[
+            "bundle", "fetch", "urls", "--name", "rescue-1", "--os", "generic",
+            "--file", &format!("kernel={}/plain/vmlinuz#{}", m.url, sha(&kernel)),
+            "--file", &format!("initrd={}/plain/initrd.img", m.url),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&bp(d.path(), &["bundle", "list", "--json"]).stdout).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["flatcar-3815.2.0", "rescue-1"]);
+    assert_eq!(list[0]["os"], "flatcar");
+    assert_eq!(list[0]["arch"], "x86_64");
+    assert!(list[0]["image"]["sha256"].is_string());
+    // A wrong digest in the URL list is refused.
+    let o = bp(d.path(), &["bundle", "fetch", "urls", "--name", "bad", "--os", "generic", "--file", &format!("kernel={}/plain/vmlinuz#{}", m.url, "0".repeat(64))]);
+    assert!(!o.status.success());
+}
