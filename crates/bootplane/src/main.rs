@@ -91,6 +91,8 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Translate Butane to Ignition (a drop-in for the `butane` CLI).
+    Butane(cmd::butane::ButaneArgs),
     /// DHCP diagnostics.
     Dhcp {
         #[command(subcommand)]
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
+        Cmd::Butane(a) => cmd::butane::run(a),
         Cmd::Bundle { cmd, store } => cmd::bundle::run(cmd, store),
     };
     match result {

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod bundle;
+pub mod butane;
 pub mod check;
 pub mod dhcp;
 pub mod init;

@@ -1,0 +1,198 @@
+//! Butane → Ignition, in Rust: the `fcos` (1.0.0–1.6.0) and `flatcar` (1.0.0–1.1.0)
+//! variants, producing the JSON the reference `butane` prints (same fields, omissions
+//! and Go field order; gzip bytes aside), with its errors and warnings at YAML path and
+//! line:column. Used by `bootplane butane` (a drop-in for the CLI) and by the per-machine
+//! config pipeline. Parsing is [`yaml`], the Ignition types are [`schema`], field
+//! translation is [`translate`], whole-config sugar is [`sugar`], and the checks Butane
+//! runs on its output are [`validate`].
+//!
+//! Not yet: the fcos `boot_device` and `grub` sugar (refused with an error saying so,
+//! never dropped), and validation of inline merge/replace configs.
+
+pub mod dataurl;
+pub mod schema;
+pub mod sugar;
+pub mod translate;
+pub mod validate;
+pub mod yaml;
+
+use serde_json::{json, Value as J};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+}
+
+/// One report entry, as `butane --raw-errors` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub level: Level,
+    /// `$.storage.files.0.mode`
+    pub path: String,
+    pub pos: Option<yaml::Pos>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        };
+        match self.pos {
+            Some(p) => write!(f, "{level} at {}, line {} col {}: {}", self.path, p.line, p.col, self.message),
+            None => write!(f, "{level} at {}: {}", self.path, self.message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options<'a> {
+    pub files_dir: Option<&'a Path>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Translated {
+    pub config: J,
+    /// The Ignition spec version emitted, e.g. `3.4.0`.
+    pub spec: String,
+    pub warnings: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub report: Vec<Entry>,
+    /// Butane's closing line, e.g. `config generated was invalid`.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.report {
+            writeln!(f, "{e}")?;
+        }
+        write!(f, "Error translating config: {}", self.message)
+    }
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure { report: Vec::new(), message: message.into() }
+}
+
+/// (spec minor, base) for a variant and version.
+fn translator(variant: &str, version: &str) -> Option<(u32, u32, bool)> {
+    Some(match (variant, version) {
+        ("fcos", "1.0.0") => (0, 1, true),
+        ("fcos", "1.1.0") => (1, 2, true),
+        ("fcos", "1.2.0") => (2, 3, true),
+        ("fcos", "1.3.0") => (2, 3, true),
+        ("fcos", "1.4.0") => (3, 4, true),
+        ("fcos", "1.5.0") => (4, 5, true),
+        ("fcos", "1.6.0") => (5, 6, true),
+        ("flatcar", "1.0.0") => (3, 4, false),
+        ("flatcar", "1.1.0") => (4, 5, false),
+        _ => return None,
+    })
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> {
+    let root = yaml::parse(text).map_err(|e| fail(format!("Error unmarshaling yaml: {}", e.message)))?;
+    let scalar = |k: &str| root.get(k).and_then(|n| if let yaml::Value::Scalar(s, _) = &n.value { Some(s.clone()) } else { None });
+    let variant = scalar("variant").filter(|v| !v.is_empty()).ok_or_else(|| fail("error parsing variant; must be specified"))?;
+    let version = scalar("version").unwrap_or_default();
+    if !is_semver(&version) {
+        return Err(fail("error parsing version; must be a valid semver"));
+    }
+    if variant == "rhcos" {
+        return Err(fail("rhcos variant has been removed; use openshift variant instead: https://coreos.github.io/butane/upgrading-openshift/"));
+    }
+    let (minor, base, fcos) =
+        translator(&variant, &version).ok_or_else(|| fail(format!("No translator exists for variant {variant} with version {version}")))?;
+    for key in ["boot_device", "grub"] {
+        let since = if key == "grub" { "1.5.0" } else { "1.3.0" };
+        if let Some(n) = root.get(key) {
+            if fcos && version.as_str() >= since {
+                return Err(Failure {
+                    report: vec![Entry {
+                        level: Level::Error,
+                        path: format!("$.{key}"),
+                        pos: Some(n.pos),
+                        message: format!("`{key}` is not supported by bootplane's Butane compiler yet"),
+                    }],
+                    message: "source config is invalid".into(),
+                });
+            }
+        }
+    }
+    let mut ctx = translate::Ctx {
+        minor,
+        base,
+        fcos,
+        files_dir: opts.files_dir,
+        report: Vec::new(),
+        type_errors: Vec::new(),
+        pos: Default::default(),
+        trees: None,
+        mounts: Vec::new(),
+    };
+    let cfg = ctx.value(&root, &schema::Ty::Struct("Config"), "");
+    if !ctx.type_errors.is_empty() {
+        return Err(fail(format!("yaml: unmarshal errors:\n  {}", ctx.type_errors.join("\n  "))));
+    }
+    let mut cfg = match cfg {
+        Some(J::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(trees) = ctx.trees.take() {
+        let mut storage = cfg.remove("storage").and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        sugar::trees(&mut ctx, &trees, &mut storage);
+        if !storage.is_empty() {
+            cfg.insert("storage".into(), J::Object(storage));
+        }
+    }
+    let mounts = std::mem::take(&mut ctx.mounts);
+    let moved = sugar::mount_units(&mut ctx, &mounts, &mut cfg);
+    // Positions of user units follow them to where the merge put them.
+    if !moved.is_empty() {
+        let old = std::mem::take(&mut ctx.pos);
+        for (k, v) in old {
+            let mut key = k.clone();
+            for (from, to) in &moved {
+                let prefix = format!("systemd.units.{from}");
+                if k == prefix || k.starts_with(&format!("{prefix}.")) {
+                    key = format!("systemd.units.{to}{}", &k[prefix.len()..]);
+                }
+            }
+            ctx.pos.insert(key, v);
+        }
+    }
+    if ctx.report.iter().any(|e| e.level == Level::Error) {
+        return Err(Failure { report: ctx.report, message: "source config is invalid".into() });
+    }
+    let ignition = cfg.entry("ignition").or_insert_with(|| json!({}));
+    if let Some(m) = ignition.as_object_mut() {
+        m.insert("version".into(), J::String(format!("3.{minor}.0")));
+    }
+    sugar::reorder(&mut cfg, &["ignition", "kernelArguments", "passwd", "storage", "systemd"]);
+    let mut config = J::Object(cfg);
+    validate::run(&mut ctx, &mut config);
+    if ctx.report.iter().any(|e| e.level == Level::Error) {
+        return Err(Failure { report: ctx.report, message: "config generated was invalid".into() });
+    }
+    Ok(Translated { config, spec: format!("3.{minor}.0"), warnings: ctx.report })
+}
+
+/// JSON as Go's encoding/json writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped;
+/// `pretty` is MarshalIndent with two spaces.
+pub fn to_json(v: &J, pretty: bool) -> String {
+    let s = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) }.unwrap_or_default();
+    s.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
+}
