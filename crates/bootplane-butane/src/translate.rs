@@ -174,6 +174,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// A merged or replacing config given inline or locally must be Ignition JSON.
+    fn check_embedded_config(&mut self, data: &[u8], path: &str, key: &str, kpos: Pos) {
+        match serde_json::from_slice::<J>(data) {
+            Err(_) => self.error(&join(path, key), Some(kpos), "config is not valid"),
+            Ok(v) => {
+                let version = v.get("ignition").and_then(|i| i.get("version")).and_then(J::as_str).unwrap_or("");
+                if !matches!(version, "3.0.0" | "3.1.0" | "3.2.0" | "3.3.0" | "3.4.0" | "3.5.0") {
+                    let at = self.pos.get(path).copied();
+                    self.warn(&join(path, "version"), at, "skipping validation for the merge/replace ignition config due to an unkown version");
+                }
+            }
+        }
+    }
+
     fn apply_sugar(&mut self, ty: &str, path: &str, vals: &mut HashMap<&'static str, J>, sugar: &[(&str, Pos, &Node)]) {
         let get = |k: &str| sugar.iter().find(|(key, _, n)| *key == k && !n.is_null()).map(|(_, p, n)| (*p, *n));
         match ty {
@@ -216,6 +230,10 @@ impl Ctx<'_> {
                     None
                 };
                 if let Some(data) = data {
+                    if path.starts_with("ignition.config.") {
+                        let (key, kpos) = if let Some((p, _)) = inline { ("inline", p) } else { ("local", local.map(|(p, _)| p).unwrap_or_default()) };
+                        self.check_embedded_config(&data, path, key, kpos);
+                    }
                     let user = vals.get("compression").and_then(|c| c.as_str()).map(str::to_string);
                     let (url, compression) = dataurl::make(&data, user.as_deref());
                     vals.insert("source", J::String(url));

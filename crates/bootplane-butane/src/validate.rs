@@ -98,6 +98,16 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
     unique(ctx, &["storage", "raid"], "name");
     unique(ctx, &["passwd", "users"], "name");
     unique(ctx, &["passwd", "groups"], "name");
+    partitions(ctx, cfg);
+    if !ctx.fcos {
+        for (i, l) in arr(cfg, &["storage", "luks"]).into_iter().enumerate() {
+            if l.get("clevis").is_some() {
+                let p = format!("storage.luks.{i}.clevis");
+                let at = pos(ctx, &p);
+                ctx.error(&p, at, "clevis is not supported in this spec version");
+            }
+        }
+    }
     for (i, u) in arr(cfg, &["systemd", "units"]).into_iter().enumerate() {
         let name = u.get("name").and_then(J::as_str).unwrap_or("");
         if let (Some(c), Some(true)) = (u.get("contents").and_then(J::as_str), u.get("enabled").and_then(J::as_bool)) {
@@ -105,6 +115,73 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
                 let p = format!("systemd.units.{i}.contents");
                 let at = pos(ctx, &p);
                 ctx.warn(&p, at, format!("unit \"{name}\" is enabled, but has no install section so enable does nothing"));
+            }
+        }
+    }
+}
+
+fn int(v: &J, k: &str) -> Option<i64> {
+    v.get(k).and_then(J::as_i64)
+}
+
+/// Ignition's partition rules, and the fcos layout warnings (reserved labels at their
+/// fixed numbers, room for root) unless the disk is wiped.
+fn partitions(ctx: &mut Ctx<'_>, cfg: &J) {
+    for (d, disk) in arr(cfg, &["storage", "disks"]).into_iter().enumerate() {
+        let parts = arr(disk, &["partitions"]);
+        let dp = format!("storage.disks.{d}.partitions");
+        for (i, p) in parts.iter().enumerate() {
+            let n = int(p, "number").unwrap_or(0);
+            if n == 0 && p.get("label").is_none() {
+                let path = format!("{dp}.{i}");
+                let at = ctx.pos.get(&path).copied();
+                ctx.error(&path, at, "a partition number >= 1 or a label must be specified");
+            }
+        }
+        let any_gone = parts.iter().any(|p| p.get("shouldExist").and_then(J::as_bool) == Some(false));
+        // Ignition's partitionsMixZeroesAndNonexistence: a partition that must not exist
+        // beside one that has no number.
+        if any_gone && parts.iter().any(|p| int(p, "number").unwrap_or(0) == 0) {
+            let at = ctx.pos.get(&dp).copied();
+            ctx.error(&dp, at, "shouldExist is false for a partition and other partition(s) has start or size 0");
+        }
+        if !ctx.fcos || disk.get("wipeTable").and_then(J::as_bool) == Some(true) {
+            continue;
+        }
+        for (i, p) in parts.iter().enumerate() {
+            let label = p.get("label").and_then(J::as_str).unwrap_or("");
+            let want = match label {
+                "BIOS-BOOT" | "PowerPC-PReP-boot" => 1,
+                "EFI-SYSTEM" => 2,
+                "boot" => 3,
+                "root" => 4,
+                _ => continue,
+            };
+            let lp = format!("{dp}.{i}.label");
+            if int(p, "number").unwrap_or(0) != want {
+                let at = ctx.pos.get(&lp).copied();
+                ctx.warn(&lp, at, "incorrect partition number; a new partition will be created using reserved label");
+            }
+            if label != "root" {
+                continue;
+            }
+            match int(p, "sizeMiB") {
+                Some(sz) if sz != 0 && sz < 8192 => {
+                    let sp = format!("{dp}.{i}.size_mib");
+                    let at = ctx.pos.get(&format!("{dp}.{i}.sizeMiB")).copied();
+                    ctx.warn(&sp, at, "root should have 8GiB of space assigned");
+                }
+                Some(sz) if sz != 0 => {}
+                _ => {
+                    let root_no = int(p, "number").unwrap_or(0);
+                    let blocked = parts.iter().enumerate().any(|(j, q)| {
+                        j != i && int(q, "startMiB").unwrap_or(0) == 0 && (j > i || int(q, "number").unwrap_or(0) > root_no)
+                    });
+                    if blocked {
+                        let at = ctx.pos.get(&lp).copied();
+                        ctx.warn(&lp, at, "root partition cannot expand; it is set to fill available space but is followed by an auto-positioned partition");
+                    }
+                }
             }
         }
     }
