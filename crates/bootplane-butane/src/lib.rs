@@ -10,6 +10,7 @@
 //! never dropped), and validation of inline merge/replace configs.
 
 pub mod dataurl;
+pub mod ignition;
 pub mod schema;
 pub mod sugar;
 pub mod translate;
@@ -136,6 +137,7 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
         minor,
         base,
         fcos,
+        butane: true,
         files_dir: opts.files_dir,
         report: Vec::new(),
         type_errors: Vec::new(),

@@ -17,6 +17,8 @@ pub struct Ctx<'a> {
     /// Butane base version v0_<base>.
     pub base: u32,
     pub fcos: bool,
+    /// Butane's own checks (decimal modes) on top of Ignition's.
+    pub butane: bool,
     pub files_dir: Option<&'a Path>,
     pub report: Vec<Entry>,
     /// yaml.v3-style type errors; any of them fails the whole translation.

@@ -53,7 +53,7 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
             }
             if let Some(mode) = e.get("mode").and_then(J::as_i64) {
                 let at = pos(ctx, &format!("{p}.mode"));
-                if decimal_mode(mode, kind == "directories") {
+                if ctx.butane && decimal_mode(mode, kind == "directories") {
                     ctx.warn(&format!("{p}.mode"), at, "unreasonable mode would be reasonable if specified in octal; remember to add a leading zero");
                 }
                 if mode & 0o7000 != 0 && ctx.minor < 6 {
@@ -145,7 +145,7 @@ fn partitions(ctx: &mut Ctx<'_>, cfg: &J) {
             let at = ctx.pos.get(&dp).copied();
             ctx.error(&dp, at, "shouldExist is false for a partition and other partition(s) has start or size 0");
         }
-        if !ctx.fcos || disk.get("wipeTable").and_then(J::as_bool) == Some(true) {
+        if !ctx.fcos || !ctx.butane || disk.get("wipeTable").and_then(J::as_bool) == Some(true) {
             continue;
         }
         for (i, p) in parts.iter().enumerate() {

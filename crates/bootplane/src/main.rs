@@ -93,6 +93,11 @@ enum Cmd {
     },
     /// Translate Butane to Ignition (a drop-in for the `butane` CLI).
     Butane(cmd::butane::ButaneArgs),
+    /// Ignition tools.
+    Ignition {
+        #[command(subcommand)]
+        cmd: cmd::ignition::IgnitionCmd,
+    },
     /// DHCP diagnostics.
     Dhcp {
         #[command(subcommand)]
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
         Cmd::Butane(a) => cmd::butane::run(a),
+        Cmd::Ignition { cmd } => cmd::ignition::run(cmd),
         Cmd::Bundle { cmd, store } => cmd::bundle::run(cmd, store),
     };
     match result {

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod butane;
 pub mod check;
 pub mod dhcp;
+pub mod ignition;
 pub mod init;
 pub mod machines;
 pub mod render;

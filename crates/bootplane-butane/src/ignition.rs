@@ -1,0 +1,257 @@
+//! An Ignition config validator for specs 3.0.0–3.5.0, a drop-in for
+//! `ignition-validate`: JSON syntax, the spec version, the schema of that version
+//! (unknown keys warn, wrong types fail, as Ignition does) and the semantic checks
+//! ([`crate::validate`] plus URL, unit-name, link and partition-overlap rules).
+//! Exit status follows ignition-validate: 1 on any error, 0 otherwise.
+
+use crate::schema::{types, Ty};
+use crate::translate::Ctx;
+use crate::{Entry, Level};
+use serde_json::Value as J;
+
+fn jtype(v: &J) -> &'static str {
+    match v {
+        J::Null => "null",
+        J::Bool(_) => "bool",
+        J::Number(_) => "number",
+        J::String(_) => "string",
+        J::Array(_) => "array",
+        J::Object(_) => "object",
+    }
+}
+
+fn check(ctx: &mut Ctx<'_>, v: &J, ty: &Ty, path: &str, owner: &str) {
+    let ok = match (ty, v) {
+        (_, J::Null) => true,
+        (Ty::Str, J::String(_)) | (Ty::Bool, J::Bool(_)) => true,
+        (Ty::Int, J::Number(n)) => n.is_i64(),
+        (Ty::List(inner), J::Array(a)) => {
+            for (i, x) in a.iter().enumerate() {
+                check(ctx, x, inner, &format!("{path}.{i}"), owner);
+            }
+            true
+        }
+        (Ty::Struct(name), J::Object(m)) => {
+            let fields = &types()[name];
+            for (k, x) in m {
+                let want = fields.iter().find(|f| f.ign == k.as_str() && (f.since <= ctx.minor || (f.ign == "version" && *name == "Ignition")));
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match want {
+                    Some(f) => check(ctx, x, &f.ty, &p, name),
+                    None => ctx.warn(&p, None, format!("Unused key {k}")),
+                }
+            }
+            true
+        }
+        _ => false,
+    };
+    if !ok {
+        let t = match ty {
+            Ty::Str => "string".to_string(),
+            Ty::Int => "int".into(),
+            Ty::Bool => "bool".into(),
+            Ty::Struct(s) => format!("types.{s}"),
+            Ty::List(_) => "slice".into(),
+        };
+        ctx.error(path, None, format!("json: cannot unmarshal {} into Go struct field {owner}.{path} of type {t}", jtype(v)));
+    }
+}
+
+fn valid_source(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else { return false };
+    match scheme {
+        "http" | "https" | "tftp" | "s3" | "gs" | "arn" => rest.starts_with("//") || scheme == "arn",
+        "data" => {
+            let Some((meta, data)) = rest.split_once(',') else { return false };
+            if meta.ends_with(";base64") {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(data).is_ok()
+            } else {
+                percent_encoding::percent_decode_str(data).count() > 0 || data.is_empty()
+            }
+        }
+        _ => false,
+    }
+}
+
+const UNIT_SUFFIXES: &[&str] =
+    &[".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target", ".path", ".timer", ".snapshot", ".slice", ".scope"];
+
+fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
+    let mut sources = Vec::new();
+    fn collect(v: &J, path: String, out: &mut Vec<(String, String)>) {
+        match v {
+            J::Object(m) => {
+                for (k, x) in m {
+                    if k == "source" {
+                        if let Some(s) = x.as_str() {
+                            out.push((format!("{path}.source"), s.to_string()));
+                        }
+                    } else {
+                        collect(x, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+                    }
+                }
+            }
+            J::Array(a) => a.iter().enumerate().for_each(|(i, x)| collect(x, format!("{path}.{i}"), out)),
+            _ => {}
+        }
+    }
+    collect(cfg, String::new(), &mut sources);
+    for (p, s) in sources {
+        if !valid_source(&s) {
+            ctx.error(&p, None, "invalid url");
+        }
+    }
+    let list = |k: &[&str]| -> Vec<J> {
+        let mut cur = cfg;
+        for x in k {
+            match cur.get(x) {
+                Some(n) => cur = n,
+                None => return Vec::new(),
+            }
+        }
+        cur.as_array().cloned().unwrap_or_default()
+    };
+    for (i, u) in list(&["systemd", "units"]).iter().enumerate() {
+        let name = u.get("name").and_then(J::as_str).unwrap_or("");
+        if !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) || name.len() <= 1 {
+            ctx.error(&format!("systemd.units.{i}.name"), None, "invalid systemd unit extension");
+        }
+    }
+    let links: Vec<String> = list(&["storage", "links"]).iter().filter_map(|l| l.get("path").and_then(J::as_str).map(str::to_string)).collect();
+    for kind in ["files", "directories", "links"] {
+        for (i, e) in list(&["storage", kind]).iter().enumerate() {
+            let path = e.get("path").and_then(J::as_str).unwrap_or("");
+            if links.iter().any(|l| path.starts_with(&format!("{}/", l.trim_end_matches('/')))) {
+                ctx.error(&format!("storage.{kind}.{i}.path"), None, "path traverses a link defined in the config");
+            }
+            if let Some(m) = e.get("mode").and_then(J::as_i64) {
+                if !(0..=0o7777).contains(&m) {
+                    ctx.error(&format!("storage.{kind}.{i}.mode"), None, "illegal file mode");
+                }
+            }
+        }
+    }
+    for (i, f) in list(&["storage", "filesystems"]).iter().enumerate() {
+        if let Some(p) = f.get("path").and_then(J::as_str) {
+            if !p.starts_with('/') {
+                ctx.error(&format!("storage.filesystems.{i}.path"), None, "path not absolute");
+            }
+        }
+    }
+    for (d, disk) in list(&["storage", "disks"]).iter().enumerate() {
+        let parts = disk.get("partitions").and_then(J::as_array).cloned().unwrap_or_default();
+        let spans: Vec<(usize, i64, i64)> = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let s = p.get("startMiB").and_then(J::as_i64)?;
+                let z = p.get("sizeMiB").and_then(J::as_i64)?;
+                (s > 0 && z > 0).then_some((i, s, s + z))
+            })
+            .collect();
+        for (a, &(i, s1, e1)) in spans.iter().enumerate() {
+            for &(_, s2, e2) in &spans[a + 1..] {
+                if s1 < e2 && s2 < e1 {
+                    ctx.error(&format!("storage.disks.{d}.partitions.{i}"), None, "partition overlaps another partition");
+                }
+            }
+        }
+    }
+}
+
+/// Validates Ignition JSON; the report lists errors and warnings.
+pub fn validate(text: &str) -> Vec<Entry> {
+    let v: J = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Entry {
+                level: Level::Error,
+                path: "$".into(),
+                pos: Some(crate::yaml::Pos { line: e.line(), col: e.column() }),
+                message: e.to_string(),
+            }]
+        }
+    };
+    let version = v.get("ignition").and_then(|i| i.get("version")).and_then(J::as_str).unwrap_or("");
+    let minor = match version {
+        "3.0.0" => 0,
+        "3.1.0" => 1,
+        "3.2.0" => 2,
+        "3.3.0" => 3,
+        "3.4.0" => 4,
+        "3.5.0" => 5,
+        "" => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "invalid config version".into() }],
+        _ => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "unsupported config version".into() }],
+    };
+    let mut ctx = Ctx {
+        minor,
+        base: 0,
+        fcos: true,
+        butane: false,
+        files_dir: None,
+        report: Vec::new(),
+        type_errors: Vec::new(),
+        pos: Default::default(),
+        trees: None,
+        mounts: Vec::new(),
+    };
+    check(&mut ctx, &v, &Ty::Struct("Config"), "", "Config");
+    if !ctx.report.iter().any(|e| e.level == Level::Error) {
+        let mut v = v;
+        crate::validate::run(&mut ctx, &mut v);
+        semantics(&mut ctx, &v);
+    }
+    ctx.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(s: &str) -> Vec<String> {
+        validate(s).into_iter().filter(|e| e.level == Level::Error).map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn accepts_and_rejects() {
+        assert!(errors(r#"{"ignition":{"version":"3.3.0"}}"#).is_empty());
+        assert!(errors(r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":420,"contents":{"source":"data:,x"}}]}}"#).is_empty());
+        for bad in [
+            "nope",
+            r#"{"ignition":{"version":"9.0.0"}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"rel"}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":"x"}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a"},{"path":"/a"}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"nope"}}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"verification":{"hash":"md5-00"}}}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"nounit"}]}}"#,
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/x"}],"files":[{"path":"/l/f"}]}}"#,
+            r#"{"ignition":{"version":"3.2.0"},"storage":{"disks":[{"device":"/dev/a","partitions":[{"number":1,"startMiB":1,"sizeMiB":10},{"number":2,"startMiB":5,"sizeMiB":10}]}]}}"#,
+        ] {
+            assert!(!errors(bad).is_empty(), "{bad}");
+        }
+        // Unknown keys and keys newer than the spec only warn.
+        let r = validate(r#"{"ignition":{"version":"3.2.0"},"kernelArguments":{"shouldExist":["a"]},"foo":1}"#);
+        assert_eq!(r.iter().filter(|e| e.level == Level::Warning).count(), 2, "{r:?}");
+        assert!(r.iter().all(|e| e.level == Level::Warning));
+    }
+
+    #[test]
+    fn random_json_never_panics() {
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let atoms = ["{", "}", "[", "]", ",", ":", "\"ignition\"", "\"version\"", "\"3.3.0\"", "\"storage\"", "\"files\"", "\"path\"", "\"/a\"", "1", "-5", "true", "null", "\"mode\"", "\"units\"", "\"systemd\"", "\"source\"", "\"data:,\""];
+        for _ in 0..20_000 {
+            let n = (next() % 40) as usize;
+            let s: String = (0..n).map(|_| atoms[(next() % atoms.len() as u64) as usize]).collect();
+            let _ = validate(&s);
+            let _ = validate(&format!("{{\"ignition\":{{\"version\":\"3.3.0\"}},{s}}}"));
+        }
+    }
+}
