@@ -198,3 +198,37 @@ pub fn to_json(v: &J, pretty: bool) -> String {
     let s = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) }.unwrap_or_default();
     s.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
 }
+
+#[cfg(test)]
+mod fuzz {
+    /// Random YAML built from Butane-ish atoms never panics the compiler.
+    #[test]
+    fn random_yaml_never_panics() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let keys = ["storage", "files", "path", "contents", "inline", "local", "mode", "systemd", "units", "name", "enabled",
+            "passwd", "users", "trees", "filesystems", "with_mount_unit", "device", "format", "disks", "partitions", "label",
+            "number", "luks", "clevis", "tang", "kernel_arguments", "ignition", "config", "merge", "source", "compression", "links"];
+        let vals = ["/a", "0644", "644", "true", "x", "\"q\"", "[]", "{}", "-1", "null", "root", "ext4", "~", "&a x", "*a", "|\n  z", "[1, 2]"];
+        for _ in 0..3000 {
+            let mut y = String::from("variant: fcos\nversion: 1.5.0\n");
+            let depth_max = (next() % 6) as usize;
+            for _ in 0..(next() % 12) {
+                let depth = (next() % (depth_max as u64 + 1)) as usize;
+                let key = keys[(next() % keys.len() as u64) as usize];
+                let dash = if next() % 3 == 0 { "- " } else { "" };
+                if next() % 2 == 0 {
+                    y += &format!("{}{dash}{key}:\n", "  ".repeat(depth));
+                } else {
+                    y += &format!("{}{dash}{key}: {}\n", "  ".repeat(depth), vals[(next() % vals.len() as u64) as usize]);
+                }
+            }
+            let _ = super::translate(&y, &Default::default());
+        }
+    }
+}

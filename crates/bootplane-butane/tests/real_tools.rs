@@ -1,0 +1,170 @@
+//! bootplane's Butane output against the real tools from Debian's `ignition` package:
+//! `ignition-validate` (2.14) must accept every config it compiles for spec <= 3.3.0 and
+//! agree with bootplane's own validator on broken ones, and the real Ignition binary's
+//! files stage must apply a compiled config to a temporary root as the Butane said.
+
+use std::path::Path;
+use std::process::Command;
+
+const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
+
+fn real_validate(json: &str) -> bool {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.ign");
+    std::fs::write(&f, json).unwrap();
+    Command::new("ignition-validate").arg(&f).output().expect("ignition-validate (apt-get install ignition)").status.success()
+}
+
+fn ours_accepts(json: &str) -> bool {
+    !bootplane_butane::ignition::validate(json).iter().any(|e| e.level == bootplane_butane::Level::Error)
+}
+
+fn corpus() -> std::path::PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var("BOOTPLANE_BUTANE_CORPUS").map(Into::into).unwrap_or_else(|_| here.join("../../../shared/conformance/butane"))
+}
+
+#[test]
+fn ignition_validate_accepts_what_we_compile() {
+    let mut checked = 0;
+    let mut cases: Vec<_> = std::fs::read_dir(corpus()).expect("conformance corpus").flatten().map(|e| e.path()).collect();
+    cases.sort();
+    for case in cases {
+        let meta = std::fs::read_to_string(case.join("meta.txt")).unwrap_or_default();
+        let spec_ok = ["ignition_spec: 3.0.0", "ignition_spec: 3.1.0", "ignition_spec: 3.2.0", "ignition_spec: 3.3.0"].iter().any(|s| meta.contains(s));
+        if !spec_ok || !case.join("expected.ign").exists() || meta.contains("--files-dir") {
+            continue;
+        }
+        let input = std::fs::read_to_string(case.join("input.bu")).unwrap();
+        let Ok(t) = bootplane_butane::translate(&input, &Default::default()) else { continue };
+        let json = bootplane_butane::to_json(&t.config, false);
+        assert!(real_validate(&json), "{}: ignition-validate rejects {json}", case.display());
+        assert!(ours_accepts(&json), "{}: our validator rejects {json}", case.display());
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} cases checked");
+    eprintln!("{checked} compiled configs accepted by ignition-validate and by bootplane");
+}
+
+#[test]
+fn both_validators_reject_broken_configs() {
+    let broken = [
+        "not json",
+        r#"{"ignition":{"version":"9.9.9"}}"#,
+        r#"{"ignition":{}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"relative"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":"0644"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a"},{"path":"/a"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"nope"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"verification":{"hash":"sha512-xyz"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"noextension"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/x"}],"files":[{"path":"/l/f"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ext4","path":"relative"}]}}"#,
+    ];
+    for b in broken {
+        assert!(!real_validate(b), "ignition-validate accepts {b}");
+        assert!(!ours_accepts(b), "bootplane accepts {b}");
+    }
+    let fine = [
+        r#"{"ignition":{"version":"3.0.0"}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":420,"contents":{"source":"data:,x"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"unknownKey":1}"#,
+    ];
+    for f in fine {
+        assert!(real_validate(f), "ignition-validate rejects {f}");
+        assert!(ours_accepts(f), "bootplane rejects {f}");
+    }
+}
+
+#[test]
+fn real_ignition_applies_a_compiled_config() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    for dir in ["etc/selinux", "usr/share/zoneinfo", "home"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nwheel:x:10:\n").unwrap();
+    std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(root.join("etc/gshadow"), "root:::\nwheel:::\n").unwrap();
+    // Ignition relabels files it writes when the root says SELinux is there; the
+    // temporary root has no policy to relabel with.
+    std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
+    let butane = r##"variant: fcos
+version: 1.4.0
+passwd:
+  users:
+    - name: core
+      groups: [wheel]
+      ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbootplane test@lab"]
+storage:
+  directories:
+    - path: /etc/bootplane
+      mode: 0700
+  files:
+    - path: /etc/bootplane/machine.env
+      mode: 0600
+      contents:
+        inline: "BOOTPLANE_MACHINE=node1\n"
+    - path: /etc/hostname
+      mode: 0644
+      contents: { inline: "node1.lab.internal\n" }
+    - path: /usr/local/bin/big
+      mode: 0755
+      contents:
+        inline: "#!/bin/sh\n# long enough to be compressed\n# long enough to be compressed\n# long enough to be compressed\n# long enough to be compressed\necho hi\n"
+  links:
+    - path: /etc/localtime
+      target: ../usr/share/zoneinfo/UTC
+systemd:
+  units:
+    - name: k3s-install.service
+      enabled: true
+      contents: "[Unit]\nDescription=x\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/big\n[Install]\nWantedBy=multi-user.target\n"
+"##;
+    let t = bootplane_butane::translate(butane, &Default::default()).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let json = bootplane_butane::to_json(&t.config, false);
+    assert!(json.contains("\"compression\":\"gzip\""), "the long file exercises gzip: {json}");
+    let cfg = d.path().join("config.ign");
+    std::fs::write(&cfg, &json).unwrap();
+    // Debian's Ignition relabels what it wrote with SELinux's `setfiles` and the root's
+    // policy; neither exists in a temporary root on this machine, so a no-op `setfiles`
+    // stands in (the only stand-in here: everything else is the real Ignition).
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("setfiles"), "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    std::fs::set_permissions(bin.join("setfiles"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    for stage in ["fetch-offline", "files"] {
+        let o = Command::new(IGNITION)
+            .env("IGNITION_CONFIG_FILE", &cfg)
+            .env("PATH", &path)
+            .args(["-platform", "file", "-stage", stage, "-log-to-stdout", "-root"])
+            .arg(&root)
+            .arg("-config-cache")
+            .arg(d.path().join("cache.json"))
+            .arg("-state-file")
+            .arg(d.path().join("state"))
+            .output()
+            .expect("Ignition binary (apt-get install ignition)");
+        assert!(o.status.success(), "ignition {stage}: {}", String::from_utf8_lossy(&o.stdout));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "node1.lab.internal\n");
+    assert_eq!(mode("etc/hostname"), 0o644);
+    assert_eq!(std::fs::read_to_string(root.join("etc/bootplane/machine.env")).unwrap(), "BOOTPLANE_MACHINE=node1\n");
+    assert_eq!(mode("etc/bootplane/machine.env"), 0o600);
+    assert_eq!(mode("etc/bootplane"), 0o700);
+    assert!(std::fs::read_to_string(root.join("usr/local/bin/big")).unwrap().ends_with("echo hi\n"));
+    assert_eq!(mode("usr/local/bin/big"), 0o755);
+    assert_eq!(std::fs::read_link(root.join("etc/localtime")).unwrap(), Path::new("../usr/share/zoneinfo/UTC"));
+    assert!(std::fs::read_to_string(root.join("etc/systemd/system/k3s-install.service")).unwrap().contains("ExecStart=/usr/local/bin/big"));
+    assert!(std::fs::read_to_string(root.join("etc/systemd/system-preset/20-ignition.preset")).unwrap().contains("enable k3s-install.service"));
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("core:")), "{passwd}");
+    assert!(std::fs::read_to_string(root.join("etc/group")).unwrap().lines().any(|l| l.starts_with("wheel:") && l.contains("core")));
+    let keys = std::fs::read_to_string(root.join("home/core/.ssh/authorized_keys.d/ignition")).unwrap();
+    assert!(keys.contains("bootplane test@lab"));
+}
