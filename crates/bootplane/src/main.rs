@@ -113,7 +113,7 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BOOTPLANE_LOG").unwrap_or_else(|_| "info".into()),
@@ -121,7 +121,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Building the log filter costs most of a millisecond; the one-shot tools
+    // (butane, ignition validate, check, render) are called in loops and skip it.
+    if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Apply { .. } | Cmd::Bundle { .. }) {
+        init_logging();
+    }
     let result = match cli.cmd {
         Cmd::Init { dir, force } => cmd::init::run(&dir, force),
         Cmd::Serve { config, listen, store } => cmd::serve::run(config, listen, store),
