@@ -195,6 +195,9 @@ pub fn validate(text: &str) -> Vec<Entry> {
         pos: Default::default(),
         trees: None,
         mounts: Vec::new(),
+        variant_minor: 0,
+        boot_device: None,
+        grub: None,
     };
     check(&mut ctx, &v, &Ty::Struct("Config"), "", "Config");
     if !ctx.report.iter().any(|e| e.level == Level::Error) {

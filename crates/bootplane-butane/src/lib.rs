@@ -4,12 +4,11 @@
 //! line:column. Used by `bootplane butane` (a drop-in for the CLI) and by the per-machine
 //! config pipeline. Parsing is [`yaml`], the Ignition types are [`schema`], field
 //! translation is [`translate`], whole-config sugar is [`sugar`], and the checks Butane
-//! runs on its output are [`validate`].
-//!
-//! Not yet: the fcos `boot_device` and `grub` sugar (refused with an error saying so,
-//! never dropped), and validation of inline merge/replace configs.
+//! runs on its output are [`validate`]; fcos-only sugar (`boot_device`, `grub`) is
+//! [`fcos`]; [`ignition`] validates Ignition JSON on its own (`ignition-validate`).
 
 pub mod dataurl;
+pub mod fcos;
 pub mod ignition;
 pub mod schema;
 pub mod sugar;
@@ -117,22 +116,7 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     }
     let (minor, base, fcos) =
         translator(&variant, &version).ok_or_else(|| fail(format!("No translator exists for variant {variant} with version {version}")))?;
-    for key in ["boot_device", "grub"] {
-        let since = if key == "grub" { "1.5.0" } else { "1.3.0" };
-        if let Some(n) = root.get(key) {
-            if fcos && version.as_str() >= since {
-                return Err(Failure {
-                    report: vec![Entry {
-                        level: Level::Error,
-                        path: format!("$.{key}"),
-                        pos: Some(n.pos),
-                        message: format!("`{key}` is not supported by bootplane's Butane compiler yet"),
-                    }],
-                    message: "source config is invalid".into(),
-                });
-            }
-        }
-    }
+    let variant_minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
     let mut ctx = translate::Ctx {
         minor,
         base,
@@ -144,6 +128,9 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
         pos: Default::default(),
         trees: None,
         mounts: Vec::new(),
+        variant_minor,
+        boot_device: None,
+        grub: None,
     };
     let cfg = ctx.value(&root, &schema::Ty::Struct("Config"), "");
     if !ctx.type_errors.is_empty() {
@@ -159,6 +146,21 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
         if !storage.is_empty() {
             cfg.insert("storage".into(), J::Object(storage));
         }
+    }
+    // boot_device and grub generate storage that the user's storage merges into.
+    let mut generated = serde_json::Map::new();
+    if let Some(n) = ctx.boot_device.take() {
+        generated = fcos::boot_device(&mut ctx, &n);
+    }
+    if let Some(n) = ctx.grub.take() {
+        let g = fcos::grub(&mut ctx, &n);
+        generated = fcos::merge_storage(generated, g);
+    }
+    if !generated.is_empty() {
+        let user = cfg.remove("storage").and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        let mut merged = J::Object(fcos::merge_storage(generated, user));
+        fcos::order("Storage", &mut merged);
+        cfg.insert("storage".into(), merged);
     }
     let mounts = std::mem::take(&mut ctx.mounts);
     let moved = sugar::mount_units(&mut ctx, &mounts, &mut cfg);

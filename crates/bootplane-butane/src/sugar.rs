@@ -177,7 +177,10 @@ pub fn reorder(m: &mut Map<String, J>, order: &[&str]) {
 
 /// One filesystem asking for a mount unit.
 pub struct MountRequest {
+    /// Index among the user's filesystems.
     pub index: usize,
+    /// Its device, which finds it again after generated filesystems were merged in.
+    pub device: Option<String>,
     pub pos: crate::yaml::Pos,
 }
 
@@ -191,7 +194,11 @@ pub fn mount_units(ctx: &mut Ctx<'_>, reqs: &[MountRequest], cfg: &mut Map<Strin
     let luks = storage.get("luks").and_then(J::as_array).cloned().unwrap_or_default();
     let mut generated: Vec<Map<String, J>> = Vec::new();
     for r in reqs {
-        let Some(fs) = filesystems.get(r.index) else { continue };
+        let found = match &r.device {
+            Some(d) => filesystems.iter().find(|f| f.get("device").and_then(J::as_str) == Some(d.as_str())),
+            None => filesystems.get(r.index),
+        };
+        let Some(fs) = found else { continue };
         let p = format!("storage.filesystems.{}", r.index);
         let device = fs.get("device").and_then(J::as_str).unwrap_or("").to_string();
         let Some(format) = fs.get("format").and_then(J::as_str).map(str::to_string) else {

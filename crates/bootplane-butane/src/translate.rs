@@ -29,6 +29,10 @@ pub struct Ctx<'a> {
     pub trees: Option<Node>,
     /// Filesystems with `with_mount_unit: true`.
     pub mounts: Vec<crate::sugar::MountRequest>,
+    /// Minor version of the variant (fcos 1.<minor>.0), for variant-only sugar.
+    pub variant_minor: u32,
+    pub boot_device: Option<Node>,
+    pub grub: Option<Node>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -133,6 +137,8 @@ impl Ctx<'_> {
     fn is_sugar(&self, ty: &str, key: &str, path: &str) -> bool {
         match (ty, key) {
             ("Config", "variant" | "version") => path.is_empty(),
+            ("Config", "boot_device") => path.is_empty() && self.fcos && self.variant_minor >= 3,
+            ("Config", "grub") => path.is_empty() && self.fcos && self.variant_minor >= 5,
             ("Resource", "inline") => true,
             ("Resource", "local") => self.base >= 2,
             ("Storage", "trees") => self.base >= 2,
@@ -284,6 +290,14 @@ impl Ctx<'_> {
                     vals.insert("sshAuthorizedKeys", J::Array(keys));
                 }
             }
+            "Config" => {
+                if let Some((_, n)) = get("boot_device") {
+                    self.boot_device = Some(n.clone());
+                }
+                if let Some((_, n)) = get("grub") {
+                    self.grub = Some(n.clone());
+                }
+            }
             "Storage" => {
                 if let Some((_, n)) = get("trees") {
                     self.trees = Some(n.clone());
@@ -295,7 +309,8 @@ impl Ctx<'_> {
                         Value::Scalar(s, true) if parse_bool(s).is_some() => {
                             if parse_bool(s) == Some(true) {
                                 let index = path.rsplit('.').next().and_then(|i| i.parse().ok()).unwrap_or(0);
-                                self.mounts.push(crate::sugar::MountRequest { index, pos: p });
+                                let device = vals.get("device").and_then(J::as_str).map(str::to_string);
+                                self.mounts.push(crate::sugar::MountRequest { index, device, pos: p });
                             }
                         }
                         _ => self.type_error(n, &Ty::Bool),
