@@ -5,6 +5,7 @@
 //! all call [`decision::decide`]; none of them re-implements it.
 
 pub mod credential;
+pub mod config;
 pub mod decision;
 pub mod identity;
 pub mod ignition;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bootplane_core::model::MachineRecord;
 use bootplane_core::state::Trigger;
-use bootplane_core::{credential, ignition, MachineState};
+use bootplane_core::{credential, MachineState};
 use bootplane_store::{Event, EventQuery, NewEvent, StoreError, Transitioned};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -228,18 +228,6 @@ pub async fn ignition(
         }
         Err(e) => return store_error(e),
     };
-    if rec.spec.butane.is_some() || !rec.spec.templates.is_empty() {
-        s.sink.push(bootplane_store::BatchItem::Event(NewEvent::new(
-            Some(&name),
-            "config.error",
-            source,
-            json!("machine has Butane snippets, which this build cannot compile yet"),
-        ))).await;
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("machine {name} has Butane snippets; this build of bootplane cannot compile Butane yet"),
-        );
-    }
     let rec = if rec.state == MachineState::Provision {
         match s
             .store
@@ -256,22 +244,32 @@ pub async fn ignition(
         Some(b) => s.store.bundle(b).await.ok().flatten(),
         None => None,
     };
-    let spec_version = bundle
-        .as_ref()
-        .and_then(|b| b.butane_version.as_deref())
-        .and_then(ignition::spec_for_butane)
-        .unwrap_or(ignition::DEFAULT_SPEC);
+    let mut templates = Vec::new();
+    for t in &rec.spec.templates {
+        match s.store.template(t).await {
+            Ok(Some(text)) => templates.push((t.clone(), text)),
+            _ => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("template {t} of machine {name} is not in the store")),
+        }
+    }
     let cred = credential::derive(&s.credential_secret, &name, rec.credential_generation);
-    let env = ignition::machine_env(&server_url(&s, &headers), &name, &cred);
-    let hostname = rec.spec.hostname.clone().unwrap_or_else(|| name.clone());
-    let cfg = ignition::base_config(spec_version, &hostname, &env);
+    let (cfg, spec_version) = match bootplane_core::config::assemble(&rec.spec, &templates, bundle.as_ref(), &server_url(&s, &headers), &cred) {
+        Ok(x) => x,
+        Err(e) => {
+            // The message names the machine and the Butane problem; it carries no secret.
+            let msg = e.to_string();
+            s.sink
+                .push(bootplane_store::BatchItem::Event(NewEvent::new(Some(&name), "config.error", source, json!(msg))))
+                .await;
+            return error(StatusCode::INTERNAL_SERVER_ERROR, msg);
+        }
+    };
     s.sink.push(bootplane_store::BatchItem::Event(NewEvent::new(
         Some(&name),
         "config.served",
         source,
         json!({ "kind": "ignition", "spec": spec_version }),
     ))).await;
-    ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], cfg.to_string())
+    ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], bootplane_butane_json(&cfg))
         .into_response()
 }
 
@@ -344,4 +342,10 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
     })
     .flatten();
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Ignition JSON as Butane writes it (Go escaping), compact.
+fn bootplane_butane_json(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    s.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
 }

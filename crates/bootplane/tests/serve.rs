@@ -198,3 +198,28 @@ fn events_stream_live() {
     }
     panic!("no live event for node3 within 10s; got {seen:?}");
 }
+
+#[test]
+fn a_machines_butane_is_compiled_into_its_ignition() {
+    let cfg = CONFIG.replace(
+        "    serial: SN-3\n",
+        "    serial: SN-3\n    provision: true\n    butane: |\n      variant: fcos\n      version: 1.4.0\n      storage:\n        files:\n          - path: /etc/motd\n            contents: { inline: \"{{ machine.name }}\\n\" }\n",
+    );
+    let d = workdir(&cfg);
+    let s = Server::start(d.path());
+    let (code, ign) = s.get("/v1/machines/node3/ignition");
+    assert_eq!(code, 200, "{ign}");
+    let v: serde_json::Value = serde_json::from_str(&ign).unwrap();
+    assert_eq!(v["ignition"]["version"], "3.3.0");
+    let motd = v["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/motd").expect("the snippet's file");
+    assert_eq!(motd["contents"]["source"], "data:,node3%0A");
+    // The real ignition-validate accepts what the machine gets.
+    let f = d.path().join("node3.ign");
+    std::fs::write(&f, &ign).unwrap();
+    let o = std::process::Command::new("ignition-validate").arg(&f).output().expect("ignition-validate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // render shows the same config offline (with a placeholder credential).
+    let out = bootplane(d.path()).args(["render", "node3", "--ignition"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("data:,node3%0A"));
+}

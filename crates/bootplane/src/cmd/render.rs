@@ -1,7 +1,7 @@
 use anyhow::{bail, Context};
 use bootplane_config::Config;
 use bootplane_core::model::MachineRecord;
-use bootplane_core::{decide, ignition, ipxe, DecisionContext, IdentityMatch, MachineState, Observed};
+use bootplane_core::{decide, ipxe, DecisionContext, IdentityMatch, MachineState, Observed};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,7 +14,7 @@ pub struct RenderWhat {
     /// The Ignition config it is served while provisioning.
     #[arg(long)]
     ignition: bool,
-    /// The merged Butane (not built yet).
+    /// The Butane it is built from (its templates and its own snippet).
     #[arg(long)]
     butane: bool,
     /// Its /etc/rancher/k3s/config.yaml (not built yet).
@@ -32,18 +32,26 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         .with_context(|| format!("{}: no machine named `{name}`", config.display()))?
         .clone();
     let server = cfg.server.advertise_url().unwrap_or_else(|| format!("http://{}", cfg.server.listen));
-    if what.butane || what.k3s_config {
-        bail!("--butane and --k3s-config are not available in this version of bootplane; --ipxe and --ignition are");
+    if what.k3s_config {
+        bail!("--k3s-config is not available in this version of bootplane; --ipxe, --ignition and --butane are");
     }
     let bundle = spec.bundle.as_deref().and_then(|b| cfg.bundle(b));
+    let templates: Vec<(String, String)> =
+        spec.templates.iter().filter_map(|t| cfg.templates.iter().find(|x| &x.name == t).map(|x| (x.name.clone(), x.butane.clone()))).collect();
+    if what.butane {
+        for (n, t) in &templates {
+            println!("# template {n}\n---\n{t}");
+        }
+        match &spec.butane {
+            Some(b) => println!("# {name}'s own butane\n---\n{b}"),
+            None if templates.is_empty() => eprintln!("# {name} has no Butane of its own; it gets only bootplane's files (see --ignition)"),
+            None => {}
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if what.ignition {
-        let v = bundle
-            .and_then(|b| b.butane_version.as_deref())
-            .and_then(ignition::spec_for_butane)
-            .unwrap_or(ignition::DEFAULT_SPEC);
-        let env = ignition::machine_env(&server, name, CREDENTIAL_PLACEHOLDER);
-        let host = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
-        println!("{}", serde_json::to_string_pretty(&ignition::base_config(v, &host, &env))?);
+        let (config, _) = bootplane_core::config::assemble(&spec, &templates, bundle, &server, CREDENTIAL_PLACEHOLDER)?;
+        println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Utc::now();

@@ -1,0 +1,159 @@
+//! A machine's Ignition config: the user's Butane (the machine's own snippet and its
+//! named templates, each rendered with minijinja first) compiled by bootplane's Butane
+//! compiler, with bootplane's own files merged in (hostname, `machine.env`), all in the
+//! spec version the machine's Butane asks for, else the bundle's `butane_version`, else
+//! [`crate::ignition::DEFAULT_SPEC`]. The server, `bootplane render` and the tests all
+//! build configs here.
+
+use crate::ignition;
+use crate::model::{Bundle, MachineSpec};
+use serde_json::{json, Value as J};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("machine {machine}: {what}: template error: {detail}")]
+    Template { machine: String, what: String, detail: String },
+    #[error("machine {machine}: {what}: Butane does not compile:\n{detail}")]
+    Butane { machine: String, what: String, detail: String },
+    #[error("machine {machine}: {what} asks for Ignition spec {got} but another part asks for {want}; use one Butane variant/version")]
+    SpecMismatch { machine: String, what: String, got: String, want: String },
+    #[error("machine {machine}: the assembled Ignition config is invalid:\n{detail}")]
+    Invalid { machine: String, detail: String },
+}
+
+fn render(template: &str, spec: &MachineSpec, server: &str) -> Result<String, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.render_str(template, minijinja::context! { machine => minijinja::Value::from_serialize(spec), server => server })
+}
+
+/// Merges `child` into `parent` Ignition configs: storage entries by path/device/name,
+/// units by name (field by field, the child's fields win), other lists appended.
+fn merge(parent: &mut J, child: J) {
+    let (Some(p), J::Object(c)) = (parent.as_object_mut(), child) else { return };
+    for (k, v) in c {
+        match (k.as_str(), p.get_mut(&k)) {
+            ("ignition", _) => {}
+            ("storage", Some(J::Object(ps))) => {
+                let merged = bootplane_butane::fcos::merge_storage(std::mem::take(ps), v.as_object().cloned().unwrap_or_default());
+                *ps = merged;
+            }
+            ("systemd" | "passwd", Some(J::Object(ps))) => {
+                for (lk, lv) in v.as_object().cloned().unwrap_or_default() {
+                    let existing = ps.entry(lk).or_insert_with(|| json!([]));
+                    if let (Some(a), Some(b)) = (existing.as_array_mut(), lv.as_array()) {
+                        for item in b {
+                            let name = item.get("name").and_then(J::as_str);
+                            match a.iter_mut().find(|x| name.is_some() && x.get("name").and_then(J::as_str) == name) {
+                                Some(x) => {
+                                    if let (Some(xm), Some(im)) = (x.as_object_mut(), item.as_object()) {
+                                        for (ik, iv) in im {
+                                            xm.insert(ik.clone(), iv.clone());
+                                        }
+                                    }
+                                }
+                                None => a.push(item.clone()),
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                p.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The config `spec` gets; `templates` are the named templates it uses, in order.
+pub fn assemble(
+    spec: &MachineSpec,
+    templates: &[(String, String)],
+    bundle: Option<&Bundle>,
+    server: &str,
+    credential: &str,
+) -> Result<(J, String), ConfigError> {
+    let machine = spec.name.clone();
+    let mut parts: Vec<(String, String)> = templates.iter().map(|(n, t)| (format!("template {n}"), t.clone())).collect();
+    if let Some(b) = &spec.butane {
+        parts.push(("butane".into(), b.clone()));
+    }
+    let mut compiled = Vec::new();
+    let mut spec_version: Option<String> = None;
+    for (what, text) in parts {
+        let text = render(&text, spec, server).map_err(|e| ConfigError::Template { machine: machine.clone(), what: what.clone(), detail: e.to_string() })?;
+        let t = bootplane_butane::translate(&text, &Default::default())
+            .map_err(|f| ConfigError::Butane { machine: machine.clone(), what: what.clone(), detail: f.to_string() })?;
+        match &spec_version {
+            Some(v) if *v != t.spec => {
+                return Err(ConfigError::SpecMismatch { machine, what, got: t.spec, want: v.clone() });
+            }
+            _ => spec_version = Some(t.spec.clone()),
+        }
+        compiled.push(t.config);
+    }
+    let version = spec_version.unwrap_or_else(|| {
+        bundle.and_then(|b| b.butane_version.as_deref()).and_then(ignition::spec_for_butane).unwrap_or(ignition::DEFAULT_SPEC).to_string()
+    });
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    let env = ignition::machine_env(server, &spec.name, credential);
+    let mut cfg = ignition::base_config(&version, &hostname, &env);
+    for c in compiled {
+        merge(&mut cfg, c);
+    }
+    // machine.env is bootplane's: a user file at that path never replaces it.
+    let ours = ignition::base_config(&version, &hostname, &env);
+    if let (Some(files), Some(our_files)) = (cfg.pointer_mut("/storage/files").and_then(J::as_array_mut), ours.pointer("/storage/files").and_then(J::as_array)) {
+        if let Some(i) = files.iter().position(|f| f.get("path").and_then(J::as_str) == Some("/etc/bootplane/machine.env")) {
+            files[i] = our_files[1].clone();
+        }
+    }
+    let mut cfg = cfg;
+    bootplane_butane::fcos::order("Config", &mut cfg);
+    let text = cfg.to_string();
+    let errors: Vec<String> = bootplane_butane::ignition::validate(&text)
+        .into_iter()
+        .filter(|e| e.level == bootplane_butane::Level::Error)
+        .map(|e| e.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid { machine, detail: errors.join("\n") });
+    }
+    Ok((cfg, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(butane: Option<&str>) -> MachineSpec {
+        MachineSpec { name: "lenovo1".into(), hostname: Some("lenovo1.lab.internal".into()), butane: butane.map(str::to_string), ..Default::default() }
+    }
+
+    #[test]
+    fn spec_example_snippet_is_merged_in_its_own_version() {
+        let b = "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents: { inline: \"{{ machine.name }}\\n\" }\n";
+        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee").unwrap();
+        assert_eq!(v, "3.4.0");
+        assert_eq!(cfg["ignition"]["version"], "3.4.0");
+        let files = cfg["storage"]["files"].as_array().unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["/etc/hostname", "/etc/bootplane/machine.env", "/etc/motd"]);
+        assert_eq!(files[2]["contents"]["source"], "data:,lenovo1%0A");
+    }
+
+    #[test]
+    fn machine_env_cannot_be_replaced_and_errors_are_clear() {
+        let b = "variant: fcos\nversion: 1.4.0\nstorage:\n  files:\n    - path: /etc/bootplane/machine.env\n      contents: { inline: evil }\n";
+        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee").unwrap();
+        assert_eq!(v, "3.3.0");
+        assert!(cfg.to_string().contains("BOOTPLANE_CREDENTIAL%3Dc0ffee"), "{cfg}");
+        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\nstorage: {files: [{path: rel}]}\n")), &[], None, "http://s", "x").unwrap_err();
+        assert!(e.to_string().contains("path not absolute"), "{e}");
+        let e = assemble(&spec(Some("x: {{ machine.nope }}")), &[], None, "http://s", "x").unwrap_err();
+        assert!(e.to_string().contains("template error"), "{e}");
+        let tpl = vec![("base".to_string(), "variant: fcos\nversion: 1.4.0\n".to_string())];
+        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, None, "http://s", "x").unwrap_err();
+        assert!(matches!(e, ConfigError::SpecMismatch { .. }), "{e}");
+    }
+}
