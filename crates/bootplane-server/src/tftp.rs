@@ -61,6 +61,11 @@ impl Observer for Recorder {
             TransferEvent::Refused { client, file, reason } => {
                 ("tftp.refused", client, json!({ "file": file.chars().take(256).collect::<String>(), "reason": reason }))
             }
+            // UEFI PXE asks for tsize, then aborts with error 8 and asks again for the
+            // file: a size probe, not a failure.
+            TransferEvent::Failed { client, file, reason } if reason.starts_with("client refused options (8") => {
+                ("tftp.size_probe", client, json!({ "file": file }))
+            }
             TransferEvent::Failed { client, file, reason } => ("tftp.failed", client, json!({ "file": file, "reason": reason })),
         };
         let machine = self.state.machine_at(client.ip());

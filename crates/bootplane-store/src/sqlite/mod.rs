@@ -146,10 +146,16 @@ impl SqliteStore {
     }
 
     pub fn open_file(path: &Path) -> Result<Self> {
+        // WAL is a property of the database file: set it once, on one connection, before
+        // the pool opens several at once (switching modes concurrently can fail with
+        // "database is locked" without waiting).
+        {
+            let c = Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+            c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        }
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
-            c.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-            )
+            c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         });
         let pool = r2d2::Pool::builder()
             .max_size(8)
