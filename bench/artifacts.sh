@@ -11,7 +11,7 @@ cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 WORK=$(mktemp -d); chmod 755 "$WORK"
 NGINX_PID=
-cleanup() { kill $(jobs -p) 2>/dev/null || true; if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
+cleanup() { jobs -p | xargs -r kill 2>/dev/null || true; if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK/rel" "$WORK/www"
 head -c "$((MIB * 1048576))" /dev/urandom > "$WORK/rel/image"

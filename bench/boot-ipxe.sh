@@ -59,7 +59,8 @@ run() { # name, wrk args...
 run "bootplane known (local)" -t2 -c32 -d"${DUR}s" -s "$WORK/known.lua" http://127.0.0.1:18080
 run "bootplane unknown (quar.)" -t2 -c32 -d"${DUR}s" -s "$WORK/unknown.lua" http://127.0.0.1:18080
 echo "events dropped by the sink: $(curl -s localhost:18080/metrics | awk '/^bootplane_events_dropped_total/ {print $2}')"
-echo "server RSS after load: $(awk '/VmHWM/ {print $2, $3}' /proc/$(pgrep -f "$BIN serve" | head -1)/status) peak"
+SERVER_PID=$(pgrep -f "$BIN serve" | head -1)
+echo "server RSS after load: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status") peak"
 
 if command -v nginx >/dev/null; then
     mkdir -p "$WORK/www"

@@ -55,7 +55,8 @@ YAML
 BOOTPLANE_TOKEN=bench ip netns exec $S "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
 sleep 1.5
 perf "bootplane"
-echo "  bootplane peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$(ip netns pids $S | head -1)/status)"
+SERVER_PID=$(ip netns pids $S | head -1)
+echo "  bootplane peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
 for p in $(ip netns pids $S); do kill "$p"; done; sleep 1
 
 # dnsmasq (--no-ping: by default it pings every address before offering it)
