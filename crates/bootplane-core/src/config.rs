@@ -65,13 +65,15 @@ fn merge(parent: &mut J, child: J) {
     }
 }
 
-/// The config `spec` gets; `templates` are the named templates it uses, in order.
+/// The config `spec` gets; `templates` are the named templates it uses, in order;
+/// `ssh_keys` (the config's top-level `ssh_authorized_keys`) go to the `core` user.
 pub fn assemble(
     spec: &MachineSpec,
     templates: &[(String, String)],
     bundle: Option<&Bundle>,
     server: &str,
     credential: &str,
+    ssh_keys: &[String],
 ) -> Result<(J, String), ConfigError> {
     let machine = spec.name.clone();
     let mut parts: Vec<(String, String)> = templates.iter().map(|(n, t)| (format!("template {n}"), t.clone())).collect();
@@ -98,6 +100,9 @@ pub fn assemble(
     let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
     let env = ignition::machine_env(server, &spec.name, credential);
     let mut cfg = ignition::base_config(&version, &hostname, &env);
+    if !ssh_keys.is_empty() {
+        cfg["passwd"] = json!({ "users": [{ "name": "core", "sshAuthorizedKeys": ssh_keys }] });
+    }
     for c in compiled {
         merge(&mut cfg, c);
     }
@@ -133,8 +138,12 @@ mod tests {
     #[test]
     fn spec_example_snippet_is_merged_in_its_own_version() {
         let b = "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents: { inline: \"{{ machine.name }}\\n\" }\n";
-        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee").unwrap();
+        let keys = vec!["ssh-ed25519 AAAA admin@lab".to_string()];
+        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee", &keys).unwrap();
         assert_eq!(v, "3.4.0");
+        assert_eq!(cfg["passwd"]["users"][0]["sshAuthorizedKeys"][0], "ssh-ed25519 AAAA admin@lab");
+        let order: Vec<&String> = cfg.as_object().unwrap().keys().collect();
+        assert_eq!(order, ["ignition", "passwd", "storage"]);
         assert_eq!(cfg["ignition"]["version"], "3.4.0");
         let files = cfg["storage"]["files"].as_array().unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
@@ -145,15 +154,15 @@ mod tests {
     #[test]
     fn machine_env_cannot_be_replaced_and_errors_are_clear() {
         let b = "variant: fcos\nversion: 1.4.0\nstorage:\n  files:\n    - path: /etc/bootplane/machine.env\n      contents: { inline: evil }\n";
-        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee").unwrap();
+        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee", &[]).unwrap();
         assert_eq!(v, "3.3.0");
         assert!(cfg.to_string().contains("BOOTPLANE_CREDENTIAL%3Dc0ffee"), "{cfg}");
-        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\nstorage: {files: [{path: rel}]}\n")), &[], None, "http://s", "x").unwrap_err();
+        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\nstorage: {files: [{path: rel}]}\n")), &[], None, "http://s", "x", &[]).unwrap_err();
         assert!(e.to_string().contains("path not absolute"), "{e}");
-        let e = assemble(&spec(Some("x: {{ machine.nope }}")), &[], None, "http://s", "x").unwrap_err();
+        let e = assemble(&spec(Some("x: {{ machine.nope }}")), &[], None, "http://s", "x", &[]).unwrap_err();
         assert!(e.to_string().contains("template error"), "{e}");
         let tpl = vec![("base".to_string(), "variant: fcos\nversion: 1.4.0\n".to_string())];
-        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, None, "http://s", "x").unwrap_err();
+        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, None, "http://s", "x", &[]).unwrap_err();
         assert!(matches!(e, ConfigError::SpecMismatch { .. }), "{e}");
     }
 }

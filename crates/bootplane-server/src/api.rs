@@ -252,7 +252,15 @@ pub async fn ignition(
         }
     }
     let cred = credential::derive(&s.credential_secret, &name, rec.credential_generation);
-    let (cfg, spec_version) = match bootplane_core::config::assemble(&rec.spec, &templates, bundle.as_ref(), &server_url(&s, &headers), &cred) {
+    let ssh_keys: Vec<String> = s
+        .store
+        .setting("config.ssh_authorized_keys")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default();
+    let (cfg, spec_version) = match bootplane_core::config::assemble(&rec.spec, &templates, bundle.as_ref(), &server_url(&s, &headers), &cred, &ssh_keys) {
         Ok(x) => x,
         Err(e) => {
             // The message names the machine and the Butane problem; it carries no secret.

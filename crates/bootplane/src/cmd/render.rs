@@ -50,7 +50,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     if what.ignition {
-        let (config, _) = bootplane_core::config::assemble(&spec, &templates, bundle, &server, CREDENTIAL_PLACEHOLDER)?;
+        let (config, _) = bootplane_core::config::assemble(&spec, &templates, bundle, &server, CREDENTIAL_PLACEHOLDER, &cfg.ssh_authorized_keys)?;
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
