@@ -329,6 +329,12 @@ fn proxy(req: &Request<'_>, s: &Settings, mtype: MessageType, kind: ClientKind) 
     let mut m = base_reply(msg, reply_type, s);
     m.set_ciaddr(msg.ciaddr());
     let boot = add_boot(&mut m, msg, kind, s);
+    // A ProxyDHCP offer is recognised by vendor class `PXEClient` (PXE 2.1 §2.2.4); iPXE
+    // ignores one without it, even when all it needs is the boot file name.
+    if m.opts().get(OptionCode::ClassIdentifier).is_none() {
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        m.opts_mut().insert(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
+    }
     let kind_name = if reply_type == MessageType::Offer { "dhcp.proxy_offer" } else { "dhcp.proxy_ack" };
     Outcome {
         reply: Some((m, dest)),
@@ -466,6 +472,11 @@ mod tests {
         assert!(o.lease.is_none());
         assert_eq!(offer.fname_str().unwrap().unwrap(), "ipxe.efi");
         assert!(matches!(offer.opts().get(OptionCode::VendorExtensions), Some(DhcpOption::VendorExtensions(v)) if v == &PXE_VENDOR_OPTIONS));
+        // iPXE gets the entry script, in an offer marked as ProxyDHCP.
+        let ip = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), Some(b"\x04iPXE"));
+        let (o, _) = handle(&Request { msg: &ip, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.unwrap();
+        assert!(matches!(o.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"PXEClient"));
+        assert_eq!(o.fname_str().unwrap().unwrap(), "http://198.18.0.1:8080/boot.ipxe");
         // Ordinary hosts are the other server's business.
         let h = discover(MAC, None, None, None);
         assert!(handle(&Request { msg: &h, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.is_none());
