@@ -19,9 +19,14 @@ const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
     .remove(b'(')
     .remove(b')');
 
+/// The percent-escaped form alone: `data:,` and the escaped bytes.
+pub fn escaped(data: &[u8]) -> String {
+    format!("data:,{}", percent_encoding::percent_encode(data, UNRESERVED))
+}
+
 /// (source, compression)
 pub fn make(data: &[u8], user_compression: Option<&str>) -> (String, String) {
-    let escaped = format!("data:,{}", percent_encoding::percent_encode(data, UNRESERVED));
+    let escaped = escaped(data);
     let b64 = format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(data));
     let mut best = if b64.len() < escaped.len() { b64 } else { escaped };
     if let Some(c) = user_compression {

@@ -7,17 +7,7 @@ use serde_json::{json, Value};
 
 /// Butane's `data:,` encoding: bytes outside `[A-Za-z0-9-_.!~*'()]` become `%XX`.
 pub fn data_url(contents: &[u8]) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'!')
-        .remove(b'~')
-        .remove(b'*')
-        .remove(b'\'')
-        .remove(b'(')
-        .remove(b')');
-    format!("data:,{}", percent_encoding::percent_encode(contents, KEEP))
+    bootplane_butane::dataurl::escaped(contents)
 }
 
 /// What goes in `machine.env`. Values are restricted to characters that need no quoting
