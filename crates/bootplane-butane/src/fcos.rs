@@ -4,7 +4,6 @@
 //! merged into, entry by entry (config/fcos/v1_3+ translate.go in Butane).
 
 use crate::dataurl;
-use crate::schema::types;
 use crate::translate::Ctx;
 use crate::yaml::{parse_bool, parse_int, Node, Value};
 use serde_json::{json, Map, Value as J};
@@ -200,32 +199,6 @@ pub fn grub(ctx: &mut Ctx<'_>, n: &Node) -> Map<String, J> {
     out.insert("files".into(), json!([{ "path": "/boot/grub2/user.cfg", "append": [{ "compression": compression, "source": url }] }]));
     out.insert("filesystems".into(), json!([{ "device": "/dev/disk/by-label/boot", "format": "ext4", "path": "/boot" }]));
     out
-}
-
-/// Puts `m`'s keys in the Go field order of Ignition type `ty`, recursively.
-pub fn order(ty: &str, v: &mut J) {
-    let Some(fields) = types().get(ty) else { return };
-    let J::Object(m) = v else { return };
-    let mut out = Map::new();
-    for f in fields {
-        if let Some(mut x) = m.remove(f.ign) {
-            let mut t = &f.ty;
-            while let crate::schema::Ty::List(inner) = t {
-                t = inner;
-            }
-            if let crate::schema::Ty::Struct(name) = t {
-                match &mut x {
-                    J::Array(a) => a.iter_mut().for_each(|e| order(name, e)),
-                    other => order(name, other),
-                }
-            }
-            out.insert(f.ign.to_string(), x);
-        }
-    }
-    for (k, x) in std::mem::take(m) {
-        out.insert(k, x);
-    }
-    *m = out;
 }
 
 fn key_of(list: &str, e: &J) -> Option<String> {

@@ -159,7 +159,7 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     if !generated.is_empty() {
         let user = cfg.remove("storage").and_then(|v| v.as_object().cloned()).unwrap_or_default();
         let mut merged = J::Object(fcos::merge_storage(generated, user));
-        fcos::order("Storage", &mut merged);
+        schema::order("Storage", &mut merged);
         cfg.insert("storage".into(), merged);
     }
     let mounts = std::mem::take(&mut ctx.mounts);
@@ -185,7 +185,7 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     if let Some(m) = ignition.as_object_mut() {
         m.insert("version".into(), J::String(format!("3.{minor}.0")));
     }
-    sugar::reorder(&mut cfg, &["ignition", "kernelArguments", "passwd", "storage", "systemd"]);
+    schema::order_map("Config", &mut cfg);
     let mut config = J::Object(cfg);
     validate::run(&mut ctx, &mut config);
     if ctx.report.iter().any(|e| e.level == Level::Error) {

@@ -109,6 +109,41 @@ pub fn types() -> &'static HashMap<&'static str, Vec<Field>> {
     })
 }
 
+/// Puts `m`'s keys in the Go field order of Ignition type `ty` (keys the type lacks
+/// keep their place after). Generated and merged entries go through this so their
+/// JSON key order is Butane's.
+pub fn order_map(ty: &str, m: &mut serde_json::Map<String, serde_json::Value>) {
+    let Some(fields) = types().get(ty) else { return };
+    let mut out = serde_json::Map::new();
+    for f in fields {
+        if let Some(x) = m.remove(f.ign) {
+            out.insert(f.ign.to_string(), x);
+        }
+    }
+    for (k, x) in std::mem::take(m) {
+        out.insert(k, x);
+    }
+    *m = out;
+}
+
+/// [`order_map`], applied to `v` and every struct nested in it.
+pub fn order(ty: &str, v: &mut serde_json::Value) {
+    let serde_json::Value::Object(m) = v else { return };
+    order_map(ty, m);
+    let Some(fields) = types().get(ty) else { return };
+    for f in fields {
+        let mut t = &f.ty;
+        while let Ty::List(inner) = t {
+            t = inner;
+        }
+        let (Ty::Struct(name), Some(x)) = (t, m.get_mut(f.ign)) else { continue };
+        match x {
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|e| order(name, e)),
+            other => order(name, other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

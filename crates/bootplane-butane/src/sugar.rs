@@ -7,6 +7,7 @@
 use crate::translate::Ctx;
 use crate::yaml::{Node, Value};
 use crate::dataurl;
+use crate::schema::order_map;
 use serde_json::{json, Map, Value as J};
 use std::path::Path;
 
@@ -150,29 +151,14 @@ pub fn trees(ctx: &mut Ctx<'_>, trees_node: &Node, storage: &mut Map<String, J>)
     if !links.is_empty() {
         storage.insert("links".into(), J::Array(links));
     }
-    reorder(storage, &["directories", "disks", "files", "filesystems", "links", "luks", "raid"]);
+    order_map("Storage", storage);
 }
 
 fn reorder_file(mut f: Map<String, J>, contents: J, mode: J) -> J {
     f.insert("contents".into(), contents);
     f.insert("mode".into(), mode);
-    let mut m = f;
-    reorder(&mut m, &["group", "overwrite", "path", "user", "append", "contents", "mode"]);
-    J::Object(m)
-}
-
-/// Puts `m`'s keys in `order` (keys not listed keep their place after).
-pub fn reorder(m: &mut Map<String, J>, order: &[&str]) {
-    let mut out = Map::new();
-    for k in order {
-        if let Some(v) = m.remove(*k) {
-            out.insert(k.to_string(), v);
-        }
-    }
-    for (k, v) in std::mem::take(m) {
-        out.insert(k, v);
-    }
-    *m = out;
+    order_map("File", &mut f);
+    J::Object(f)
 }
 
 /// One filesystem asking for a mount unit.
@@ -249,7 +235,7 @@ pub fn mount_units(ctx: &mut Ctx<'_>, reqs: &[MountRequest], cfg: &mut Map<Strin
             for (k, v) in um {
                 out[j].insert(k, v);
             }
-            reorder(&mut out[j], &["contents", "dropins", "enabled", "mask", "name"]);
+            order_map("Unit", &mut out[j]);
             moved.push((i, j));
         } else {
             out.push(um);
@@ -260,7 +246,7 @@ pub fn mount_units(ctx: &mut Ctx<'_>, reqs: &[MountRequest], cfg: &mut Map<Strin
     if let Some(s) = systemd.as_object_mut() {
         s.insert("units".into(), J::Array(out.into_iter().map(J::Object).collect()));
     }
-    reorder(cfg, &["ignition", "kernelArguments", "passwd", "storage", "systemd"]);
+    order_map("Config", cfg);
     moved
 }
 

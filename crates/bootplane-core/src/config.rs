@@ -114,7 +114,7 @@ pub fn assemble(
         }
     }
     let mut cfg = cfg;
-    bootplane_butane::fcos::order("Config", &mut cfg);
+    bootplane_butane::schema::order("Config", &mut cfg);
     let text = cfg.to_string();
     let errors: Vec<String> = bootplane_butane::ignition::validate(&text)
         .into_iter()
