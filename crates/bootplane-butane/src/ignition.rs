@@ -184,21 +184,7 @@ pub fn validate(text: &str) -> Vec<Entry> {
         "" => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "invalid config version".into() }],
         _ => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "unsupported config version".into() }],
     };
-    let mut ctx = Ctx {
-        minor,
-        base: 0,
-        fcos: true,
-        butane: false,
-        files_dir: None,
-        report: Vec::new(),
-        type_errors: Vec::new(),
-        pos: Default::default(),
-        trees: None,
-        mounts: Vec::new(),
-        variant_minor: 0,
-        boot_device: None,
-        grub: None,
-    };
+    let mut ctx = Ctx::for_ignition(minor);
     check(&mut ctx, &v, &Ty::Struct("Config"), "", "Config");
     if !ctx.report.iter().any(|e| e.level == Level::Error) {
         let mut v = v;

@@ -117,21 +117,7 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     let (minor, base, fcos) =
         translator(&variant, &version).ok_or_else(|| fail(format!("No translator exists for variant {variant} with version {version}")))?;
     let variant_minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
-    let mut ctx = translate::Ctx {
-        minor,
-        base,
-        fcos,
-        butane: true,
-        files_dir: opts.files_dir,
-        report: Vec::new(),
-        type_errors: Vec::new(),
-        pos: Default::default(),
-        trees: None,
-        mounts: Vec::new(),
-        variant_minor,
-        boot_device: None,
-        grub: None,
-    };
+    let mut ctx = translate::Ctx::for_butane(minor, base, fcos, variant_minor, opts.files_dir);
     let cfg = ctx.value(&root, &schema::Ty::Struct("Config"), "");
     if !ctx.type_errors.is_empty() {
         return Err(fail(format!("yaml: unmarshal errors:\n  {}", ctx.type_errors.join("\n  "))));

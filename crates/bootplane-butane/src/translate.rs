@@ -53,6 +53,33 @@ fn go_type(ty: &Ty) -> String {
     }
 }
 
+impl<'a> Ctx<'a> {
+    /// A context for translating Butane of `variant` 1.`variant_minor` (base v0_`base`)
+    /// into Ignition 3.`minor`.
+    pub fn for_butane(minor: u32, base: u32, fcos: bool, variant_minor: u32, files_dir: Option<&'a Path>) -> Self {
+        Ctx {
+            minor,
+            base,
+            fcos,
+            butane: true,
+            files_dir,
+            report: Vec::new(),
+            type_errors: Vec::new(),
+            pos: Default::default(),
+            trees: None,
+            mounts: Vec::new(),
+            variant_minor,
+            boot_device: None,
+            grub: None,
+        }
+    }
+
+    /// A context for validating Ignition 3.`minor` on its own: Ignition's checks only.
+    pub fn for_ignition(minor: u32) -> Self {
+        Ctx { butane: false, ..Self::for_butane(minor, 0, true, 0, None) }
+    }
+}
+
 impl Ctx<'_> {
     pub fn warn(&mut self, path: &str, pos: Option<Pos>, message: impl Into<String>) {
         self.report.push(Entry { level: Level::Warning, path: format!("$.{path}"), pos, message: message.into() });
