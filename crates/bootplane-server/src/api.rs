@@ -277,7 +277,7 @@ pub async fn ignition(
         source,
         json!({ "kind": "ignition", "spec": spec_version }),
     ))).await;
-    ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], bootplane_butane_json(&cfg))
+    ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], bootplane_butane::to_json(&cfg, false))
         .into_response()
 }
 
@@ -350,10 +350,4 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
     })
     .flatten();
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// Ignition JSON as Butane writes it (Go escaping), compact.
-fn bootplane_butane_json(v: &serde_json::Value) -> String {
-    let s = v.to_string();
-    s.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
 }
