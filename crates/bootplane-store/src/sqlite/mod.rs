@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 const MACHINE_COLS: &str =
     "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
+/// The boot path's two lookups, spelled out once so each request does no formatting.
+const BY_UUID: &str = "SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated \
+     FROM machines WHERE uuid = ?1";
+const BY_MAC: &str = "SELECT m.name, m.spec, m.state, m.install_attempts, m.credential_generation, m.observed, m.last_seen, \
+     m.created, m.updated FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1";
 
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
@@ -453,17 +458,14 @@ impl Store for SqliteStore {
         self.read_inline(move |c| {
             let by_uuid = match uuid {
                 Some(u) => c
-                    .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE uuid = ?1"))
+                    .prepare_cached(BY_UUID)
                     .and_then(|mut st| st.query_row([u], machine_from_row).optional())
                     .map_err(be)?,
                 None => None,
             };
             let by_mac = match mac {
                 Some(m) => c
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1",
-                        MACHINE_COLS.split(", ").map(|col| format!("m.{col}")).collect::<Vec<_>>().join(", ")
-                    ))
+                    .prepare_cached(BY_MAC)
                     .and_then(|mut st| st.query_row([m], machine_from_row).optional())
                     .map_err(be)?,
                 None => None,

@@ -172,3 +172,11 @@ async fn leases_round_trip_and_follow_the_mac() {
     assert_eq!(all[0].ip.to_string(), "198.18.0.51");
     assert_eq!(all[0].state, LeaseState::Bound);
 }
+
+#[test]
+fn boot_path_queries_select_the_machine_columns() {
+    let norm = |q: &str| q.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(norm(BY_UUID).starts_with(&format!("SELECT {MACHINE_COLS} FROM")));
+    let prefixed: Vec<String> = MACHINE_COLS.split(", ").map(|c| format!("m.{c}")).collect();
+    assert!(norm(BY_MAC).starts_with(&format!("SELECT {} FROM", prefixed.join(", "))));
+}
