@@ -63,8 +63,9 @@ impl Observer for Recorder {
             }
             // UEFI PXE asks for tsize, then aborts with error 8 and asks again for the
             // file: a size probe, not a failure.
-            TransferEvent::Failed { client, file, reason } if reason.starts_with("client refused options (8") => {
-                ("tftp.size_probe", client, json!({ "file": file }))
+            TransferEvent::Declined { client, file, code: 8, .. } => ("tftp.size_probe", client, json!({ "file": file })),
+            TransferEvent::Declined { client, file, code, message } => {
+                ("tftp.failed", client, json!({ "file": file, "reason": format!("client refused options ({code}: {message})") }))
             }
             TransferEvent::Failed { client, file, reason } => ("tftp.failed", client, json!({ "file": file, "reason": reason })),
         };

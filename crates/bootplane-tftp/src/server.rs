@@ -58,6 +58,50 @@ pub enum TransferEvent {
     NotFound { client: SocketAddr, file: String },
     Refused { client: SocketAddr, file: String, reason: String },
     Failed { client: SocketAddr, file: String, reason: String },
+    /// The client answered the OACK with an ERROR instead of ACK 0: it declined the
+    /// options. UEFI PXE does this on purpose (it asks for tsize, aborts, asks again).
+    Declined { client: SocketAddr, file: String, code: u16, message: String },
+}
+
+/// Why a transfer did not complete.
+enum SendError {
+    Declined { code: u16, message: String },
+    Failed(String),
+}
+
+impl From<std::io::Error> for SendError {
+    fn from(e: std::io::Error) -> Self {
+        SendError::Failed(e.to_string())
+    }
+}
+
+/// Retransmission state shared by the OACK and data phases: the timeout doubles on
+/// each expiry up to 8x the negotiated one, and progress resets it.
+struct Retry {
+    base: Duration,
+    timeout: Duration,
+    tries: u32,
+    max_tries: u32,
+    retransmits: u32,
+}
+
+impl Retry {
+    fn new(base: Duration, max_tries: u32) -> Self {
+        Retry { base, timeout: base, tries: 0, max_tries, retransmits: 0 }
+    }
+
+    /// Counts an expiry; false once the retries are spent.
+    fn expired(&mut self) -> bool {
+        self.tries += 1;
+        self.retransmits += 1;
+        self.timeout = (self.timeout * 2).min(self.base * 8);
+        self.tries <= self.max_tries
+    }
+
+    fn progress(&mut self) {
+        self.tries = 0;
+        self.timeout = self.base;
+    }
 }
 
 pub trait Observer: Send + Sync + 'static {
@@ -263,47 +307,47 @@ impl TftpServer {
                 elapsed: started.elapsed(),
                 retransmits,
             }),
-            Err(reason) => self.observer.event(TransferEvent::Failed { client, file: name, reason }),
+            Err(SendError::Declined { code, message }) => {
+                self.observer.event(TransferEvent::Declined { client, file: name, code, message })
+            }
+            Err(SendError::Failed(reason)) => self.observer.event(TransferEvent::Failed { client, file: name, reason }),
         }
     }
 
-    /// Sends `data`; returns the number of retransmitted windows.
-    async fn send_file(&self, sock: &UdpSocket, data: &[u8], n: &crate::options::Negotiated) -> Result<u32, String> {
+    /// Sends `data`; returns the number of retransmissions.
+    async fn send_file(&self, sock: &UdpSocket, data: &[u8], n: &crate::options::Negotiated) -> Result<u32, SendError> {
         let mut buf = vec![0u8; 65536];
-        let mut retransmits = 0u32;
-        let max_timeout = n.timeout * 8;
+        let mut retry = Retry::new(n.timeout, self.cfg.max_retries);
 
         if !n.oack.is_empty() {
             let oack = Packet::Oack { options: n.oack.clone() }.encode();
-            let mut timeout = n.timeout;
-            let mut tries = 0;
-            loop {
-                sock.send(&oack).await.map_err(|e| e.to_string())?;
-                match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
-                    Ok(Ok(len)) => match Packet::parse(&buf[..len]) {
-                        Ok(Packet::Ack { block: 0 }) => break,
-                        Ok(Packet::Error { code, message }) => return Err(format!("client refused options ({code}: {message})")),
-                        _ => {}
-                    },
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => {
-                        tries += 1;
-                        retransmits += 1;
-                        if tries > self.cfg.max_retries {
-                            return Err("no ACK for OACK".into());
+            'oack: loop {
+                sock.send(&oack).await?;
+                let deadline = tokio::time::Instant::now() + retry.timeout;
+                loop {
+                    match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                        Ok(Ok(len)) => match Packet::parse(&buf[..len]) {
+                            Ok(Packet::Ack { block: 0 }) => break 'oack,
+                            Ok(Packet::Error { code, message }) => return Err(SendError::Declined { code, message }),
+                            _ => {}
+                        },
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => {
+                            if !retry.expired() {
+                                return Err(SendError::Failed("no ACK for OACK".into()));
+                            }
+                            break;
                         }
-                        timeout = (timeout * 2).min(max_timeout);
                     }
                 }
             }
+            retry.progress();
         }
 
         let bs = n.blksize;
         // The last block is shorter than blksize, possibly empty.
         let total: u64 = data.len() as u64 / bs as u64 + 1;
         let mut acked: u64 = 0;
-        let mut timeout = n.timeout;
-        let mut tries = 0u32;
         let mut pkt = Vec::with_capacity(bs + 4);
         while acked < total {
             let end = (acked + n.windowsize as u64).min(total);
@@ -311,9 +355,9 @@ impl TftpServer {
                 let start = ((b - 1) * bs as u64) as usize;
                 let stop = (start + bs).min(data.len());
                 encode_data(&mut pkt, b as u16, &data[start..stop]);
-                sock.send(&pkt).await.map_err(|e| e.to_string())?;
+                sock.send(&pkt).await?;
             }
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = tokio::time::Instant::now() + retry.timeout;
             loop {
                 match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                     Ok(Ok(len)) => match Packet::parse(&buf[..len]) {
@@ -321,29 +365,27 @@ impl TftpServer {
                             let diff = block.wrapping_sub(acked as u16) as u64;
                             if diff >= 1 && diff <= end - acked {
                                 acked += diff;
-                                tries = 0;
-                                timeout = n.timeout;
+                                retry.progress();
                                 break;
                             }
                             // Duplicate or stale ACK: wait for the timeout.
                         }
-                        Ok(Packet::Error { code, message }) => return Err(format!("client aborted ({code}: {message})")),
+                        Ok(Packet::Error { code, message }) => {
+                            return Err(SendError::Failed(format!("client aborted ({code}: {message})")))
+                        }
                         _ => {}
                     },
-                    Ok(Err(e)) => return Err(e.to_string()),
+                    Ok(Err(e)) => return Err(e.into()),
                     Err(_) => {
-                        tries += 1;
-                        retransmits += 1;
-                        if tries > self.cfg.max_retries {
-                            return Err(format!("timed out at block {}", acked + 1));
+                        if !retry.expired() {
+                            return Err(SendError::Failed(format!("timed out at block {}", acked + 1)));
                         }
-                        timeout = (timeout * 2).min(max_timeout);
                         break;
                     }
                 }
             }
         }
-        Ok(retransmits)
+        Ok(retry.retransmits)
     }
 }
 

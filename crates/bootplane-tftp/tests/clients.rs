@@ -163,3 +163,26 @@ async fn transfers_survive_packet_loss() {
     let retransmits: u32 = ev.iter().map(|e| if let TransferEvent::Served { retransmits, .. } = e { *retransmits } else { 0 }).sum();
     assert!(retransmits > 0, "5% loss must have cost retransmissions: {ev:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_declining_the_oack_is_reported_as_declined() {
+    use bootplane_tftp::packet::Packet;
+    // What UEFI PXE does to learn a file's size: RRQ with tsize, then ERROR 8 to the OACK.
+    let s = start(Path::new(IPXE), "127.0.0.1:0").await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rrq = Packet::Rrq { filename: "undionly.kpxe".into(), mode: "octet".into(), options: vec![("tsize".into(), "0".into())] };
+    sock.send_to(&rrq.encode(), s.addr).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+    let size = std::fs::metadata(Path::new(IPXE).join("undionly.kpxe")).unwrap().len().to_string();
+    assert_eq!(Packet::parse(&buf[..n]).unwrap(), Packet::Oack { options: vec![("tsize".into(), size)] });
+    let err = Packet::Error { code: 8, message: "User aborted the transfer".into() };
+    sock.send_to(&err.encode(), from).await.unwrap();
+    for _ in 0..50 {
+        if s.events.lock().unwrap().iter().any(|e| matches!(e, TransferEvent::Declined { code: 8, file, .. } if file == "undionly.kpxe")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no Declined event: {:?}", s.events.lock().unwrap());
+}
