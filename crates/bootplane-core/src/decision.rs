@@ -121,18 +121,7 @@ mod tests {
     }
 
     fn bundle() -> Bundle {
-        Bundle {
-            name: "b".into(),
-            os: OsKind::Generic,
-            arch: "x86_64".into(),
-            kernel: Some(Artifact::default()),
-            initramfs: None,
-            initrd: Some(Artifact::default()),
-            rootfs: None,
-            image: None,
-            args: None,
-            butane_version: None,
-        }
+        Bundle { kernel: Some(Artifact::default()), initrd: Some(Artifact::default()), ..Bundle::new("b", OsKind::Generic, "x86_64") }
     }
 
     fn run(state: MachineState, attempts: u32, id: IdentityMatch) -> BootDecision {

@@ -135,6 +135,22 @@ fn default_arch() -> String {
 }
 
 impl Bundle {
+    /// A bundle with no files yet.
+    pub fn new(name: &str, os: OsKind, arch: &str) -> Self {
+        Bundle {
+            name: name.into(),
+            os,
+            arch: arch.into(),
+            kernel: None,
+            initramfs: None,
+            initrd: None,
+            rootfs: None,
+            image: None,
+            args: None,
+            butane_version: None,
+        }
+    }
+
     /// The initial ramdisk, whichever of the two spellings the bundle uses.
     pub fn initrd_artifact(&self) -> Option<&Artifact> {
         self.initramfs.as_ref().or(self.initrd.as_ref())

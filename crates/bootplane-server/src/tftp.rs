@@ -34,7 +34,8 @@ impl FileSource for Pxelinux {
         if observed.is_empty() {
             return None;
         }
-        let server = self.state.settings.advertise_url().unwrap_or_else(|| format!("http://{}", self.state.settings.listen));
+        // No Host header over TFTP: the advertise URL, else the listen address.
+        let server = boot::server_url(&self.state, &axum::http::HeaderMap::new());
         let decision = boot::boot_decision(&self.state, &observed, Some(client.ip().to_string()), &server).await.ok()?;
         match decision {
             // An unknown UUID or MAC: "not found", so PXELINUX tries its next name.

@@ -47,16 +47,10 @@ mod tests {
 
     fn bundle(args: &str) -> Bundle {
         Bundle {
-            name: "rescue".into(),
-            os: OsKind::Generic,
-            arch: "x86_64".into(),
             kernel: Some(Artifact { url: Some("http://m/vmlinuz".into()), ..Default::default() }),
-            initramfs: None,
             initrd: Some(Artifact::default()),
-            rootfs: None,
-            image: None,
             args: Some(args.into()),
-            butane_version: None,
+            ..Bundle::new("rescue", OsKind::Generic, "x86_64")
         }
     }
 

@@ -13,18 +13,7 @@ fn spec(name: &str, mac: &str, provision: bool) -> MachineSpec {
 }
 
 fn bundle() -> Bundle {
-    Bundle {
-        name: "g".into(),
-        os: OsKind::Generic,
-        arch: "x86_64".into(),
-        kernel: None,
-        initramfs: None,
-        initrd: None,
-        rootfs: None,
-        image: None,
-        args: None,
-        butane_version: None,
-    }
+    Bundle::new("g", OsKind::Generic, "x86_64")
 }
 
 fn store() -> (tempfile::TempDir, SqliteStore) {

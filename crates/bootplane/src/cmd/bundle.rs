@@ -112,21 +112,6 @@ fn artifacts(b: &Bundle) -> Vec<(&'static str, &Artifact)> {
         .collect()
 }
 
-fn empty_bundle(name: &str, os: OsKind, arch: &str) -> Bundle {
-    Bundle {
-        name: name.into(),
-        os,
-        arch: arch.into(),
-        kernel: None,
-        initramfs: None,
-        initrd: None,
-        rootfs: None,
-        image: None,
-        args: None,
-        butane_version: None,
-    }
-}
-
 struct Env {
     store: Arc<dyn Store>,
     content: ContentStore,
@@ -179,7 +164,7 @@ fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Re
         }
     }
     let agent = agent();
-    let mut b = empty_bundle(&plan.name, plan.os, &plan.arch);
+    let mut b = Bundle::new(&plan.name, plan.os, &plan.arch);
     for f in &plan.files {
         let label = format!("{} {}", plan.name, f.role);
         let stored = download::fetch(&agent, &e.content, &f.url, &f.expected, &label, 3)
@@ -202,7 +187,7 @@ fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Re
 }
 
 fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Result<ExitCode> {
-    let mut b = empty_bundle(name, os, arch);
+    let mut b = Bundle::new(name, os, arch);
     let mut any = false;
     for role in ROLES {
         let p = dir.join(role);
