@@ -352,6 +352,13 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
     Ok(())
 }
 
+/// Every row of a one-column `spec` query, decoded.
+fn all_specs<T: serde::de::DeserializeOwned>(c: &Connection, sql: &str) -> Result<Vec<T>> {
+    let mut st = c.prepare(sql).map_err(be)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
+    rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
+}
+
 fn insert_macs(tx: &Connection, spec: &MachineSpec) -> Result<()> {
     for mac in &spec.macs {
         tx.execute("INSERT INTO machine_macs (mac, machine) VALUES (?1, ?2)", params![mac.to_string(), spec.name])
@@ -515,12 +522,7 @@ impl Store for SqliteStore {
     }
 
     async fn bundles(&self) -> Result<Vec<Bundle>> {
-        self.run(|c| {
-            let mut st = c.prepare("SELECT spec FROM bundles ORDER BY name").map_err(be)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
-            rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
-        })
-        .await
+        self.run(|c| all_specs(c, "SELECT spec FROM bundles ORDER BY name")).await
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Cluster>> {
@@ -534,12 +536,7 @@ impl Store for SqliteStore {
     }
 
     async fn clusters(&self) -> Result<Vec<Cluster>> {
-        self.run(|c| {
-            let mut st = c.prepare("SELECT spec FROM clusters ORDER BY name").map_err(be)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
-            rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
-        })
-        .await
+        self.run(|c| all_specs(c, "SELECT spec FROM clusters ORDER BY name")).await
     }
 
     async fn template(&self, name: &str) -> Result<Option<String>> {
