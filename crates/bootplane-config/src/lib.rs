@@ -192,7 +192,38 @@ impl Config {
             cfg.ssh_authorized_keys.extend(file.ssh_authorized_keys);
             cfg.templates.extend(file.templates);
         }
+        cfg.resolve_defaults();
         Ok(cfg)
+    }
+
+    /// Fills in what the file leaves to defaults, so the store keeps complete specs:
+    /// each cluster's bootstrap server (the first server in file order) and each static
+    /// network's address, gateway, DNS and domain from the machine's `ip` and `dhcp`.
+    fn resolve_defaults(&mut self) {
+        for c in &mut self.clusters {
+            if c.k3s.bootstrap.is_none() {
+                c.k3s.bootstrap = bootplane_core::k3s::bootstrap_name(c, &self.machines);
+            }
+        }
+        let d = &self.dhcp;
+        let prefix = d.netmask.and_then(bootplane_core::network::prefix_of);
+        for m in &mut self.machines {
+            let Some(n) = &mut m.network else { continue };
+            if n.address.is_none() {
+                if let (Some(ip), Some(p)) = (m.ip, prefix) {
+                    n.address = Some(format!("{ip}/{p}"));
+                }
+            }
+            if n.gateway.is_none() {
+                n.gateway = d.router;
+            }
+            if n.dns.is_empty() {
+                n.dns = d.dns.clone();
+            }
+            if n.domain.is_none() {
+                n.domain = d.domain.clone();
+            }
+        }
     }
 
     pub fn from_str_named(path: &Path, text: &str) -> Result<Config, ConfigError> {

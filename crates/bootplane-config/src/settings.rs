@@ -21,6 +21,11 @@ pub struct ServerSettings {
     pub admin_token_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The key sealing cluster tokens and kubeconfigs in the store. Default:
+    /// `secret.key` in the data directory, created on first start. Instances sharing one
+    /// PostgreSQL store must all use the same key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
     /// Installer scripts served without a report before a machine is marked `failed`.
     #[serde(default = "default_attempts")]
     pub max_install_attempts: u32,
@@ -52,6 +57,7 @@ impl Default for ServerSettings {
             advertise: None,
             admin_token_file: None,
             data_dir: None,
+            secret_key_file: None,
             max_install_attempts: default_attempts(),
             events_retained: default_events(),
             max_discovered: default_discovered(),

@@ -6,8 +6,48 @@
 //! build configs here.
 
 use crate::ignition;
-use crate::model::{Bundle, MachineSpec};
+use crate::model::{Bundle, MachineSpec, OsKind};
+use crate::node::{self, K3sInputs};
 use serde_json::{json, Value as J};
+
+/// Everything a machine's config is built from.
+pub struct Inputs<'a> {
+    pub spec: &'a MachineSpec,
+    /// The named templates it uses, in order.
+    pub templates: &'a [(String, String)],
+    pub bundle: Option<&'a Bundle>,
+    /// The advertise URL.
+    pub server: &'a str,
+    pub credential: &'a str,
+    /// The config's top-level `ssh_authorized_keys`, for the `core` user.
+    pub ssh_keys: &'a [String],
+    /// Set for cluster members.
+    pub k3s: Option<K3sInputs<'a>>,
+}
+
+impl Inputs<'_> {
+    pub fn os(&self) -> OsKind {
+        self.bundle.map(|b| b.os).unwrap_or(OsKind::Generic)
+    }
+}
+
+/// bootplane's files and units as Ignition JSON (valid in every 3.x spec).
+pub fn ignition_parts(s: &node::Setup) -> J {
+    let files: Vec<J> = s
+        .files
+        .iter()
+        .map(|f| json!({ "path": f.path, "overwrite": true, "contents": { "compression": "", "source": ignition::data_url(f.contents.as_bytes()) }, "mode": f.mode }))
+        .collect();
+    let units: Vec<J> = s.units.iter().map(|u| json!({ "name": u.name, "enabled": u.enabled, "contents": u.contents })).collect();
+    let mut c = json!({});
+    if !files.is_empty() {
+        c["storage"] = json!({ "files": files });
+    }
+    if !units.is_empty() {
+        c["systemd"] = json!({ "units": units });
+    }
+    c
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,6 +59,8 @@ pub enum ConfigError {
     SpecMismatch { machine: String, what: String, got: String, want: String },
     #[error("machine {machine}: the assembled Ignition config is invalid:\n{detail}")]
     Invalid { machine: String, detail: String },
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 fn render(template: &str, spec: &MachineSpec, server: &str) -> Result<String, minijinja::Error> {
@@ -65,16 +107,9 @@ fn merge(parent: &mut J, child: J) {
     }
 }
 
-/// The config `spec` gets; `templates` are the named templates it uses, in order;
-/// `ssh_keys` (the config's top-level `ssh_authorized_keys`) go to the `core` user.
-pub fn assemble(
-    spec: &MachineSpec,
-    templates: &[(String, String)],
-    bundle: Option<&Bundle>,
-    server: &str,
-    credential: &str,
-    ssh_keys: &[String],
-) -> Result<(J, String), ConfigError> {
+/// The Ignition config the machine gets, and its spec version.
+pub fn assemble(inp: &Inputs<'_>) -> Result<(J, String), ConfigError> {
+    let Inputs { spec, templates, bundle, server, credential, ssh_keys, .. } = *inp;
     let machine = spec.name.clone();
     let mut parts: Vec<(String, String)> = templates.iter().map(|(n, t)| (format!("template {n}"), t.clone())).collect();
     if let Some(b) = &spec.butane {
@@ -103,6 +138,8 @@ pub fn assemble(
     if !ssh_keys.is_empty() {
         cfg["passwd"] = json!({ "users": [{ "name": "core", "sshAuthorizedKeys": ssh_keys }] });
     }
+    let setup = node::setup(spec, inp.os(), server, inp.k3s.as_ref())?;
+    merge(&mut cfg, ignition_parts(&setup));
     for c in compiled {
         merge(&mut cfg, c);
     }
@@ -131,6 +168,10 @@ pub fn assemble(
 mod tests {
     use super::*;
 
+    fn inputs<'a>(spec: &'a MachineSpec, templates: &'a [(String, String)], credential: &'a str, ssh_keys: &'a [String]) -> Inputs<'a> {
+        Inputs { spec, templates, bundle: None, server: "http://s", credential, ssh_keys, k3s: None }
+    }
+
     fn spec(butane: Option<&str>) -> MachineSpec {
         MachineSpec { name: "lenovo1".into(), hostname: Some("lenovo1.lab.internal".into()), butane: butane.map(str::to_string), ..Default::default() }
     }
@@ -139,7 +180,7 @@ mod tests {
     fn spec_example_snippet_is_merged_in_its_own_version() {
         let b = "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents: { inline: \"{{ machine.name }}\\n\" }\n";
         let keys = vec!["ssh-ed25519 AAAA admin@lab".to_string()];
-        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee", &keys).unwrap();
+        let (cfg, v) = assemble(&inputs(&spec(Some(b)), &[], "c0ffee", &keys)).unwrap();
         assert_eq!(v, "3.4.0");
         assert_eq!(cfg["passwd"]["users"][0]["sshAuthorizedKeys"][0], "ssh-ed25519 AAAA admin@lab");
         let order: Vec<&String> = cfg.as_object().unwrap().keys().collect();
@@ -154,15 +195,15 @@ mod tests {
     #[test]
     fn machine_env_cannot_be_replaced_and_errors_are_clear() {
         let b = "variant: fcos\nversion: 1.4.0\nstorage:\n  files:\n    - path: /etc/bootplane/machine.env\n      contents: { inline: evil }\n";
-        let (cfg, v) = assemble(&spec(Some(b)), &[], None, "http://s", "c0ffee", &[]).unwrap();
+        let (cfg, v) = assemble(&inputs(&spec(Some(b)), &[], "c0ffee", &[])).unwrap();
         assert_eq!(v, "3.3.0");
         assert!(cfg.to_string().contains("BOOTPLANE_CREDENTIAL%3Dc0ffee"), "{cfg}");
-        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\nstorage: {files: [{path: rel}]}\n")), &[], None, "http://s", "x", &[]).unwrap_err();
+        let e = assemble(&inputs(&spec(Some("variant: fcos\nversion: 1.5.0\nstorage: {files: [{path: rel}]}\n")), &[], "x", &[])).unwrap_err();
         assert!(e.to_string().contains("path not absolute"), "{e}");
-        let e = assemble(&spec(Some("x: {{ machine.nope }}")), &[], None, "http://s", "x", &[]).unwrap_err();
+        let e = assemble(&inputs(&spec(Some("x: {{ machine.nope }}")), &[], "x", &[])).unwrap_err();
         assert!(e.to_string().contains("template error"), "{e}");
         let tpl = vec![("base".to_string(), "variant: fcos\nversion: 1.4.0\n".to_string())];
-        let e = assemble(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, None, "http://s", "x", &[]).unwrap_err();
+        let e = assemble(&inputs(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, "x", &[])).unwrap_err();
         assert!(matches!(e, ConfigError::SpecMismatch { .. }), "{e}");
     }
 }

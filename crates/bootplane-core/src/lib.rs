@@ -10,9 +10,13 @@ pub mod decision;
 pub mod identity;
 pub mod ignition;
 pub mod ipxe;
+pub mod k3s;
 pub mod model;
+pub mod network;
+pub mod node;
 pub mod os;
 pub mod pxelinux;
+pub mod sealed;
 pub mod state;
 
 pub use decision::{decide, BootDecision, DecisionContext};

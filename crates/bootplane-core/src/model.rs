@@ -77,6 +77,29 @@ pub struct MachineSpec {
     /// Names of top-level `templates` applied to this machine, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<String>,
+    /// A static address for the installed OS; without it the OS uses DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<StaticNetwork>,
+}
+
+/// A machine's static network. Missing values come from the machine's `ip` and the
+/// `dhcp` section (netmask, router, dns, domain), so a reserved address needs only
+/// `network: {}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNetwork {
+    /// `ADDRESS/PREFIX`, e.g. `10.20.0.5/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The NIC by kernel name; by default the machine's first MAC picks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 impl MachineSpec {
@@ -128,6 +151,15 @@ pub struct Bundle {
     /// Default Butane `variant version` for machines without their own, e.g. `fcos 1.5.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub butane_version: Option<String>,
+    /// Air-gapped k3s: the `k3s` binary for this architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<Artifact>,
+    /// Air-gapped k3s: the `k3s-airgap-images-*.tar[.zst]` archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_images: Option<Artifact>,
+    /// Air-gapped k3s on fcos: the `k3s-selinux` RPM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_selinux: Option<Artifact>,
 }
 
 fn default_arch() -> String {
@@ -148,7 +180,43 @@ impl Bundle {
             image: None,
             args: None,
             butane_version: None,
+            k3s: None,
+            k3s_images: None,
+            k3s_selinux: None,
         }
+    }
+
+    /// Every role a bundle file can have; also its name under `/artifacts/{bundle}/`.
+    pub const ROLES: [&'static str; 8] = ["kernel", "initramfs", "initrd", "rootfs", "image", "k3s", "k3s_images", "k3s_selinux"];
+
+    /// The slot of `role`, or `None` for a name that is not a role.
+    pub fn slot_mut(&mut self, role: &str) -> Option<&mut Option<Artifact>> {
+        Some(match role {
+            "kernel" => &mut self.kernel,
+            "initramfs" => &mut self.initramfs,
+            "initrd" => &mut self.initrd,
+            "rootfs" => &mut self.rootfs,
+            "image" => &mut self.image,
+            "k3s" => &mut self.k3s,
+            "k3s_images" => &mut self.k3s_images,
+            "k3s_selinux" => &mut self.k3s_selinux,
+            _ => return None,
+        })
+    }
+
+    /// The artifact served under `role`; `initrd` and `initramfs` stand for each other.
+    pub fn artifact(&self, role: &str) -> Option<&Artifact> {
+        match role {
+            "initramfs" => self.initrd_artifact(),
+            "initrd" => self.initrd.as_ref().or(self.initramfs.as_ref()),
+            _ => self.artifacts().into_iter().find(|(r, _)| *r == role).map(|(_, a)| a),
+        }
+    }
+
+    /// The bundle's files with their roles, in [`Bundle::ROLES`] order.
+    pub fn artifacts(&self) -> Vec<(&'static str, &Artifact)> {
+        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.k3s, &self.k3s_images, &self.k3s_selinux];
+        Self::ROLES.iter().zip(slots).filter_map(|(r, a)| a.as_ref().map(|a| (*r, a))).collect()
     }
 
     /// The initial ramdisk, whichever of the two spellings the bundle uses.
@@ -173,11 +241,26 @@ pub struct K3sSettings {
     pub service_cidr: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_san: Vec<String>,
+    /// Left unset, k3s's built-in flannel (vxlan) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flannel_backend: Option<String>,
-    /// Extra keys written verbatim into `/etc/rancher/k3s/config.yaml`.
+    /// The server that runs `cluster-init`. Default: the first `server` in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// A bundle holding `k3s` (and `k3s_images`, `k3s_selinux`) for air-gapped installs;
+    /// without it nodes download the pinned release from GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airgap_bundle: Option<String>,
+    /// Install k3s-selinux and run k3s with `selinux: true` on fcos (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<bool>,
+    /// Extra keys for every server's `/etc/rancher/k3s/config.yaml`, e.g.
+    /// `kubelet-arg: [cgroup-driver=systemd]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_config: BTreeMap<String, serde_json::Value>,
+    /// Extra keys for every agent's config.yaml.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_extra_config: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,6 @@
 //! config, gated by state; its report, gated by its credential), and the event log.
 
 use crate::auth::{bearer, require_admin, unauthorized};
-use crate::boot::server_url;
 use crate::Shared;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,11 +18,11 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
         StoreError::Transition(_) | StoreError::Conflict(_) => error(StatusCode::CONFLICT, e),
@@ -149,6 +148,22 @@ pub struct ReportBody {
     state: ReportState,
     #[serde(default)]
     detail: serde_json::Value,
+    /// Bootstrap server only: SHA-256 of its cluster CA (`server-ca.crt`).
+    #[serde(default)]
+    ca_hash: Option<String>,
+    /// Bootstrap server only: its `/etc/rancher/k3s/k3s.yaml`, base64.
+    #[serde(default)]
+    kubeconfig: Option<String>,
+    /// On failure: the unit that failed and its last log lines (base64).
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    log_tail: Option<String>,
+}
+
+fn unbase64(v: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -194,7 +209,31 @@ pub async fn report(
         ReportState::Installed => MachineState::Installed,
         ReportState::Failed => MachineState::Failed,
     };
-    let detail = json!({ "reported": body.detail });
+    let mut detail = json!({ "reported": body.detail });
+    if let Some(unit) = &body.unit {
+        detail["unit"] = json!(unit);
+    }
+    if let Some(tail) = body.log_tail.as_deref().and_then(unbase64) {
+        // Enough to see why; the full journal stays on the machine.
+        let text = String::from_utf8_lossy(&tail);
+        let start = text.len().saturating_sub(8192);
+        let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        detail["log_tail"] = json!(&text[start..]);
+    }
+    let handover = match (to, &body.ca_hash, &body.kubeconfig) {
+        (MachineState::Installed, Some(ca), Some(kc)) => match unbase64(kc) {
+            Some(kubeconfig) => Some(crate::cluster::Handover { ca_hash: ca.trim().to_string(), kubeconfig }),
+            None => return error(StatusCode::BAD_REQUEST, "report: kubeconfig is not base64"),
+        },
+        _ => None,
+    };
+    if let Some(h) = handover {
+        match crate::cluster::record_handover(&s, &rec.spec, h).await {
+            Ok(true) => detail["cluster_ca"] = json!("recorded"),
+            Ok(false) => {}
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("report: {e}")),
+        }
+    }
     match s.store.transition(&name, to, Trigger::Report, source, detail).await {
         Ok(t) => {
             s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: to.as_str().into() }).inc();
@@ -202,83 +241,6 @@ pub async fn report(
         }
         Err(e) => store_error(e),
     }
-}
-
-/// The machine's Ignition config, served only while it is provisioning. The first fetch
-/// moves it to `installing`.
-pub async fn ignition(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let source = Some(peer.ip().to_string());
-    let rec = match s.store.machine(&name).await {
-        Ok(Some(r)) if r.state.serves_installer() => r,
-        Ok(other) => {
-            if let Some(r) = other {
-                s.sink.push(bootplane_store::BatchItem::Event(NewEvent::new(
-                    Some(&name),
-                    "config.refused",
-                    source,
-                    json!({ "state": r.state }),
-                ))).await;
-            }
-            return error(StatusCode::NOT_FOUND, "no config is being served for this machine");
-        }
-        Err(e) => return store_error(e),
-    };
-    let rec = if rec.state == MachineState::Provision {
-        match s
-            .store
-            .transition(&name, MachineState::Installing, Trigger::ConfigFetched, source.clone(), json!("ignition"))
-            .await
-        {
-            Ok(t) => t.record().clone(),
-            Err(e) => return store_error(e),
-        }
-    } else {
-        rec
-    };
-    let bundle = match &rec.spec.bundle {
-        Some(b) => s.store.bundle(b).await.ok().flatten(),
-        None => None,
-    };
-    let mut templates = Vec::new();
-    for t in &rec.spec.templates {
-        match s.store.template(t).await {
-            Ok(Some(text)) => templates.push((t.clone(), text)),
-            _ => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("template {t} of machine {name} is not in the store")),
-        }
-    }
-    let cred = credential::derive(&s.credential_secret, &name, rec.credential_generation);
-    let ssh_keys: Vec<String> = s
-        .store
-        .setting("config.ssh_authorized_keys")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_str(&v).ok())
-        .unwrap_or_default();
-    let (cfg, spec_version) = match bootplane_core::config::assemble(&rec.spec, &templates, bundle.as_ref(), &server_url(&s, &headers), &cred, &ssh_keys) {
-        Ok(x) => x,
-        Err(e) => {
-            // The message names the machine and the Butane problem; it carries no secret.
-            let msg = e.to_string();
-            s.sink
-                .push(bootplane_store::BatchItem::Event(NewEvent::new(Some(&name), "config.error", source, json!(msg))))
-                .await;
-            return error(StatusCode::INTERNAL_SERVER_ERROR, msg);
-        }
-    };
-    s.sink.push(bootplane_store::BatchItem::Event(NewEvent::new(
-        Some(&name),
-        "config.served",
-        source,
-        json!({ "kind": "ignition", "spec": spec_version }),
-    ))).await;
-    ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json"), (header::CACHE_CONTROL, "no-store")], bootplane_butane::to_json(&cfg, false))
-        .into_response()
 }
 
 #[derive(Deserialize)]

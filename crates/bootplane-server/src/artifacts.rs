@@ -31,15 +31,7 @@ pub async fn locate(s: &Shared, bundle: &str, role: &str) -> Result<Located, (St
         Ok(None) => return Err((StatusCode::NOT_FOUND, format!("no bundle named `{bundle}`"))),
         Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))),
     };
-    let art = match role {
-        "kernel" => b.kernel.as_ref(),
-        "initramfs" => b.initramfs.as_ref().or(b.initrd.as_ref()),
-        "initrd" => b.initrd.as_ref().or(b.initramfs.as_ref()),
-        "rootfs" => b.rootfs.as_ref(),
-        "image" => b.image.as_ref(),
-        _ => None,
-    }
-    .ok_or_else(|| (StatusCode::NOT_FOUND, format!("bundle {bundle} has no {role}")))?;
+    let art = b.artifact(role).ok_or_else(|| (StatusCode::NOT_FOUND, format!("bundle {bundle} has no {role}")))?;
     let sha = art.sha256.as_deref().unwrap_or("");
     let content = s.content.get().ok_or((StatusCode::NOT_FOUND, "no content store".to_string()))?;
     match content.path(sha) {

@@ -10,7 +10,9 @@ mod api;
 pub mod artifacts;
 mod auth;
 mod boot;
+mod cluster;
 pub mod dhcp;
+mod machine_config;
 mod metrics;
 pub mod sink;
 pub mod tftp;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub settings: ServerSettings,
     /// Key for per-machine credentials; shared by all instances through the store.
     pub credential_secret: Vec<u8>,
+    /// Key sealing cluster secrets in the store; kept outside it.
+    pub seal_key: [u8; 32],
     pub admin_token: AdminToken,
     pub sink: sink::EventSink,
     pub metrics: metrics::Metrics,
@@ -78,7 +82,13 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/machines/{name}/provision", post(api::provision))
         .route("/v1/machines/{name}/retire", post(api::retire))
         .route("/v1/machines/{name}/report", post(api::report))
-        .route("/v1/machines/{name}/ignition", get(api::ignition))
+        .route("/v1/machines/{name}/ignition", get(machine_config::ignition))
+        .route("/v1/machines/{name}/installer", get(machine_config::installer))
+        .route("/v1/machines/{name}/user-data", get(machine_config::user_data))
+        .route("/v1/machines/{name}/meta-data", get(machine_config::meta_data))
+        .route("/v1/machines/{name}/vendor-data", get(machine_config::vendor_data))
+        .route("/v1/machines/{name}/join", get(cluster::join))
+        .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
         .route("/v1/events", get(api::events))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -89,7 +99,7 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// Builds the shared state: loads or creates the credential secret, starts the sink.
-pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken) -> anyhow::Result<Shared> {
+pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken, seal_key: [u8; 32]) -> anyhow::Result<Shared> {
     let fresh: [u8; 32] = rand::random();
     let secret = store.setting_or_insert("credential_secret", &hex::encode(fresh)).await?;
     let credential_secret = hex::decode(secret.trim())?;
@@ -100,6 +110,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         store,
         settings,
         credential_secret,
+        seal_key,
         admin_token,
         sink,
         metrics,

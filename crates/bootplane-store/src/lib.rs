@@ -158,6 +158,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key` unless a value is already there; returns the stored one.
     /// Several instances racing to create a secret all end up with the same one.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+    /// Stores `value` under `key`, replacing what was there.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
     async fn leases(&self) -> Result<Vec<Lease>>;
     /// Upserts leases (by address) in one transaction; each MAC's other leases go.

@@ -84,6 +84,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// k3s clusters on a running server.
+    Cluster {
+        #[command(subcommand)]
+        cmd: cmd::cluster::ClusterCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// OS bundles: fetch, import, list, gc.
     Bundle {
         #[command(subcommand)]
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
         Cmd::Apply { file, store } => cmd::apply::run(&file, store),
         Cmd::Check { path, json } => cmd::check::run(&path, json),
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
+        Cmd::Cluster { cmd, client } => cmd::cluster::run(cmd, client),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
         Cmd::Butane(a) => cmd::butane::run(a),

@@ -3,7 +3,9 @@
 //! adding a module and a line in [`installer_for`], not editing matches elsewhere.
 
 mod fcos;
+pub mod flatcar;
 mod generic;
+pub mod ubuntu;
 
 use crate::model::{Artifact, Bundle, MachineSpec, OsKind};
 
@@ -23,9 +25,7 @@ impl InstallContext<'_> {
     /// Where a machine downloads one of the bundle's files: the artifact's own URL, or
     /// bootplane's artifact endpoint.
     pub fn artifact_url(&self, role: &str, a: &Artifact) -> String {
-        a.url
-            .clone()
-            .unwrap_or_else(|| format!("{}/artifacts/{}/{}", self.server, self.bundle.name, role))
+        crate::node::artifact_url(self.server, &self.bundle.name, role, a)
     }
 }
 
@@ -59,7 +59,8 @@ pub fn installer_for(kind: OsKind) -> Option<&'static dyn OsInstaller> {
     match kind {
         OsKind::Generic => Some(&generic::Generic),
         OsKind::Fcos => Some(&fcos::Fcos),
-        OsKind::Flatcar | OsKind::Ubuntu => None,
+        OsKind::Flatcar => Some(&flatcar::Flatcar),
+        OsKind::Ubuntu => Some(&ubuntu::Ubuntu),
     }
 }
 

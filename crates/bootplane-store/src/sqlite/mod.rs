@@ -681,6 +681,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |tx| tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()).map_err(be))
+            .await
+    }
+
     async fn leases(&self) -> Result<Vec<Lease>> {
         self.run(|c| {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;

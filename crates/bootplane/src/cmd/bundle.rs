@@ -93,23 +93,16 @@ fn parse_os(s: &str) -> Result<OsKind, String> {
     serde_json::from_value(serde_json::json!(s)).map_err(|_| format!("`{s}` is not an OS kind: fcos, flatcar, ubuntu or generic"))
 }
 
-const ROLES: [&str; 5] = ["kernel", "initramfs", "initrd", "rootfs", "image"];
+const ROLES: [&str; 8] = Bundle::ROLES;
 
 fn set_role(b: &mut Bundle, role: &str, a: Artifact) {
-    match role {
-        "kernel" => b.kernel = Some(a),
-        "initramfs" => b.initramfs = Some(a),
-        "initrd" => b.initrd = Some(a),
-        "rootfs" => b.rootfs = Some(a),
-        _ => b.image = Some(a),
+    if let Some(slot) = b.slot_mut(role) {
+        *slot = Some(a);
     }
 }
 
 fn artifacts(b: &Bundle) -> Vec<(&'static str, &Artifact)> {
-    [("kernel", &b.kernel), ("initramfs", &b.initramfs), ("initrd", &b.initrd), ("rootfs", &b.rootfs), ("image", &b.image)]
-        .into_iter()
-        .filter_map(|(r, a)| a.as_ref().map(|a| (r, a)))
-        .collect()
+    b.artifacts()
 }
 
 struct Env {

@@ -17,14 +17,14 @@ pub enum MachinesCmd {
     Retire { name: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Self {
+    pub(crate) fn new(args: &ClientArgs) -> Self {
         let token = args.token.clone().or_else(|| {
             std::fs::read_to_string("data/admin-token").ok().map(|t| t.trim().to_string())
         });
@@ -37,12 +37,24 @@ impl Client {
 
     fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
+        let r = self.send(method, path)?;
+        r.into_json().with_context(|| format!("{method} {url}: response is not JSON"))
+    }
+
+    /// A text answer, e.g. a kubeconfig.
+    pub(crate) fn text(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{}", self.base, path);
+        self.send(method, path)?.into_string().with_context(|| format!("{method} {url}: unreadable response"))
+    }
+
+    fn send(&self, method: &str, path: &str) -> anyhow::Result<ureq::Response> {
+        let url = format!("{}{}", self.base, path);
         let mut req = self.agent.request(method, &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         match req.call() {
-            Ok(r) => r.into_json().with_context(|| format!("{method} {url}: response is not JSON")),
+            Ok(r) => Ok(r),
             Err(ureq::Error::Status(401, _)) => {
                 bail!("{method} {url}: the server refused the admin token; set BOOTPLANE_TOKEN or --token")
             }

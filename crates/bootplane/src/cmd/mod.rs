@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bundle;
 pub mod butane;
 pub mod check;
+pub mod cluster;
 pub mod dhcp;
 pub mod ignition;
 pub mod init;

@@ -1,6 +1,9 @@
 use anyhow::{bail, Context};
 use bootplane_config::Config;
-use bootplane_core::model::MachineRecord;
+use bootplane_core::config::Inputs;
+use bootplane_core::k3s;
+use bootplane_core::model::{MachineRecord, OsKind};
+use bootplane_core::node::K3sInputs;
 use bootplane_core::{decide, ipxe, DecisionContext, IdentityMatch, MachineState, Observed};
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,13 +14,14 @@ pub struct RenderWhat {
     /// The iPXE script the machine gets when it network-boots to install (default).
     #[arg(long)]
     ipxe: bool,
-    /// The Ignition config it is served while provisioning.
+    /// The config it is served while provisioning: Ignition, or for an ubuntu bundle
+    /// the cloud-init `user-data`.
     #[arg(long)]
     ignition: bool,
     /// The Butane it is built from (its templates and its own snippet).
     #[arg(long)]
     butane: bool,
-    /// Its /etc/rancher/k3s/config.yaml (not built yet).
+    /// Its /etc/rancher/k3s/config.yaml (cluster members only).
     #[arg(long)]
     k3s_config: bool,
 }
@@ -32,10 +36,22 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         .with_context(|| format!("{}: no machine named `{name}`", config.display()))?
         .clone();
     let server = cfg.server.advertise_url().unwrap_or_else(|| format!("http://{}", cfg.server.listen));
-    if what.k3s_config {
-        bail!("--k3s-config is not available in this version of bootplane; --ipxe, --ignition and --butane are");
-    }
     let bundle = spec.bundle.as_deref().and_then(|b| cfg.bundle(b));
+    let os = bundle.map(|b| b.os).unwrap_or(OsKind::Generic);
+    let cluster = spec.cluster.as_deref().and_then(|c| cfg.cluster(c));
+    let node = match cluster {
+        Some(c) => {
+            let bootstrap = c.k3s.bootstrap.as_deref().and_then(|b| cfg.machine(b));
+            Some(k3s::node(c, &spec, bootstrap, os)?)
+        }
+        None => None,
+    };
+    if what.k3s_config {
+        let Some(node) = &node else { bail!("machine {name} is in no cluster; it has no k3s config") };
+        let ip = bootplane_core::network::of(&spec)?.map(|n| n.address);
+        print!("{}", k3s::config_yaml(node, ip));
+        return Ok(ExitCode::SUCCESS);
+    }
     let templates: Vec<(String, String)> =
         spec.templates.iter().filter_map(|t| cfg.templates.iter().find(|x| &x.name == t).map(|x| (x.name.clone(), x.butane.clone()))).collect();
     if what.butane {
@@ -50,10 +66,26 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     if what.ignition {
-        let (config, _) = bootplane_core::config::assemble(&spec, &templates, bundle, &server, CREDENTIAL_PLACEHOLDER, &cfg.ssh_authorized_keys)?;
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        let airgap = cluster.and_then(|c| c.k3s.airgap_bundle.as_deref()).and_then(|b| cfg.bundle(b));
+        let inputs = Inputs {
+            spec: &spec,
+            templates: &templates,
+            bundle,
+            server: &server,
+            credential: CREDENTIAL_PLACEHOLDER,
+            ssh_keys: &cfg.ssh_authorized_keys,
+            k3s: node.clone().map(|node| K3sInputs { node, airgap }),
+        };
+        if os == OsKind::Ubuntu {
+            eprintln!("# {name} installs Ubuntu: this is its cloud-init user-data");
+            print!("{}", bootplane_core::os::ubuntu::user_data(&inputs)?);
+        } else {
+            let (config, _) = bootplane_core::config::assemble(&inputs)?;
+            println!("{}", serde_json::to_string_pretty(&config)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
+    drop(node);
     let now = chrono::Utc::now();
     let record = MachineRecord {
         spec,

@@ -37,6 +37,29 @@ fn admin_token(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> any
     }
 }
 
+/// The key sealing cluster secrets: `server.secret_key_file`, else `secret.key` in the
+/// data directory, created on first start. 64 hex digits.
+fn secret_key(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = match &cfg.server.secret_key_file {
+        Some(f) => match config_path.and_then(Path::parent) {
+            Some(base) if f.is_relative() => base.join(f),
+            _ => f.clone(),
+        },
+        None => data_dir.join("secret.key"),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.server.secret_key_file.is_none() => {
+            let t = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&path, &format!("{t}\n"))?;
+            t
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading secret key {}", path.display())),
+    };
+    let bytes = hex::decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+    bytes.with_context(|| format!("{}: expected 64 hex digits (a 32-byte key); create one with `openssl rand -hex 32`", path.display()))
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -81,7 +104,8 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         let mut settings = cfg.server.clone();
         // With port 0 (or any implicit advertise URL), tell machines the real address.
         settings.listen = addr;
-        let state = bootplane_server::state(store, settings, token).await?;
+        let key = secret_key(&cfg, config.as_deref(), &dir)?;
+        let state = bootplane_server::state(store, settings, token, key).await?;
         let _ = state.content.set(bootplane_artifacts::ContentStore::new(&dir));
         let _ = state.first_stage.set((cfg.tftp.root.clone(), cfg.tftp.allow_symlinks_to.clone()));
         if cfg.tftp.enabled {

@@ -21,6 +21,8 @@ pub struct Finding {
     pub message: String,
 }
 
+mod clusters;
+
 struct Findings(Vec<Finding>);
 impl Findings {
     fn error(&mut self, m: String) {
@@ -140,6 +142,12 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
         } else if m.role.is_some() {
             out.error(format!("{w}: has a role but no cluster"));
         }
+        if let Err(e) = bootplane_core::network::of(m) {
+            out.error(format!("{w}: {e}"));
+        }
+        if bundle.and_then(|(_, b)| b).is_some_and(|b| b.os == OsKind::Ubuntu) && (m.butane.is_some() || !m.templates.is_empty()) {
+            out.error(format!("{w}: Butane snippets and templates compile to Ignition, which an ubuntu bundle does not read"));
+        }
         for t in &m.templates {
             if !cfg.templates.iter().any(|x| &x.name == t) {
                 out.error(format!("{w}: template `{t}` is not defined in `templates`"));
@@ -173,14 +181,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 ));
             }
         }
-        for (role, a) in [
-            ("kernel", &b.kernel),
-            ("initramfs", &b.initramfs),
-            ("initrd", &b.initrd),
-            ("rootfs", &b.rootfs),
-            ("image", &b.image),
-        ] {
-            let Some(a) = a else { continue };
+        for (role, a) in b.artifacts() {
             if let Some(sum) = &a.sha256 {
                 if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
                     out.warn(format!("{w}: {role}.sha256 `{sum}` is not a sha256 digest; the file cannot be verified"));
@@ -196,9 +197,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
         if !is_dns_label(&c.name) {
             out.error(format!("cluster {}: name must be a DNS label", c.name));
         }
-        if !cfg.machines.iter().any(|m| m.cluster.as_deref() == Some(&c.name)) {
-            out.warn(format!("cluster {}: no machine belongs to it", c.name));
-        }
+        clusters::lint(cfg, c, &mut out);
     }
 
     if cfg.dhcp.mode == DhcpMode::Full {

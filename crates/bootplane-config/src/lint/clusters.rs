@@ -1,0 +1,132 @@
+//! Cluster findings: the mistakes that make k3s nodes fail to form one cluster (no
+//! server, two servers each running `cluster-init`, a bootstrap that is not a server,
+//! pod/service networks overlapping the machines' own network, a token pasted into a
+//! config that is served without authentication).
+
+use super::Findings;
+use crate::Config;
+use bootplane_core::model::{Cluster, Role};
+use std::net::Ipv4Addr;
+
+/// An IPv4 network as (first address, prefix length).
+fn net(cidr: &str) -> Option<(u32, u8)> {
+    let (a, p) = bootplane_core::network::parse_cidr(cidr)?;
+    Some((u32::from(a) & mask(p), p))
+}
+
+fn mask(p: u8) -> u32 {
+    if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - p)
+    }
+}
+
+fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
+    let p = a.1.min(b.1);
+    a.0 & mask(p) == b.0 & mask(p)
+}
+
+fn show((a, p): (u32, u8)) -> String {
+    format!("{}/{p}", Ipv4Addr::from(a))
+}
+
+/// The networks the machines themselves live on, each with where it comes from.
+fn machine_networks(cfg: &Config) -> Vec<((u32, u8), String)> {
+    let mut v = Vec::new();
+    let prefix = cfg.dhcp.netmask.and_then(bootplane_core::network::prefix_of);
+    if let (Some(r), Some(p)) = (cfg.dhcp.range, prefix) {
+        v.push(((u32::from(r.first) & mask(p), p), "the DHCP range".to_string()));
+    }
+    for m in &cfg.machines {
+        if let Some(n) = m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net) {
+            v.push((n, format!("machine {}'s address", m.name)));
+        } else if let Some(ip) = m.ip {
+            v.push(((u32::from(ip), 32), format!("machine {}'s ip", m.name)));
+        }
+    }
+    v
+}
+
+pub(super) fn lint(cfg: &Config, c: &Cluster, out: &mut Findings) {
+    let w = format!("cluster {}", c.name);
+    let members: Vec<_> = cfg.machines.iter().filter(|m| m.cluster.as_deref() == Some(&c.name)).collect();
+    if members.is_empty() {
+        out.warn(format!("{w}: no machine belongs to it"));
+        return;
+    }
+    let servers: Vec<_> = members.iter().filter(|m| m.role == Some(Role::Server)).collect();
+    if servers.is_empty() {
+        out.error(format!("{w}: no machine has `role: server`; agents would have nothing to join"));
+    }
+    if c.k3s.version.is_none() {
+        out.error(format!("{w}: k3s.version is not set; pin a release such as v1.28.5+k3s1 so every node runs the same k3s"));
+    }
+    if let Some(b) = &c.k3s.bootstrap {
+        if !servers.iter().any(|m| &m.name == b) {
+            out.error(format!("{w}: bootstrap `{b}` is not a server of this cluster"));
+        }
+    }
+    if c.k3s.extra_config.contains_key("cluster-init") && servers.len() > 1 {
+        out.error(format!(
+            "{w}: extra_config sets cluster-init for every server, so {} servers would each bootstrap a separate cluster; \
+             remove it (bootplane gives cluster-init to the bootstrap server only)",
+            servers.len()
+        ));
+    }
+    for key in ["token", "agent-token", "token-file", "agent-token-file", "server"] {
+        if c.k3s.extra_config.contains_key(key) || c.k3s.agent_extra_config.contains_key(key) {
+            out.error(format!(
+                "{w}: extra_config sets `{key}`; bootplane generates and delivers join tokens and the server address itself \
+                 (a token in config.yaml would be served with the machine's config)"
+            ));
+        }
+    }
+    match &c.k3s.airgap_bundle {
+        Some(b) => match cfg.bundle(b) {
+            None => out.error(format!("{w}: airgap_bundle `{b}` is not defined in `bundles`")),
+            Some(bundle) if bundle.k3s.is_none() => out.error(format!("{w}: airgap_bundle {b} has no `k3s` binary")),
+            Some(_) => {}
+        },
+        None => {}
+    }
+    let mut own = Vec::new();
+    for (what, v) in [("cluster_cidr", &c.k3s.cluster_cidr), ("service_cidr", &c.k3s.service_cidr)] {
+        let Some(v) = v else { continue };
+        match net(v) {
+            Some(n) => own.push((what, n)),
+            None => out.error(format!("{w}: {what} `{v}` is not a network such as 10.42.0.0/16")),
+        }
+    }
+    if let [(a, an), (b, bn)] = own[..] {
+        if overlaps(an, bn) {
+            out.error(format!("{w}: {a} {} overlaps {b} {}", show(an), show(bn)));
+        }
+    }
+    for (what, n) in &own {
+        for (m, from) in machine_networks(cfg) {
+            if overlaps(*n, m) {
+                out.error(format!(
+                    "{w}: {what} {} overlaps {from} ({}); pods or services would shadow real hosts. Pick another range",
+                    show(*n),
+                    show(m)
+                ));
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_arithmetic() {
+        let a = net("10.42.0.0/16").unwrap();
+        assert!(overlaps(a, net("10.42.7.0/24").unwrap()));
+        assert!(!overlaps(a, net("10.43.0.0/16").unwrap()));
+        assert!(overlaps(net("10.0.0.0/8").unwrap(), a));
+        assert_eq!(show(net("10.42.9.9/16").unwrap()), "10.42.0.0/16");
+    }
+}

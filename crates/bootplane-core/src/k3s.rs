@@ -1,0 +1,312 @@
+//! k3s cluster formation as pure functions: which server bootstraps the cluster, each
+//! node's one `/etc/rancher/k3s/config.yaml`, the join material a node fetches at first
+//! boot (short tokens for the bootstrap server, the secure `K10<ca-hash>::` form for
+//! everyone who joins), and the kubeconfig rewrite. No secret is ever part of a node's
+//! config: config.yaml points at `token-file`s that the node's install step fills from
+//! `/v1/machines/{name}/join` with its one-time credential.
+
+use crate::model::{Cluster, MachineSpec, OsKind, Role};
+use serde_json::{json, Map, Value};
+
+pub const TOKEN_FILE: &str = "/etc/rancher/k3s/token";
+pub const AGENT_TOKEN_FILE: &str = "/etc/rancher/k3s/agent-token";
+pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+/// The self-signed cluster CA whose hash goes into secure tokens (k3s docs, "k3s token").
+pub const SERVER_CA: &str = "/var/lib/rancher/k3s/server/tls/server-ca.crt";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// The server that runs `cluster-init` and creates the cluster.
+    Bootstrap,
+    Server,
+    Agent,
+}
+
+impl NodeRole {
+    pub fn is_server(self) -> bool {
+        self != NodeRole::Agent
+    }
+    /// The systemd unit k3s runs as (the names k3s's own installer uses).
+    pub fn unit(self) -> &'static str {
+        if self.is_server() {
+            "k3s.service"
+        } else {
+            "k3s-agent.service"
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum K3sError {
+    #[error("machine {machine} is in cluster {cluster} but has no role; set `role: server` or `role: agent`")]
+    NoRole { machine: String, cluster: String },
+    #[error("cluster {cluster} has no bootstrap server; give one machine `role: server`")]
+    NoBootstrap { cluster: String },
+    #[error("cluster {cluster} has no k3s.version; pin one such as v1.28.5+k3s1")]
+    NoVersion { cluster: String },
+}
+
+/// One machine's place in its cluster.
+#[derive(Clone, Debug)]
+pub struct Node<'a> {
+    pub cluster: &'a Cluster,
+    pub machine: &'a MachineSpec,
+    pub role: NodeRole,
+    /// `https://host:6443`: the VIP/API endpoint, or the bootstrap server.
+    pub api: String,
+    pub os: OsKind,
+}
+
+/// The name of the bootstrap server: the cluster's `bootstrap`, else the first server
+/// (in the order given) that belongs to it.
+pub fn bootstrap_name<'m>(cluster: &Cluster, machines: impl IntoIterator<Item = &'m MachineSpec>) -> Option<String> {
+    cluster.k3s.bootstrap.clone().or_else(|| {
+        machines
+            .into_iter()
+            .find(|m| m.cluster.as_deref() == Some(&cluster.name) && m.role == Some(Role::Server))
+            .map(|m| m.name.clone())
+    })
+}
+
+/// How joiners reach the API: the configured endpoint, else the bootstrap server's
+/// address (its reserved IP, else its hostname).
+pub fn api_url(cluster: &Cluster, bootstrap: Option<&MachineSpec>) -> Option<String> {
+    if let Some(api) = &cluster.k3s.api {
+        return Some(api.trim_end_matches('/').to_string());
+    }
+    let b = bootstrap?;
+    let host = b.ip.map(|ip| ip.to_string()).unwrap_or_else(|| b.hostname.clone().unwrap_or_else(|| b.name.clone()));
+    Some(format!("https://{host}:6443"))
+}
+
+/// Places `machine` in `cluster`, whose bootstrap server is `bootstrap`.
+pub fn node<'a>(
+    cluster: &'a Cluster,
+    machine: &'a MachineSpec,
+    bootstrap: Option<&MachineSpec>,
+    os: OsKind,
+) -> Result<Node<'a>, K3sError> {
+    if cluster.k3s.version.is_none() {
+        return Err(K3sError::NoVersion { cluster: cluster.name.clone() });
+    }
+    let b = bootstrap.ok_or_else(|| K3sError::NoBootstrap { cluster: cluster.name.clone() })?;
+    let role = match machine.role {
+        None => return Err(K3sError::NoRole { machine: machine.name.clone(), cluster: cluster.name.clone() }),
+        Some(Role::Agent) => NodeRole::Agent,
+        Some(Role::Server) if b.name == machine.name => NodeRole::Bootstrap,
+        Some(Role::Server) => NodeRole::Server,
+    };
+    let api = api_url(cluster, Some(b)).ok_or_else(|| K3sError::NoBootstrap { cluster: cluster.name.clone() })?;
+    Ok(Node { cluster, machine, role, api, os })
+}
+
+/// Where binaries go: `/usr` is read-only on Flatcar, so `/opt/bin` there; on fcos
+/// `/usr/local` is writable and its `bin` carries the right SELinux label.
+pub fn bin_dir(os: OsKind) -> &'static str {
+    match os {
+        OsKind::Flatcar => "/opt/bin",
+        _ => "/usr/local/bin",
+    }
+}
+
+/// Whether k3s runs with SELinux support (fcos only, on unless the cluster says no).
+pub fn selinux(node: &Node<'_>) -> bool {
+    node.os == OsKind::Fcos && node.cluster.k3s.selinux.unwrap_or(true)
+}
+
+fn api_host(api: &str) -> Option<&str> {
+    let rest = api.split_once("://").map(|(_, r)| r).unwrap_or(api);
+    let host = rest.split(['/', '?']).next()?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+    };
+    Some(host).filter(|h| !h.is_empty())
+}
+
+/// The node's `/etc/rancher/k3s/config.yaml`: every k3s setting, once, and no secret.
+pub fn config_yaml(node: &Node<'_>, node_ip: Option<std::net::Ipv4Addr>) -> String {
+    let k = &node.cluster.k3s;
+    let mut c = Map::new();
+    if node.role == NodeRole::Bootstrap {
+        c.insert("cluster-init".into(), json!(true));
+    } else {
+        c.insert("server".into(), json!(node.api));
+    }
+    c.insert("token-file".into(), json!(TOKEN_FILE));
+    if node.role.is_server() {
+        c.insert("agent-token-file".into(), json!(AGENT_TOKEN_FILE));
+    }
+    c.insert("node-name".into(), json!(node.machine.short_hostname()));
+    if let Some(ip) = node_ip {
+        c.insert("node-ip".into(), json!(ip.to_string()));
+    }
+    let labels: Vec<String> = node.machine.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !labels.is_empty() {
+        c.insert("node-label".into(), json!(labels));
+    }
+    if selinux(node) {
+        c.insert("selinux".into(), json!(true));
+    }
+    if node.role.is_server() {
+        c.insert("write-kubeconfig-mode".into(), json!("0600"));
+        let mut sans: Vec<String> = Vec::new();
+        for s in api_host(&node.api).into_iter().map(str::to_string).chain(k.tls_san.iter().cloned()) {
+            if !sans.contains(&s) {
+                sans.push(s);
+            }
+        }
+        c.insert("tls-san".into(), json!(sans));
+        if !k.disable.is_empty() {
+            c.insert("disable".into(), json!(k.disable));
+        }
+        if let Some(v) = &k.cluster_cidr {
+            c.insert("cluster-cidr".into(), json!(v));
+        }
+        if let Some(v) = &k.service_cidr {
+            c.insert("service-cidr".into(), json!(v));
+        }
+        if let Some(v) = &k.flannel_backend {
+            c.insert("flannel-backend".into(), json!(v));
+        }
+    }
+    let extra = if node.role.is_server() { &k.extra_config } else { &k.agent_extra_config };
+    for (key, v) in extra {
+        // The generated keys win: they are what makes joining work.
+        c.entry(key.clone()).or_insert_with(|| v.clone());
+    }
+    let header = format!(
+        "# Written by bootplane for {} ({} of cluster {}). Tokens are not here: see token-file.\n",
+        node.machine.name,
+        match node.role {
+            NodeRole::Bootstrap => "bootstrap server",
+            NodeRole::Server => "server",
+            NodeRole::Agent => "agent",
+        },
+        node.cluster.name
+    );
+    header + &serde_yaml::to_string(&Value::Object(c)).unwrap_or_default()
+}
+
+/// A cluster's generated join secrets (k3s "short" tokens).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tokens {
+    pub server: String,
+    pub agent: String,
+}
+
+/// `K10<ca-hash>::<user>:<password>`, k3s's secure token form.
+pub fn secure_token(ca_hash: &str, user: &str, password: &str) -> String {
+    format!("K10{ca_hash}::{user}:{password}")
+}
+
+/// True for a SHA-256 as `sha256sum` prints it.
+pub fn is_ca_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Join {
+    /// `KEY=value` lines for the node's install step.
+    Ready(String),
+    /// The bootstrap server has not reported its CA yet; ask again later.
+    WaitForBootstrap,
+}
+
+/// What `/v1/machines/{name}/join` answers for `role`.
+pub fn join_material(role: NodeRole, tokens: &Tokens, ca_hash: Option<&str>) -> Join {
+    match (role, ca_hash) {
+        (NodeRole::Bootstrap, _) => Join::Ready(format!("K3S_TOKEN={}\nK3S_AGENT_TOKEN={}\n", tokens.server, tokens.agent)),
+        (_, None) => Join::WaitForBootstrap,
+        (NodeRole::Server, Some(h)) => Join::Ready(format!(
+            "K3S_TOKEN={}\nK3S_AGENT_TOKEN={}\n",
+            secure_token(h, "server", &tokens.server),
+            tokens.agent
+        )),
+        (NodeRole::Agent, Some(h)) => Join::Ready(format!("K3S_TOKEN={}\n", secure_token(h, "node", &tokens.agent))),
+    }
+}
+
+/// The bootstrap server's kubeconfig with its loopback API address replaced by `api`.
+pub fn rewrite_kubeconfig(kubeconfig: &str, api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    kubeconfig
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            match t.strip_prefix("server:") {
+                Some(v) if v.trim().starts_with("https://127.0.0.1") || v.trim().starts_with("https://localhost") || v.trim().starts_with("https://[::1]") => {
+                    format!("{}server: {api}", &l[..l.len() - t.len()])
+                }
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::K3sSettings;
+
+    fn cluster() -> Cluster {
+        Cluster {
+            name: "lab".into(),
+            k3s: K3sSettings {
+                version: Some("v1.28.5+k3s1".into()),
+                disable: vec!["traefik".into()],
+                cluster_cidr: Some("10.42.0.0/16".into()),
+                tls_san: vec!["k8s.lab.internal".into()],
+                ..Default::default()
+            },
+        }
+    }
+
+    fn m(name: &str, role: Option<Role>, ip: &str) -> MachineSpec {
+        MachineSpec { name: name.into(), role, cluster: Some("lab".into()), ip: ip.parse().ok(), ..Default::default() }
+    }
+
+    #[test]
+    fn first_server_bootstraps_and_others_join_it() {
+        let c = cluster();
+        let ms = [m("a1", Some(Role::Agent), "10.0.0.9"), m("s1", Some(Role::Server), "10.0.0.5"), m("s2", Some(Role::Server), "10.0.0.6")];
+        assert_eq!(bootstrap_name(&c, &ms).as_deref(), Some("s1"));
+        let b = &ms[1];
+        let n = node(&c, &ms[1], Some(b), OsKind::Fcos).unwrap();
+        assert_eq!(n.role, NodeRole::Bootstrap);
+        let y = config_yaml(&n, None);
+        assert!(y.contains("cluster-init: true") && !y.contains("server:"), "{y}");
+        assert!(y.contains("selinux: true") && y.contains("- 10.0.0.5\n- k8s.lab.internal"), "{y}");
+        let j = node(&c, &ms[2], Some(b), OsKind::Flatcar).unwrap();
+        let y = config_yaml(&j, None);
+        assert!(y.contains("server: https://10.0.0.5:6443") && !y.contains("cluster-init") && !y.contains("selinux"), "{y}");
+        let a = node(&c, &ms[0], Some(b), OsKind::Fcos).unwrap();
+        let y = config_yaml(&a, None);
+        assert!(!y.contains("disable") && !y.contains("agent-token-file") && !y.contains("tls-san"), "{y}");
+        assert_eq!(node(&c, &m("x", None, ""), Some(b), OsKind::Fcos).unwrap_err(), K3sError::NoRole { machine: "x".into(), cluster: "lab".into() });
+    }
+
+    #[test]
+    fn join_material_waits_for_the_ca_then_uses_secure_tokens() {
+        let t = Tokens { server: "s3cr3t".into(), agent: "ag3nt".into() };
+        assert_eq!(join_material(NodeRole::Bootstrap, &t, None), Join::Ready("K3S_TOKEN=s3cr3t\nK3S_AGENT_TOKEN=ag3nt\n".into()));
+        assert_eq!(join_material(NodeRole::Agent, &t, None), Join::WaitForBootstrap);
+        let h = "a".repeat(64);
+        let Join::Ready(s) = join_material(NodeRole::Agent, &t, Some(&h)) else { panic!() };
+        assert_eq!(s, format!("K3S_TOKEN=K10{h}::node:ag3nt\n"));
+        let Join::Ready(s) = join_material(NodeRole::Server, &t, Some(&h)) else { panic!() };
+        assert!(s.starts_with(&format!("K3S_TOKEN=K10{h}::server:s3cr3t\n")));
+        assert!(is_ca_hash(&h) && !is_ca_hash("A".repeat(64).as_str()) && !is_ca_hash("abc"));
+    }
+
+    #[test]
+    fn kubeconfig_points_at_the_api() {
+        let k = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: X\n    server: https://127.0.0.1:6443\n  name: default\n";
+        let r = rewrite_kubeconfig(k, "https://10.20.0.5:6443/");
+        assert!(r.contains("    server: https://10.20.0.5:6443\n") && !r.contains("127.0.0.1"), "{r}");
+        assert_eq!(api_host("https://[fd00::1]:6443"), Some("fd00::1"));
+        assert_eq!(api_host("https://vip.lab:6443/"), Some("vip.lab"));
+    }
+}

@@ -1,0 +1,106 @@
+//! Ubuntu: the live-server kernel and initrd with `autoinstall` and a per-machine NoCloud
+//! seed (`/v1/machines/{name}/user-data` and `meta-data`). The seed carries the same
+//! files and units as an Ignition machine (machine.env, static network as netplan,
+//! report unit, k3s), written into the installed system through cloud-init.
+
+use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
+use crate::config::{ConfigError, Inputs};
+use crate::ignition::machine_env;
+use crate::{network, node};
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+pub struct Ubuntu;
+
+impl OsInstaller for Ubuntu {
+    fn plan(&self, ctx: &InstallContext<'_>) -> Result<InstallerPlan, PlanError> {
+        let b = ctx.bundle;
+        let kernel = require(b, b.kernel.as_ref(), "kernel")?;
+        let initrd = require(b, b.initrd_artifact(), "initrd")?;
+        let iso = require(b, b.image.as_ref(), "image")?;
+        if ctx.machine.install_disk.is_none() {
+            return Err(PlanError::NoInstallDisk { machine: ctx.machine.name.clone() });
+        }
+        let role = if b.initramfs.is_some() { "initramfs" } else { "initrd" };
+        // `cloud-config-url=/dev/null` stops casper from fetching the ISO a second time.
+        let mut args = vec![
+            "ip=dhcp".to_string(),
+            format!("url={}", ctx.artifact_url("image", iso)),
+            "autoinstall".to_string(),
+            format!("ds=nocloud-net;s={}/v1/machines/{}/", ctx.server, ctx.machine.name),
+            "cloud-config-url=/dev/null".to_string(),
+        ];
+        if let Some(extra) = &b.args {
+            args.push(extra.clone());
+        }
+        Ok(InstallerPlan {
+            kernel_url: ctx.artifact_url("kernel", kernel),
+            initrds: vec![("initrd".into(), ctx.artifact_url(role, initrd))],
+            args: args.join(" "),
+        })
+    }
+}
+
+const DISK_PLACEHOLDER: &str = "@BOOTPLANE_INSTALL_DISK@";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The NoCloud `meta-data`; a new instance id per install generation makes cloud-init
+/// treat a reinstall as a new instance.
+pub fn meta_data(name: &str, generation: u32, short_hostname: &str) -> String {
+    format!("instance-id: bootplane-{name}-{generation}\nlocal-hostname: {short_hostname}\n")
+}
+
+/// The NoCloud `user-data`: an autoinstall document.
+pub fn user_data(inp: &Inputs<'_>) -> Result<String, ConfigError> {
+    let m = inp.spec;
+    if m.butane.is_some() || !m.templates.is_empty() {
+        return Err(ConfigError::Template {
+            machine: m.name.clone(),
+            what: "butane".into(),
+            detail: "Butane snippets and templates compile to Ignition, which Ubuntu does not read; remove them from this ubuntu machine".into(),
+        });
+    }
+    let disk = m.install_disk.clone().unwrap_or_default();
+    let setup = node::setup(m, crate::model::OsKind::Ubuntu, inp.server, inp.k3s.as_ref())?;
+    let mut files = vec![json!({ "path": "/etc/bootplane/machine.env", "permissions": "0600", "encoding": "b64", "content": b64(&machine_env(inp.server, &m.name, inp.credential)) })];
+    for f in &setup.files {
+        files.push(json!({ "path": f.path, "permissions": format!("{:04o}", f.mode), "encoding": "b64", "content": b64(&f.contents) }));
+    }
+    for u in &setup.units {
+        files.push(json!({ "path": format!("/etc/systemd/system/{}", u.name), "permissions": "0644", "encoding": "b64", "content": b64(&u.contents) }));
+    }
+    let mut enable = vec![json!("systemctl"), json!("enable"), json!("--now"), json!("--no-block")];
+    enable.extend(setup.units.iter().filter(|u| u.enabled).map(|u| json!(u.name)));
+    let hostname = m.hostname.clone().unwrap_or_else(|| m.name.clone());
+    let mut target = json!({
+        "hostname": m.short_hostname(),
+        "users": ["default"],
+        "write_files": files,
+        "runcmd": [["systemctl", "daemon-reload"], enable],
+    });
+    if hostname.contains('.') {
+        target["fqdn"] = json!(hostname);
+    }
+    if !inp.ssh_keys.is_empty() {
+        target["ssh_authorized_keys"] = json!(inp.ssh_keys);
+    }
+    // Autoinstall matches disks by kernel path; resolve the stable by-id name at install
+    // time, in the installer, and rewrite the config before it is read again.
+    let resolve = format!("sh -c 'd=$(readlink -f {disk}) && sed -i \"s|{DISK_PLACEHOLDER}|$d|\" /autoinstall.yaml'");
+    let mut ai = json!({
+        "version": 1,
+        "early-commands": [resolve],
+        "storage": { "layout": { "name": "direct", "match": { "path": DISK_PLACEHOLDER } } },
+        "ssh": { "install-server": true, "allow-pw": false, "authorized-keys": inp.ssh_keys },
+        "user-data": target,
+        "shutdown": "reboot",
+    });
+    if let Some(n) = network::of(m)? {
+        ai["network"] = network::netplan(&n);
+    }
+    let doc: Value = json!({ "autoinstall": ai });
+    Ok(format!("#cloud-config\n# Written by bootplane for {}.\n{}", m.name, serde_yaml::to_string(&doc).unwrap_or_default()))
+}

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Tells bootplane how this install ended (bootplane). With k3s, waits until k3s is up
+# (or has failed) first; a bootstrap server also hands over its cluster CA hash and
+# kubeconfig so the other nodes can join securely. On failure it sends the failing
+# unit's last log lines. Runs until one report is accepted, then never again.
+set -uo pipefail
+
+# shellcheck source=/dev/null
+. /etc/bootplane/machine.env
+if [ -r /etc/bootplane/k3s.env ]; then
+    # shellcheck source=/dev/null
+    . /etc/bootplane/k3s.env
+fi
+
+STAMP=/var/lib/bootplane/reported
+[ -e "$STAMP" ] && exit 0
+umask 077
+mkdir -p /var/lib/bootplane /run/bootplane
+
+state=installed
+unit=
+if [ -n "${K3S_ROLE:-}" ]; then
+    unit=k3s.service
+    [ "$K3S_ROLE" = agent ] && unit=k3s-agent.service
+    state=failed
+    for _ in $(seq 1 180); do
+        if systemctl is-failed --quiet bootplane-k3s-install.service; then
+            unit=bootplane-k3s-install.service
+            break
+        fi
+        if [ "$K3S_ROLE" = agent ]; then
+            if systemctl is-active --quiet k3s-agent.service; then state=installed; break; fi
+        elif "$K3S_BIN_DIR/k3s" kubectl get --raw /readyz > /dev/null 2>&1; then
+            state=installed
+            break
+        fi
+        sleep 5
+    done
+fi
+
+body="{\"state\":\"$state\",\"detail\":{\"hostname\":\"$(hostname)\"}"
+if [ "$state" = installed ] && [ "${K3S_BOOTSTRAP:-0}" = 1 ]; then
+    ca=$(sha256sum /var/lib/rancher/k3s/server/tls/server-ca.crt | cut -d' ' -f1)
+    kc=$(base64 -w0 /etc/rancher/k3s/k3s.yaml)
+    body="$body,\"ca_hash\":\"$ca\",\"kubeconfig\":\"$kc\""
+fi
+if [ "$state" = failed ]; then
+    log=$(journalctl -u "$unit" -n 40 --no-pager -o cat 2> /dev/null | base64 -w0)
+    body="$body,\"unit\":\"$unit\",\"log_tail\":\"$log\""
+fi
+body="$body}"
+
+auth=/run/bootplane/auth
+printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
+printf '%s' "$body" > /run/bootplane/report.json
+for _ in $(seq 1 60); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H "@$auth" \
+        -H 'Content-Type: application/json' --data-binary @/run/bootplane/report.json \
+        "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/report" || true)
+    case "$code" in
+        2??) touch "$STAMP"; exit 0 ;;
+        # Already used: an earlier run's report was accepted.
+        401) touch "$STAMP"; exit 0 ;;
+        *) sleep 10 ;;
+    esac
+done
+echo "could not report to $BOOTPLANE_URL (last HTTP $code)" >&2
+exit 1

@@ -1,0 +1,154 @@
+//! Cluster secrets and join material. Each cluster's server and agent tokens are
+//! generated here on first need and kept in the store sealed under the server's secret
+//! key (see `bootplane_core::sealed`); the bootstrap server's CA hash and kubeconfig
+//! arrive with its `installed` report. A node gets its tokens only from `/join`, with
+//! its own credential, while it is installing; nothing token-shaped is ever logged.
+
+use crate::api::{error, store_error};
+use crate::auth::{bearer, require_admin, unauthorized};
+use crate::machine_config::{event, load};
+use crate::Shared;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bootplane_core::k3s::{self, Join, NodeRole, Tokens};
+use bootplane_core::{credential, sealed};
+use serde_json::json;
+use std::net::SocketAddr;
+
+fn tokens_key(cluster: &str) -> String {
+    format!("cluster/{cluster}/tokens")
+}
+fn ca_key(cluster: &str) -> String {
+    format!("cluster/{cluster}/ca_hash")
+}
+fn kubeconfig_key(cluster: &str) -> String {
+    format!("cluster/{cluster}/kubeconfig")
+}
+
+fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 24]>())
+}
+
+fn seal(s: &Shared, purpose: &str, plaintext: &[u8]) -> String {
+    sealed::seal(&s.seal_key, purpose, rand::random(), plaintext)
+}
+
+/// The cluster's tokens, created (once, even with several instances racing) on first use.
+pub async fn tokens(s: &Shared, cluster: &str) -> anyhow::Result<Tokens> {
+    let key = tokens_key(cluster);
+    let fresh = Tokens { server: random_token(), agent: random_token() };
+    let sealed_value = s.store.setting_or_insert(&key, &seal(s, &key, &serde_json::to_vec(&fresh)?)).await?;
+    let plain = sealed::open(&s.seal_key, &key, &sealed_value)?;
+    Ok(serde_json::from_slice(&plain)?)
+}
+
+/// `GET /v1/machines/{name}/join`: this node's tokens as `KEY=value` lines.
+pub async fn join(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let source = Some(peer.ip().to_string());
+    let rec = match s.store.machine(&name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return unauthorized("credential refused"),
+        Err(e) => return store_error(e),
+    };
+    let ok = bearer(&headers).is_some_and(|p| credential::verify(&s.credential_secret, &name, rec.credential_generation, p));
+    if !ok {
+        event(&s, &name, "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
+        return unauthorized("join material needs `Authorization: Bearer $BOOTPLANE_CREDENTIAL` from /etc/bootplane/machine.env (used credentials are retired)");
+    }
+    if !rec.state.serves_installer() {
+        event(&s, &name, "join.refused", source, json!({ "reason": "not installing", "state": rec.state })).await;
+        return error(StatusCode::NOT_FOUND, "join material is only served while the machine is installing");
+    }
+    let loaded = match load(&s, rec, &headers).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let node = match loaded.node() {
+        Ok(Some(n)) => n,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("machine {name} is in no cluster")),
+        Err(e) => return error(StatusCode::CONFLICT, e),
+    };
+    let cluster = node.cluster.name.clone();
+    let t = match tokens(&s, &cluster).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cluster {cluster}: cannot read its tokens: {e}");
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("cluster {cluster}: tokens unavailable; see the server log"));
+        }
+    };
+    let ca = s.store.setting(&ca_key(&cluster)).await.ok().flatten();
+    match k3s::join_material(node.role, &t, ca.as_deref()) {
+        Join::Ready(text) => {
+            let form = if node.role == NodeRole::Bootstrap { "short (bootstrap)" } else { "secure K10" };
+            event(&s, &name, "join.served", source, json!({ "cluster": cluster, "role": format!("{:?}", node.role).to_lowercase(), "token_form": form })).await;
+            ([(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+        }
+        Join::WaitForBootstrap => {
+            event(&s, &name, "join.waiting", source, json!({ "cluster": cluster, "reason": "bootstrap server has not reported its CA yet" })).await;
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "15")], "the cluster's bootstrap server has not reported yet; retry\n").into_response()
+        }
+    }
+}
+
+/// What an `installed` report from a bootstrap server hands over.
+pub struct Handover {
+    pub ca_hash: String,
+    pub kubeconfig: Vec<u8>,
+}
+
+/// Records the bootstrap server's CA hash and kubeconfig (sealed) when `machine` is its
+/// cluster's bootstrap; reports from other machines are ignored for this.
+pub async fn record_handover(s: &Shared, machine: &bootplane_core::MachineSpec, h: Handover) -> Result<bool, String> {
+    let Some(c) = &machine.cluster else { return Ok(false) };
+    let cluster = match s.store.cluster(c).await {
+        Ok(Some(c)) => c,
+        _ => return Ok(false),
+    };
+    if cluster.k3s.bootstrap.as_deref() != Some(&machine.name) {
+        return Ok(false);
+    }
+    if !k3s::is_ca_hash(&h.ca_hash) {
+        return Err("ca_hash is not a lowercase hex SHA-256".into());
+    }
+    let key = kubeconfig_key(c);
+    let sealed_kc = seal(s, &key, &h.kubeconfig);
+    s.store.set_setting(&key, &sealed_kc).await.map_err(|e| e.to_string())?;
+    s.store.set_setting(&ca_key(c), &h.ca_hash).await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// `GET /v1/clusters/{name}/kubeconfig` (admin): the bootstrap server's kubeconfig,
+/// pointed at the cluster's API endpoint instead of 127.0.0.1.
+pub async fn kubeconfig(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    let cluster = match s.store.cluster(&name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no cluster named `{name}`")),
+        Err(e) => return store_error(e),
+    };
+    let key = kubeconfig_key(&name);
+    let Some(sealed_kc) = s.store.setting(&key).await.ok().flatten() else {
+        return error(StatusCode::NOT_FOUND, format!("cluster {name}: its bootstrap server has not reported a kubeconfig yet"));
+    };
+    let plain = match sealed::open(&s.seal_key, &key, &sealed_kc) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let bootstrap = match &cluster.k3s.bootstrap {
+        Some(b) => s.store.machine(b).await.ok().flatten().map(|r| r.spec),
+        None => None,
+    };
+    let Some(api) = k3s::api_url(&cluster, bootstrap.as_ref()) else {
+        return error(StatusCode::CONFLICT, format!("cluster {name} has no API endpoint and no bootstrap server"));
+    };
+    let text = k3s::rewrite_kubeconfig(&String::from_utf8_lossy(&plain), &api);
+    ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+}

@@ -1,0 +1,229 @@
+//! The per-machine configs a booting machine fetches under `/v1/machines/{name}/...`:
+//! its Ignition, its NoCloud seed (Ubuntu), and its installer config (Flatcar's live
+//! system). All are served only while the machine's state asks for an install; the
+//! Ignition and `user-data` fetches move it from `provision` to `installing`. Nothing
+//! here contains a cluster token: those come from `/join` with the machine's credential.
+
+use crate::api::{error, store_error};
+use crate::boot::server_url;
+use crate::Shared;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bootplane_core::config::{assemble, Inputs};
+use bootplane_core::k3s;
+use bootplane_core::model::{Bundle, Cluster, MachineRecord, MachineSpec, OsKind};
+use bootplane_core::node::K3sInputs;
+use bootplane_core::state::Trigger;
+use bootplane_core::{credential, MachineState};
+use bootplane_store::{BatchItem, NewEvent};
+use serde_json::json;
+use std::net::SocketAddr;
+
+/// Everything a machine's config is built from, loaded from the store.
+pub struct Loaded {
+    pub record: MachineRecord,
+    pub bundle: Option<Bundle>,
+    pub templates: Vec<(String, String)>,
+    pub ssh_keys: Vec<String>,
+    pub cluster: Option<(Cluster, Option<MachineSpec>, Option<Bundle>)>,
+    pub server: String,
+    pub credential: String,
+}
+
+impl Loaded {
+    pub fn os(&self) -> OsKind {
+        self.bundle.as_ref().map(|b| b.os).unwrap_or(OsKind::Generic)
+    }
+
+    /// The machine's place in its cluster, if it is in one.
+    pub fn node(&self) -> Result<Option<k3s::Node<'_>>, k3s::K3sError> {
+        match &self.cluster {
+            Some((c, bootstrap, _)) => k3s::node(c, &self.record.spec, bootstrap.as_ref(), self.os()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn inputs(&self) -> Result<Inputs<'_>, k3s::K3sError> {
+        let k3s = self.node()?.map(|node| K3sInputs { node, airgap: self.cluster.as_ref().and_then(|(_, _, a)| a.as_ref()) });
+        Ok(Inputs {
+            spec: &self.record.spec,
+            templates: &self.templates,
+            bundle: self.bundle.as_ref(),
+            server: &self.server,
+            credential: &self.credential,
+            ssh_keys: &self.ssh_keys,
+            k3s,
+        })
+    }
+}
+
+pub async fn load(s: &Shared, record: MachineRecord, headers: &HeaderMap) -> Result<Loaded, Response> {
+    let spec = &record.spec;
+    let bundle = match &spec.bundle {
+        Some(b) => s.store.bundle(b).await.map_err(store_error)?,
+        None => None,
+    };
+    let mut templates = Vec::new();
+    for t in &spec.templates {
+        match s.store.template(t).await {
+            Ok(Some(text)) => templates.push((t.clone(), text)),
+            _ => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("template {t} of machine {} is not in the store", spec.name))),
+        }
+    }
+    let ssh_keys: Vec<String> = s
+        .store
+        .setting("config.ssh_authorized_keys")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default();
+    let cluster = match &spec.cluster {
+        Some(c) => match s.store.cluster(c).await.map_err(store_error)? {
+            Some(c) => {
+                let bootstrap = match &c.k3s.bootstrap {
+                    Some(b) => s.store.machine(b).await.map_err(store_error)?.map(|r| r.spec),
+                    None => None,
+                };
+                let airgap = match &c.k3s.airgap_bundle {
+                    Some(b) => s.store.bundle(b).await.map_err(store_error)?,
+                    None => None,
+                };
+                Some((c, bootstrap, airgap))
+            }
+            None => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("cluster {c} of machine {} is not in the store", spec.name))),
+        },
+        None => None,
+    };
+    let credential = credential::derive(&s.credential_secret, &spec.name, record.credential_generation);
+    Ok(Loaded { bundle, templates, ssh_keys, cluster, server: server_url(s, headers), credential, record })
+}
+
+pub(crate) async fn event(s: &Shared, name: &str, kind: &str, source: Option<String>, detail: serde_json::Value) {
+    s.sink.push(BatchItem::Event(NewEvent::new(Some(name), kind, source, detail))).await;
+}
+
+/// The machine, if its state allows serving `what`; moves `provision` to `installing`
+/// when `starts_install`.
+async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, starts_install: bool) -> Result<MachineRecord, Response> {
+    let rec = match s.store.machine(name).await {
+        Ok(Some(r)) if r.state.serves_installer() => r,
+        Ok(other) => {
+            if let Some(r) = other {
+                event(s, name, "config.refused", source, json!({ "kind": what, "state": r.state })).await;
+            }
+            return Err(error(StatusCode::NOT_FOUND, "no config is being served for this machine"));
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    if starts_install && rec.state == MachineState::Provision {
+        return match s.store.transition(name, MachineState::Installing, Trigger::ConfigFetched, source, json!(what)).await {
+            Ok(t) => Ok(t.record().clone()),
+            Err(e) => Err(store_error(e)),
+        };
+    }
+    Ok(rec)
+}
+
+/// [`gated`], then [`load`].
+async fn gated_load(s: &Shared, name: &str, source: Option<String>, headers: &HeaderMap, what: &str, starts_install: bool) -> Result<Loaded, Response> {
+    let rec = gated(s, name, source, what, starts_install).await?;
+    load(s, rec, headers).await
+}
+
+/// A config error names the machine and the problem; it carries no secret.
+async fn config_error(s: &Shared, name: &str, source: Option<String>, msg: String) -> Response {
+    event(s, name, "config.error", source, json!(msg)).await;
+    error(StatusCode::INTERNAL_SERVER_ERROR, msg)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ignition,
+    /// Flatcar's live-system installer Ignition.
+    Installer,
+    /// NoCloud `user-data` (Ubuntu autoinstall).
+    UserData,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ignition => "ignition",
+            Kind::Installer => "installer",
+            Kind::UserData => "user-data",
+        }
+    }
+
+    /// (content type, body, spec version if Ignition).
+    fn build(self, l: &Loaded) -> Result<(&'static str, String, Option<String>), String> {
+        const IGN: &str = "application/vnd.coreos.ignition+json";
+        match self {
+            Kind::Ignition => {
+                let (cfg, v) = assemble(&l.inputs().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                Ok((IGN, bootplane_butane::to_json(&cfg, false), Some(v)))
+            }
+            Kind::Installer => {
+                let b = l.bundle.as_ref().filter(|b| b.os == OsKind::Flatcar).ok_or("this machine's bundle is not flatcar; only flatcar has an installer config")?;
+                let cfg = bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.ssh_keys).map_err(|e| e.to_string())?;
+                Ok((IGN, cfg.to_string(), Some("3.3.0".into())))
+            }
+            Kind::UserData => {
+                let text = bootplane_core::os::ubuntu::user_data(&l.inputs().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                Ok(("text/cloud-config", text, None))
+            }
+        }
+    }
+
+    /// Whether serving this means the install has begun (`provision` -> `installing`).
+    fn starts_install(self) -> bool {
+        !matches!(self, Kind::Installer)
+    }
+}
+
+async fn serve(s: Shared, peer: SocketAddr, headers: HeaderMap, name: String, kind: Kind) -> Response {
+    let source = Some(peer.ip().to_string());
+    let loaded = match gated_load(&s, &name, source.clone(), &headers, kind.name(), kind.starts_install()).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    match kind.build(&loaded) {
+        Ok((ctype, body, spec)) => {
+            event(&s, &name, "config.served", source, json!({ "kind": kind.name(), "spec": spec })).await;
+            ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-store")], body).into_response()
+        }
+        Err(msg) => config_error(&s, &name, source, msg).await,
+    }
+}
+
+pub async fn ignition(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
+    serve(s, p, h, name, Kind::Ignition).await
+}
+
+pub async fn installer(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
+    serve(s, p, h, name, Kind::Installer).await
+}
+
+pub async fn user_data(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
+    serve(s, p, h, name, Kind::UserData).await
+}
+
+/// NoCloud `meta-data`.
+pub async fn meta_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path(name): Path<String>) -> Response {
+    match gated(&s, &name, Some(peer.ip().to_string()), "meta-data", false).await {
+        Ok(r) => {
+            let text = bootplane_core::os::ubuntu::meta_data(&name, r.credential_generation, r.spec.short_hostname());
+            ([(header::CONTENT_TYPE, "text/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// NoCloud `vendor-data`: cloud-init asks for it; bootplane has none to give.
+pub async fn vendor_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path(name): Path<String>) -> Response {
+    match gated(&s, &name, Some(peer.ip().to_string()), "vendor-data", false).await {
+        Ok(_) => ([(header::CACHE_CONTROL, "no-store")], "").into_response(),
+        Err(r) => r,
+    }
+}
