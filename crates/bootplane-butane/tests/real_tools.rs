@@ -6,8 +6,6 @@
 use std::path::Path;
 use std::process::Command;
 
-const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
-
 fn real_validate(json: &str) -> bool {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.ign");
@@ -79,17 +77,6 @@ fn both_validators_reject_broken_configs() {
 #[test]
 fn real_ignition_applies_a_compiled_config() {
     let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("root");
-    for dir in ["etc/selinux", "usr/share/zoneinfo", "home"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nwheel:x:10:\n").unwrap();
-    std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(root.join("etc/gshadow"), "root:::\nwheel:::\n").unwrap();
-    // Ignition relabels files it writes when the root says SELinux is there; the
-    // temporary root has no policy to relabel with.
-    std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
     let butane = r##"variant: fcos
 version: 1.4.0
 passwd:
@@ -126,30 +113,7 @@ systemd:
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
     let json = bootplane_butane::to_json(&t.config, false);
     assert!(json.contains("\"compression\":\"gzip\""), "the long file exercises gzip: {json}");
-    let cfg = d.path().join("config.ign");
-    std::fs::write(&cfg, &json).unwrap();
-    // Debian's Ignition relabels what it wrote with SELinux's `setfiles` and the root's
-    // policy; neither exists in a temporary root on this machine, so a no-op `setfiles`
-    // stands in (the only stand-in here: everything else is the real Ignition).
-    let bin = d.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::write(bin.join("setfiles"), "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
-    std::fs::set_permissions(bin.join("setfiles"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    for stage in ["fetch-offline", "files"] {
-        let o = Command::new(IGNITION)
-            .env("IGNITION_CONFIG_FILE", &cfg)
-            .env("PATH", &path)
-            .args(["-platform", "file", "-stage", stage, "-log-to-stdout", "-root"])
-            .arg(&root)
-            .arg("-config-cache")
-            .arg(d.path().join("cache.json"))
-            .arg("-state-file")
-            .arg(d.path().join("state"))
-            .output()
-            .expect("Ignition binary (apt-get install ignition)");
-        assert!(o.status.success(), "ignition {stage}: {}", String::from_utf8_lossy(&o.stdout));
-    }
+    let root = bootplane_testkit::ignition::apply(d.path(), &json);
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
     assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "node1.lab.internal\n");

@@ -124,6 +124,22 @@ fn api_host(api: &str) -> Option<&str> {
     Some(host).filter(|h| !h.is_empty())
 }
 
+/// Machine labels that are valid Kubernetes labels become node labels; others (a disk
+/// path used by a template, say) stay bootplane-only.
+pub fn is_node_label(key: &str, value: &str) -> bool {
+    let part = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && !s.starts_with(|c: char| !c.is_ascii_alphanumeric())
+            && !s.ends_with(|c: char| !c.is_ascii_alphanumeric())
+    };
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => (crate::model::is_hostname(prefix) && prefix.len() <= 253).then_some(name),
+        None => Some(key),
+    };
+    name.is_some_and(|n| !n.is_empty() && part(n, 63)) && part(value, 63)
+}
+
 /// The node's `/etc/rancher/k3s/config.yaml`: every k3s setting, once, and no secret.
 pub fn config_yaml(node: &Node<'_>, node_ip: Option<std::net::Ipv4Addr>) -> String {
     let k = &node.cluster.k3s;
@@ -141,7 +157,7 @@ pub fn config_yaml(node: &Node<'_>, node_ip: Option<std::net::Ipv4Addr>) -> Stri
     if let Some(ip) = node_ip {
         c.insert("node-ip".into(), json!(ip.to_string()));
     }
-    let labels: Vec<String> = node.machine.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = node.machine.labels.iter().filter(|(k, v)| is_node_label(k, v)).map(|(k, v)| format!("{k}={v}")).collect();
     if !labels.is_empty() {
         c.insert("node-label".into(), json!(labels));
     }
@@ -299,6 +315,12 @@ mod tests {
         let Join::Ready(s) = join_material(NodeRole::Server, &t, Some(&h)) else { panic!() };
         assert!(s.starts_with(&format!("K3S_TOKEN=K10{h}::server:s3cr3t\n")));
         assert!(is_ca_hash(&h) && !is_ca_hash("A".repeat(64).as_str()) && !is_ca_hash("abc"));
+    }
+
+    #[test]
+    fn only_kubernetes_shaped_labels_become_node_labels() {
+        assert!(is_node_label("longhorn", "true") && is_node_label("topology.kubernetes.io/zone", "rack-1") && is_node_label("x", ""));
+        assert!(!is_node_label("data-disk", "/dev/disk/by-id/ata-X") && !is_node_label("-a", "b") && !is_node_label("a", "b c"));
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn k3s_env(k: &K3sInputs<'_>, server: &str) -> String {
 }
 
 fn service(description: &str, after: &str, condition: Option<&str>, body: &str) -> String {
-    let mut s = format!("[Unit]\nDescription={description}\nWants=network-online.target\nAfter=network-online.target {after}\n");
+    let mut s = format!("[Unit]\nDescription={description}\nWants=network-online.target\nAfter={}\n", format!("network-online.target {after}").trim_end());
     if let Some(c) = condition {
         s += &format!("ConditionPathExists=!{c}\n");
     }

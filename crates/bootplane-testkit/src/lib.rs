@@ -4,6 +4,8 @@
 //! removed when it is dropped, also when the test panics. Nothing here touches the
 //! host's own interfaces.
 
+pub mod ignition;
+
 use std::process::{Command, Output};
 
 /// Whether this process may create namespaces (root on Linux).

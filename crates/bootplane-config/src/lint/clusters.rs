@@ -82,13 +82,12 @@ pub(super) fn lint(cfg: &Config, c: &Cluster, out: &mut Findings) {
             ));
         }
     }
-    match &c.k3s.airgap_bundle {
-        Some(b) => match cfg.bundle(b) {
+    if let Some(b) = &c.k3s.airgap_bundle {
+        match cfg.bundle(b) {
             None => out.error(format!("{w}: airgap_bundle `{b}` is not defined in `bundles`")),
             Some(bundle) if bundle.k3s.is_none() => out.error(format!("{w}: airgap_bundle {b} has no `k3s` binary")),
             Some(_) => {}
-        },
-        None => {}
+        }
     }
     let mut own = Vec::new();
     for (what, v) in [("cluster_cidr", &c.k3s.cluster_cidr), ("service_cidr", &c.k3s.service_cidr)] {

@@ -188,7 +188,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 }
             }
         }
-        if b.kernel.is_none() {
+        if b.kernel.is_none() && b.k3s.is_none() {
             out.warn(format!("{w}: no kernel; machines using it cannot be installed"));
         }
     }

@@ -7,7 +7,6 @@ use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
 use crate::config::{ConfigError, Inputs};
 use crate::ignition::machine_env;
 use crate::{network, node};
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub struct Ubuntu;
@@ -43,10 +42,6 @@ impl OsInstaller for Ubuntu {
 
 const DISK_PLACEHOLDER: &str = "@BOOTPLANE_INSTALL_DISK@";
 
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
 /// The NoCloud `meta-data`; a new instance id per install generation makes cloud-init
 /// treat a reinstall as a new instance.
 pub fn meta_data(name: &str, generation: u32, short_hostname: &str) -> String {
@@ -65,12 +60,13 @@ pub fn user_data(inp: &Inputs<'_>) -> Result<String, ConfigError> {
     }
     let disk = m.install_disk.clone().unwrap_or_default();
     let setup = node::setup(m, crate::model::OsKind::Ubuntu, inp.server, inp.k3s.as_ref())?;
-    let mut files = vec![json!({ "path": "/etc/bootplane/machine.env", "permissions": "0600", "encoding": "b64", "content": b64(&machine_env(inp.server, &m.name, inp.credential)) })];
+    let file = |path: &str, mode: u32, content: &str| json!({ "path": path, "permissions": format!("{mode:04o}"), "content": content });
+    let mut files = vec![file("/etc/bootplane/machine.env", 0o600, &machine_env(inp.server, &m.name, inp.credential))];
     for f in &setup.files {
-        files.push(json!({ "path": f.path, "permissions": format!("{:04o}", f.mode), "encoding": "b64", "content": b64(&f.contents) }));
+        files.push(file(&f.path, f.mode, &f.contents));
     }
     for u in &setup.units {
-        files.push(json!({ "path": format!("/etc/systemd/system/{}", u.name), "permissions": "0644", "encoding": "b64", "content": b64(&u.contents) }));
+        files.push(file(&format!("/etc/systemd/system/{}", u.name), 0o644, &u.contents));
     }
     let mut enable = vec![json!("systemctl"), json!("enable"), json!("--now"), json!("--no-block")];
     enable.extend(setup.units.iter().filter(|u| u.enabled).map(|u| json!(u.name)));

@@ -1,0 +1,429 @@
+//! Cluster formation as users see it, through the real binary: golden renders (iPXE,
+//! Butane, config, k3s config.yaml) for every OS kind and role, every Ignition through
+//! bootplane's validator, Debian's `ignition-validate` and the real Ignition files stage,
+//! every generated shell script through `shellcheck`, the lints, the seed scenario, and
+//! a full join run against a live server that must never show a token where it should
+//! not be. Golden files live in `tests/golden/`; `BOOTPLANE_UPDATE_GOLDEN=1` rewrites them.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn fixture() -> PathBuf {
+    here().join("tests/fixtures/clusters.yaml")
+}
+
+/// `bootplane render NAME --config CFG FLAG`: (exit ok, stdout, stderr).
+fn render(cfg: &Path, name: &str, flag: &str) -> (bool, String, String) {
+    let o = Command::new(BIN).args(["render", name, "--config"]).arg(cfg).arg(flag).output().unwrap();
+    (o.status.success(), String::from_utf8(o.stdout).unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn rendered(cfg: &Path, name: &str, flag: &str) -> String {
+    let (ok, out, err) = render(cfg, name, flag);
+    assert!(ok, "render {name} {flag}: {err}");
+    out
+}
+
+const MACHINES: [&str; 14] = ["s1", "s2", "s3", "a1", "a2", "f1", "f2", "f3", "u1", "u2", "u3", "g1", "g2", "g3"];
+
+fn real_validate(json: &str) -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.ign");
+    std::fs::write(&f, json).unwrap();
+    let o = Command::new("ignition-validate").arg(&f).output().expect("ignition-validate (apt-get install ignition)");
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+/// Every file of an Ignition config: (path, mode, text).
+fn ignition_files(ign: &Value) -> Vec<(String, u64, String)> {
+    ign["storage"]["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let src = f["contents"]["source"].as_str().unwrap_or("data:,");
+                    (f["path"].as_str().unwrap().to_string(), f["mode"].as_u64().unwrap_or(0o644), data_url_text(src))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every file of a cloud-init user-data document: (path, text).
+fn user_data_files(text: &str) -> Vec<(String, String)> {
+    let v: Value = serde_yaml::from_str(text).unwrap();
+    v["autoinstall"]["user-data"]["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f["content"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn shellcheck(path: &str, text: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("script");
+    std::fs::write(&f, text).unwrap();
+    let o = Command::new("shellcheck").arg(&f).output().expect("shellcheck (apt-get install shellcheck)");
+    assert!(o.status.success(), "shellcheck {path}:\n{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// One machine's renders as one golden document.
+fn golden_doc(cfg: &Path, name: &str) -> (String, String) {
+    let ipxe = rendered(cfg, name, "--ipxe");
+    assert_ipxe(&ipxe);
+    let butane = rendered(cfg, name, "--butane");
+    let config = rendered(cfg, name, "--ignition");
+    let k3s = rendered(cfg, name, "--k3s-config");
+    let doc = format!("=== boot.ipxe ===\n{ipxe}\n=== butane ===\n{butane}=== config ===\n{config}=== k3s config.yaml ===\n{k3s}");
+    (doc, config)
+}
+
+#[test]
+fn golden_renders_for_every_os_kind_and_role() {
+    let cfg = fixture();
+    let dir = here().join("tests/golden");
+    let update = std::env::var_os("BOOTPLANE_UPDATE_GOLDEN").is_some();
+    let mut mismatched = Vec::new();
+    for name in MACHINES {
+        let (doc, _) = golden_doc(&cfg, name);
+        let path = dir.join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &doc).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing; run with BOOTPLANE_UPDATE_GOLDEN=1", path.display()));
+        if want != doc {
+            let line = want.lines().zip(doc.lines()).position(|(a, b)| a != b).unwrap_or(0);
+            mismatched.push(format!("{name}: first difference at line {} (want {:?}, got {:?})", line + 1, want.lines().nth(line), doc.lines().nth(line)));
+        }
+    }
+    assert!(mismatched.is_empty(), "renders differ from tests/golden (BOOTPLANE_UPDATE_GOLDEN=1 rewrites):\n{}", mismatched.join("\n"));
+}
+
+#[test]
+fn roles_get_the_right_k3s_settings() {
+    let cfg = fixture();
+    let k = |n: &str| rendered(&cfg, n, "--k3s-config");
+    assert!(k("s1").contains("cluster-init: true") && !k("s1").contains("\nserver:"));
+    for n in ["s2", "s3", "a1", "a2"] {
+        assert!(k(n).contains("server: https://198.18.0.100:6443") && !k(n).contains("cluster-init"), "{n}: {}", k(n));
+    }
+    assert!(k("a1").contains("token-file:") && !k("a1").contains("agent-token-file") && !k("a1").contains("disable"));
+    assert!(k("s2").contains("- 198.18.0.100\n- k8s.lab.test") && k("s2").contains("kubelet-arg:\n- cgroup-driver=systemd"));
+    assert!(k("s1").contains("node-ip: 198.18.0.11") && k("s1").contains("node-label:\n- rack=r1"));
+    // Joiners of clusters without an API endpoint go to the bootstrap server.
+    assert!(k("f3").contains("server: https://198.18.0.21:6443"), "{}", k("f3"));
+    assert!(k("f1").contains("flannel-backend: wireguard-native") && !k("f1").contains("selinux"));
+    assert!(k("s1").contains("selinux: true"));
+    let (ok, _, err) = render(&cfg, "s1", "--k3s-config");
+    assert!(ok, "{err}");
+    // Air-gapped fcos: the binary, images and SELinux RPM come from bootplane.
+    let ign: Value = serde_json::from_str(&rendered(&cfg, "a1", "--ignition")).unwrap();
+    let env = ignition_files(&ign).into_iter().find(|f| f.0 == "/etc/bootplane/k3s.env").unwrap().2;
+    assert!(env.contains("K3S_BINARY_URL=http://198.18.0.10:8080/artifacts/k3s-v1.28.5/k3s\nK3S_BINARY_SHA256=5555"), "{env}");
+    assert!(env.contains("K3S_IMAGES_URL=") && env.contains("K3S_SELINUX_RPM_URL="), "{env}");
+    // Flatcar keeps binaries in /opt/bin and its network in systemd-networkd.
+    let ign: Value = serde_json::from_str(&rendered(&cfg, "f1", "--ignition")).unwrap();
+    let files = ignition_files(&ign);
+    assert!(files.iter().any(|f| f.0 == "/opt/bin/bootplane-k3s-install" && f.1 == 0o755));
+    let net = files.iter().find(|f| f.0 == "/etc/systemd/network/00-bootplane-static.network").unwrap();
+    assert!(net.2.contains("Address=198.18.0.21/24\nGateway=198.18.0.1\nDNS=198.18.0.1\nDomains=lab.test"), "{}", net.2);
+    let ign: Value = serde_json::from_str(&rendered(&cfg, "s1", "--ignition")).unwrap();
+    let nm = ignition_files(&ign).into_iter().find(|f| f.0.ends_with(".nmconnection")).unwrap();
+    assert_eq!(nm.1, 0o600);
+    assert!(nm.2.contains("address1=198.18.0.11/24,198.18.0.1"), "{}", nm.2);
+    let (ok, _, err) = render(&cfg, "nope", "--k3s-config");
+    assert!(!ok && err.contains("no machine named `nope`"), "{err}");
+}
+
+#[test]
+fn every_config_validates_and_every_script_passes_shellcheck() {
+    let cfg = fixture();
+    let mut scripts = 0;
+    for name in MACHINES {
+        let out = rendered(&cfg, name, "--ignition");
+        let files: Vec<(String, String)> = if name.starts_with('u') {
+            let v: Value = serde_yaml::from_str(&out).expect("user-data is YAML");
+            assert_eq!(v["autoinstall"]["version"], 1);
+            assert!(out.starts_with("#cloud-config\n"));
+            user_data_files(&out)
+        } else {
+            let errs: Vec<String> = bootplane_butane::ignition::validate(&out)
+                .into_iter()
+                .filter(|e| e.level == bootplane_butane::Level::Error)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errs.is_empty(), "{name}: bootplane's validator: {errs:?}");
+            real_validate(&out).unwrap_or_else(|e| panic!("{name}: ignition-validate: {e}\n{out}"));
+            ignition_files(&serde_json::from_str(&out).unwrap()).into_iter().map(|(p, _, t)| (p, t)).collect()
+        };
+        for (path, text) in files {
+            if text.starts_with("#!") {
+                shellcheck(&format!("{name}:{path}"), &text);
+                scripts += 1;
+            }
+        }
+    }
+    // The scripts as shipped in the source tree, the Flatcar live installer included.
+    for f in ["k3s-install.sh", "report.sh", "flatcar-installer.sh"] {
+        let p = here().join("../bootplane-core/src/scripts").join(f);
+        shellcheck(f, &std::fs::read_to_string(p).unwrap());
+    }
+    assert!(scripts >= 14 * 2 - 3, "every k3s node carries install and report scripts ({scripts} checked)");
+}
+
+#[test]
+fn real_ignition_stages_a_k3s_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = fixture();
+    for (name, bin, unit) in [("s2", "usr/local/bin", "k3s.service"), ("f3", "opt/bin", "k3s-agent.service")] {
+        let d = tempfile::tempdir().unwrap();
+        let root = bootplane_testkit::ignition::apply(d.path(), &rendered(&cfg, name, "--ignition"));
+        let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{name}: {p}: {e}")).permissions().mode() & 0o7777;
+        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), format!("{name}.lab.test\n"));
+        assert_eq!(mode("etc/rancher/k3s/config.yaml"), 0o600);
+        assert_eq!(mode("etc/bootplane/machine.env"), 0o600);
+        assert_eq!(mode(&format!("{bin}/bootplane-k3s-install")), 0o755);
+        assert_eq!(mode(&format!("{bin}/bootplane-report")), 0o755);
+        let preset = std::fs::read_to_string(root.join("etc/systemd/system-preset/20-ignition.preset")).unwrap();
+        for u in ["bootplane-k3s-install.service", unit, "bootplane-report.service"] {
+            assert!(preset.contains(&format!("enable {u}")), "{name}: {preset}");
+            assert!(root.join("etc/systemd/system").join(u).exists(), "{name}: {u}");
+        }
+        let k3s_unit = std::fs::read_to_string(root.join("etc/systemd/system").join(unit)).unwrap();
+        assert!(k3s_unit.contains(&format!("ExecStart=/{bin}/k3s ")), "{k3s_unit}");
+    }
+}
+
+fn check(cfg: &Path) -> (bool, String) {
+    let o = Command::new(BIN).arg("check").arg(cfg).output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+#[test]
+fn lints_catch_cluster_mistakes() {
+    let base = std::fs::read_to_string(fixture()).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &str); 6] = [
+        ("role: server, cluster: gen", "role: agent, cluster: gen", "cluster gen: no machine has `role: server`"),
+        ("extra_config:\n        kubelet-arg", "extra_config:\n        cluster-init: true\n        kubelet-arg", "each bootstrap a separate cluster"),
+        ("cluster_cidr: 10.42.0.0/16", "cluster_cidr: 198.18.0.0/16", "cluster_cidr 198.18.0.0/16 overlaps"),
+        ("service_cidr: 10.43.0.0/16", "service_cidr: 10.42.128.0/17", "service_cidr 10.42.128.0/17"),
+        ("k3s: { version: v1.29.1+k3s2, flannel", "k3s: { bootstrap: f3, version: v1.29.1+k3s2, flannel", "bootstrap `f3` is not a server"),
+        ("extra_config:\n        kubelet-arg", "extra_config:\n        token: hunter2\n        kubelet-arg", "sets `token`"),
+    ];
+    for (from, to, want) in cases {
+        assert!(base.contains(from), "fixture lacks {from:?}");
+        let p = d.path().join("c.yaml");
+        std::fs::write(&p, base.replace(from, to)).unwrap();
+        let (ok, out) = check(&p);
+        assert!(!ok && out.contains(want), "{to:?}: want {want:?} in:\n{out}");
+    }
+    // The same lints stop `apply`.
+    let p = d.path().join("c.yaml");
+    std::fs::write(&p, base.replacen("cluster_cidr: 10.42.0.0/16", "cluster_cidr: 198.18.0.0/16", 1)).unwrap();
+    let o = Command::new(BIN).args(["apply", "--data-dir"]).arg(d.path().join("data")).arg("-f").arg(&p).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("overlaps"));
+}
+
+#[test]
+fn seed_scenario_renders_and_lints_clean() {
+    let cfg = here().join("../../examples/lenovo-lab.yaml");
+    let (ok, out) = check(&cfg);
+    assert!(ok && out.contains("0 error(s), 0 warning(s)"), "{out}");
+    for (i, name) in ["lenovo1", "lenovo2", "lenovo3"].into_iter().enumerate() {
+        let k3s = rendered(&cfg, name, "--k3s-config");
+        assert_eq!(k3s.contains("cluster-init: true"), i == 0, "{k3s}");
+        if i > 0 {
+            assert!(k3s.contains("server: https://10.20.0.5:6443"), "{k3s}");
+        }
+        assert!(k3s.contains(&format!("node-name: {name}\n")) && k3s.contains(&format!("node-ip: 10.20.0.{}\n", 5 + i)));
+        for d in ["traefik", "servicelb", "local-storage", "metrics-server"] {
+            assert!(k3s.contains(&format!("- {d}\n")), "{k3s}");
+        }
+        // Disk paths are template inputs, not Kubernetes labels.
+        assert!(k3s.contains("- longhorn=true") && !k3s.contains("data-disk"), "{k3s}");
+        let ipxe = rendered(&cfg, name, "--ipxe");
+        assert!(ipxe.contains("coreos.inst.install_dev=/dev/disk/by-id/nvme-Samsung"), "{ipxe}");
+        let out = rendered(&cfg, name, "--ignition");
+        let ign: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(ign["ignition"]["version"], "3.4.0");
+        assert!(bootplane_butane::ignition::validate(&out).iter().all(|e| e.level != bootplane_butane::Level::Error));
+        let files = ignition_files(&ign);
+        assert!(files.iter().any(|f| f.0 == "/etc/hostname" && f.2 == format!("{name}.lab.internal\n")));
+        assert!(files.iter().any(|f| f.0.ends_with(".nmconnection") && f.2.contains(&format!("address1=10.20.0.{}/24,10.20.0.1", 5 + i))));
+        assert_eq!(ign["storage"]["disks"][0]["device"], format!("/dev/disk/by-id/ata-ST2000LM015-2E8174_ZDZ1000{}", i + 1));
+        assert_eq!(ign["storage"]["filesystems"][0]["wipeFilesystem"], false);
+        assert!(ign["systemd"]["units"].as_array().unwrap().iter().any(|u| u["name"] == "var-lib-longhorn.mount"));
+    }
+    // Debian's ignition-validate knows specs up to 3.3.0: the same config in fcos 1.4.0.
+    let d = tempfile::tempdir().unwrap();
+    let older = d.path().join("lab.yaml");
+    std::fs::write(&older, std::fs::read_to_string(&cfg).unwrap().replace("fcos 1.5.0", "fcos 1.4.0").replace("version: 1.5.0", "version: 1.4.0")).unwrap();
+    let out = rendered(&older, "lenovo2", "--ignition");
+    assert!(out.contains("\"version\": \"3.3.0\""));
+    real_validate(&out).unwrap();
+}
+
+/// The whole join flow against a live server: bootstrap, joiners waiting, CA handover,
+/// secure tokens, kubeconfig; then every boot script, config, event and log line of the
+/// run is searched for the tokens.
+#[test]
+fn join_flow_is_secure_and_never_leaks_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture(), d.path().join("bootplane.yaml")).unwrap();
+    let text = std::fs::read_to_string(d.path().join("bootplane.yaml")).unwrap().replace("install_disk: /dev/disk/by-id/nvme-disk-s1", "install_disk: /dev/disk/by-id/nvme-disk-s1, provision: true");
+    std::fs::write(d.path().join("bootplane.yaml"), text).unwrap();
+    let srv = Server::start(d.path());
+    let mut public = String::new(); // everything a bystander could see
+    for name in ["s2", "a1"] {
+        let (code, _) = srv.admin("POST", &format!("/v1/machines/{name}/provision"));
+        assert_eq!(code, 200);
+    }
+    let mut creds = std::collections::HashMap::new();
+    for (name, mac) in [("s1", "52:54:00:00:01:01"), ("s2", "52:54:00:00:01:02"), ("a1", "52:54:00:00:01:04")] {
+        let (code, script) = srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
+        assert_eq!(code, 200);
+        assert!(script.contains("coreos.inst.ignition_url="), "{script}");
+        public += &script;
+        let (code, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        assert_eq!(code, 200, "{ign}");
+        public += &ign;
+        creds.insert(name, credential_from_ignition(&ign));
+    }
+    let join = |name: &str, cred: Option<&str>| req("GET", &format!("{}/v1/machines/{name}/join", srv.url), cred, None);
+    // Wrong, missing and foreign credentials; unknown machines.
+    assert_eq!(join("s2", None).0, 401);
+    assert_eq!(join("s2", Some(&creds["a1"])).0, 401);
+    assert_eq!(join("nope", Some(&creds["a1"])).0, 401);
+    // Joiners wait for the bootstrap server's CA.
+    let (code, body) = join("s2", Some(&creds["s2"]));
+    assert_eq!(code, 503, "{body}");
+    let (code, boot) = join("s1", Some(&creds["s1"]));
+    assert_eq!(code, 200, "{boot}");
+    let server_token = boot.lines().find_map(|l| l.strip_prefix("K3S_TOKEN=")).unwrap().to_string();
+    let agent_token = boot.lines().find_map(|l| l.strip_prefix("K3S_AGENT_TOKEN=")).unwrap().to_string();
+    assert!(server_token.len() >= 32 && agent_token.len() >= 32 && server_token != agent_token);
+    // The bootstrap server reports with its CA hash and kubeconfig.
+    let ca = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let kubeconfig = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\nusers:\n- name: default\n  user:\n    client-key-data: UFJJVkFURS1LRVktTUFURVJJQUw=\n";
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(kubeconfig);
+    let (code, body) = srv.post(&format!("/v1/machines/s1/report"), Some(&creds["s1"]), &format!(r#"{{"state":"installed","detail":{{"hostname":"s1"}},"ca_hash":"{ca}","kubeconfig":"{b64}"}}"#));
+    assert_eq!(code, 200, "{body}");
+    // Its credential is retired with the report: no second helping of tokens.
+    assert_eq!(join("s1", Some(&creds["s1"])).0, 401);
+    let (code, s2) = join("s2", Some(&creds["s2"]));
+    assert_eq!(code, 200);
+    assert!(s2.contains(&format!("K3S_TOKEN=K10{ca}::server:{server_token}\n")) && s2.contains(&format!("K3S_AGENT_TOKEN={agent_token}\n")), "{s2}");
+    let (code, a1) = join("a1", Some(&creds["a1"]));
+    assert_eq!(code, 200);
+    assert_eq!(a1, format!("K3S_TOKEN=K10{ca}::node:{agent_token}\n"));
+    // A failed agent's report carries its log tail into the event log.
+    let log = base64::engine::general_purpose::STANDARD.encode("k3s-agent: connection refused\n");
+    let (code, _) = srv.post("/v1/machines/a1/report", Some(&creds["a1"]), &format!(r#"{{"state":"failed","unit":"k3s-agent.service","log_tail":"{log}"}}"#));
+    assert_eq!(code, 200);
+    let a1m = srv.machine("a1");
+    assert_eq!(a1m["state"], "failed");
+    assert!(a1m["events"].to_string().contains("k3s-agent: connection refused"), "{a1m}");
+    // The admin gets a kubeconfig pointing at the VIP.
+    let (code, kc) = srv.admin("GET", "/v1/clusters/lab/kubeconfig");
+    assert_eq!(code, 200, "{kc}");
+    assert!(kc.contains("server: https://198.18.0.100:6443") && !kc.contains("127.0.0.1"), "{kc}");
+    assert_eq!(req("GET", &format!("{}/v1/clusters/lab/kubeconfig", srv.url), None, None).0, 401);
+    let out = Command::new(BIN)
+        .args(["cluster", "kubeconfig", "lab", "--server", &srv.url, "-o"])
+        .arg(d.path().join("kc.yaml"))
+        .env("BOOTPLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.path().join("kc.yaml")).unwrap().permissions().mode() & 0o777, 0o600);
+    let (code, no) = srv.admin("GET", "/v1/clusters/flat/kubeconfig");
+    assert_eq!(code, 404, "{no}");
+    let (_, events) = srv.admin("GET", "/v1/events?limit=1000");
+    assert!(events.contains("join.served") && events.contains("join.waiting") && events.contains("join.refused"));
+    public += &events;
+    // Fresh boot scripts for every machine, now that tokens exist.
+    for mac in ["52:54:00:00:01:01", "52:54:00:00:01:03", "52:54:00:00:02:01", "52:54:00:00:03:01"] {
+        public += &srv.get(&format!("/v1/boot/ipxe?mac={mac}")).1;
+    }
+    public += &srv.get("/boot.ipxe").1;
+    let db = std::fs::read(d.path().join("data/bootplane.db")).unwrap_or_default();
+    let wal = std::fs::read(d.path().join("data/bootplane.db-wal")).unwrap_or_default();
+    let log = srv.stop().join("\n");
+    for secret in [&server_token, &agent_token, &"UFJJVkFURS1LRVktTUFURVJJQUw=".to_string()] {
+        assert!(!public.contains(secret.as_str()), "a token reached a boot script, config or event");
+        assert!(!log.contains(secret.as_str()), "a token reached the server log");
+        let stored = [&db[..], &wal[..]].concat();
+        assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret is stored in clear");
+    }
+    let secure = format!("K10{ca}");
+    assert!(!public.contains(&secure) && !log.contains(&secure));
+}
+
+/// Flatcar's live installer config and Ubuntu's NoCloud seed, as the server serves them:
+/// only while the machine is to be installed, and never with a token.
+#[test]
+fn flatcar_installer_and_ubuntu_seed_are_served_while_installing() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture(), d.path().join("bootplane.yaml")).unwrap();
+    let srv = Server::start(d.path());
+    // Not provisioning yet: nothing.
+    for path in ["/v1/machines/f2/installer", "/v1/machines/u2/user-data", "/v1/machines/u2/meta-data", "/v1/machines/nope/installer"] {
+        assert_eq!(srv.get(path).0, 404, "{path}");
+    }
+    for n in ["f2", "u2"] {
+        assert_eq!(srv.admin("POST", &format!("/v1/machines/{n}/provision")).0, 200);
+    }
+    let (code, ipxe) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:02:02");
+    assert_eq!(code, 200);
+    assert!(ipxe.contains("flatcar.first_boot=1 ignition.config.url=http://198.18.0.10:8080/v1/machines/f2/installer"), "{ipxe}");
+    let (code, inst) = srv.get("/v1/machines/f2/installer");
+    assert_eq!(code, 200, "{inst}");
+    real_validate(&inst).unwrap();
+    let v: Value = serde_json::from_str(&inst).unwrap();
+    let files = ignition_files(&v);
+    let env = &files.iter().find(|f| f.0 == "/etc/bootplane/installer.env").unwrap().2;
+    assert!(env.contains("INSTALL_DISK=/dev/disk/by-id/ata-disk-f2\n"), "{env}");
+    assert!(env.contains("IMAGE_URL=http://198.18.0.10:8080/artifacts/flatcar-3815/image\nIMAGE_SHA256=4444"), "{env}");
+    assert!(files.iter().any(|f| f.0 == "/opt/bootplane/install" && f.2.contains("flatcar-install \"${args[@]}\"")));
+    // The installer config does not start the install; the machine's own Ignition does.
+    assert_eq!(srv.machine("f2")["state"], "provision");
+    assert_eq!(srv.get("/v1/machines/f2/ignition").0, 200);
+    assert_eq!(srv.machine("f2")["state"], "installing");
+
+    let (code, ipxe) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:03:02");
+    assert_eq!(code, 200);
+    assert!(ipxe.contains("autoinstall ds=nocloud-net;s=http://198.18.0.10:8080/v1/machines/u2/"), "{ipxe}");
+    let (code, meta) = srv.get("/v1/machines/u2/meta-data");
+    assert_eq!(code, 200);
+    assert!(meta.contains("local-hostname: u2\n"), "{meta}");
+    assert_eq!(srv.get("/v1/machines/u2/vendor-data").0, 200);
+    let (code, ud) = srv.get("/v1/machines/u2/user-data");
+    assert_eq!(code, 200, "{ud}");
+    assert_eq!(srv.machine("u2")["state"], "installing");
+    let files = user_data_files(&ud);
+    let menv = &files.iter().find(|f| f.0 == "/etc/bootplane/machine.env").unwrap().1;
+    let cred = menv.lines().find_map(|l| l.strip_prefix("BOOTPLANE_CREDENTIAL=")).unwrap();
+    assert_eq!(req("GET", &format!("{}/v1/machines/u2/join", srv.url), Some(cred), None).0, 503, "u1 has not reported");
+    let (code, _) = srv.post("/v1/machines/u2/report", Some(cred), r#"{"state":"installed"}"#);
+    assert_eq!(code, 200);
+    assert_eq!(srv.get("/v1/machines/u2/user-data").0, 404, "installed machines get no seed");
+    srv.stop();
+}
