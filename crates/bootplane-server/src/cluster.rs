@@ -83,6 +83,18 @@ pub async fn join(
         }
     };
     let ca = s.store.setting(&ca_key(&cluster)).await.ok().flatten();
+    if node.role == NodeRole::Bootstrap && ca.is_some() {
+        // cluster-init on a reinstalled bootstrap server would found a second cluster
+        // beside the one the other nodes are in.
+        event(&s, &name, "join.refused", source, json!({ "reason": "cluster already bootstrapped", "cluster": cluster })).await;
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "cluster {cluster} was already bootstrapped; reinstalling its bootstrap server would create a second cluster. \
+                 Set clusters[].k3s.bootstrap to a running server so {name} joins, or run `bootplane cluster reset {cluster}` to build a new cluster"
+            ),
+        );
+    }
     match k3s::join_material(node.role, &t, ca.as_deref()) {
         Join::Ready(text) => {
             let form = if node.role == NodeRole::Bootstrap { "short (bootstrap)" } else { "secure K10" };
@@ -151,4 +163,26 @@ pub async fn kubeconfig(State(s): State<Shared>, headers: HeaderMap, Path(name):
     };
     let text = k3s::rewrite_kubeconfig(&String::from_utf8_lossy(&plain), &api);
     ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+}
+
+/// `POST /v1/clusters/{name}/reset` (admin): forgets the recorded CA and kubeconfig, so
+/// the bootstrap server may found the cluster anew. Tokens are kept.
+pub async fn reset(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    match s.store.cluster(&name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no cluster named `{name}`")),
+        Err(e) => return store_error(e),
+    }
+    for key in [ca_key(&name), kubeconfig_key(&name)] {
+        if let Err(e) = s.store.delete_setting(&key).await {
+            return store_error(e);
+        }
+    }
+    s.sink
+        .push(bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(None, "cluster.reset", Some(peer.ip().to_string()), json!({ "cluster": name }))))
+        .await;
+    axum::Json(json!({ "cluster": name, "reset": true })).into_response()
 }

@@ -89,6 +89,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/machines/{name}/vendor-data", get(machine_config::vendor_data))
         .route("/v1/machines/{name}/join", get(cluster::join))
         .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
+        .route("/v1/clusters/{name}/reset", post(cluster::reset))
         .route("/v1/events", get(api::events))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -160,6 +160,7 @@ pub trait Store: Send + Sync + 'static {
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
     /// Stores `value` under `key`, replacing what was there.
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    async fn delete_setting(&self, key: &str) -> Result<()>;
 
     async fn leases(&self) -> Result<Vec<Lease>>;
     /// Upserts leases (by address) in one transaction; each MAC's other leases go.

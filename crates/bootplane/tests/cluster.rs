@@ -327,6 +327,16 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     assert_eq!(code, 200, "{body}");
     // Its credential is retired with the report: no second helping of tokens.
     assert_eq!(join("s1", Some(&creds["s1"])).0, 401);
+    // Reinstalling the bootstrap server must not found a second cluster.
+    assert_eq!(srv.admin("POST", "/v1/machines/s1/provision").0, 200);
+    let (_, ign) = srv.get("/v1/machines/s1/ignition");
+    let (code, body) = join("s1", Some(&credential_from_ignition(&ign)));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("already bootstrapped"), "{body}");
+    let s1_again = credential_from_ignition(&ign);
+    // Bad handovers are refused, not recorded.
+    let (code, body) = srv.post("/v1/machines/s2/report", Some(&creds["s2"]), r#"{"state":"installed","ca_hash":"x","kubeconfig":"!!"}"#);
+    assert_eq!(code, 400, "{body}");
     let (code, s2) = join("s2", Some(&creds["s2"]));
     assert_eq!(code, 200);
     assert!(s2.contains(&format!("K3S_TOKEN=K10{ca}::server:{server_token}\n")) && s2.contains(&format!("K3S_AGENT_TOKEN={agent_token}\n")), "{s2}");
@@ -356,6 +366,13 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     assert_eq!(std::fs::metadata(d.path().join("kc.yaml")).unwrap().permissions().mode() & 0o777, 0o600);
     let (code, no) = srv.admin("GET", "/v1/clusters/flat/kubeconfig");
     assert_eq!(code, 404, "{no}");
+    // Rebuilding from scratch: after a reset the bootstrap server founds the cluster again.
+    let out = Command::new(BIN).args(["cluster", "reset", "lab", "--server", &srv.url]).env("BOOTPLANE_TOKEN", TOKEN).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(srv.admin("GET", "/v1/clusters/lab/kubeconfig").0, 404);
+    let (code, again) = join("s1", Some(&s1_again));
+    assert_eq!(code, 200);
+    assert!(again.contains(&format!("K3S_TOKEN={server_token}\n")), "tokens survive a reset");
     let (_, events) = srv.admin("GET", "/v1/events?limit=1000");
     assert!(events.contains("join.served") && events.contains("join.waiting") && events.contains("join.refused"));
     public += &events;

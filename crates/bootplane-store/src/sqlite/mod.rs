@@ -687,6 +687,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delete_setting(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |tx| tx.execute("DELETE FROM settings WHERE key = ?1", [key]).map(|_| ()).map_err(be)).await
+    }
+
     async fn leases(&self) -> Result<Vec<Lease>> {
         self.run(|c| {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;

@@ -16,6 +16,9 @@ pub enum ClusterCmd {
         #[arg(long, short, default_value = "-")]
         output: PathBuf,
     },
+    /// Forget the cluster's recorded CA and kubeconfig so its bootstrap server founds it
+    /// anew on its next install (for rebuilding a cluster from scratch).
+    Reset { name: String },
 }
 
 pub fn run(cmd: ClusterCmd, client: ClientArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +40,10 @@ pub fn run(cmd: ClusterCmd, client: ClientArgs) -> anyhow::Result<ExitCode> {
                 f.write_all(text.as_bytes())?;
                 eprintln!("wrote {} (export KUBECONFIG={})", output.display(), output.display());
             }
+        }
+        ClusterCmd::Reset { name } => {
+            c.text("POST", &format!("/v1/clusters/{name}/reset"))?;
+            eprintln!("cluster {name}: CA and kubeconfig forgotten; its bootstrap server will run cluster-init on its next install");
         }
     }
     Ok(ExitCode::SUCCESS)
