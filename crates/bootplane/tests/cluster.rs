@@ -207,6 +207,12 @@ fn real_ignition_stages_a_k3s_node() {
         let k3s_unit = std::fs::read_to_string(root.join("etc/systemd/system").join(unit)).unwrap();
         assert!(k3s_unit.contains(&format!("ExecStart=/{bin}/k3s ")), "{k3s_unit}");
     }
+    // And every other Ignition of the fixture applies as well.
+    for name in MACHINES.into_iter().filter(|n| !n.starts_with('u')) {
+        let d = tempfile::tempdir().unwrap();
+        let root = bootplane_testkit::ignition::apply(d.path(), &rendered(&cfg, name, "--ignition"));
+        assert!(root.join("etc/rancher/k3s/config.yaml").exists(), "{name}");
+    }
 }
 
 fn check(cfg: &Path) -> (bool, String) {
