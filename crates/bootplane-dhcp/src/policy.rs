@@ -109,6 +109,14 @@ fn base_reply(req: &Message, mtype: MessageType, s: &Settings) -> Message {
 /// name in this packet; no boot server discovery, no menu" — what dnsmasq sends too.
 const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
+/// The same plus a one-item PXE_BOOT_MENU (sub-option 9: type 0x8000, "bootplane"), for
+/// ProxyDHCP answers. iPXE treats a `PXEClient` offer *without* a boot menu as a bare
+/// "go ask port 4011" pointer and, in the 2019 ROMs QEMU ships, then boots nothing (seen
+/// in the e2e proxy run: "Nothing to boot"); with the menu it takes this offer as the
+/// PXE settings directly, as it does with dnsmasq's proxy offers. Discovery control 8
+/// still tells every PXE client to use the file name and skip the menu.
+const PXE_PROXY_VENDOR_OPTIONS: [u8; 17] = [6, 1, 8, 9, 12, 0x80, 0x00, 9, b'b', b'o', b'o', b't', b'p', b'l', b'a', b'n', b'e'];
+
 /// Adds boot information for `kind`; returns what was given.
 /// The BOOTP `file` field holds 128 bytes (and dhcproto panics beyond that); option 67
 /// always carries the whole name.
@@ -331,9 +339,11 @@ fn proxy(req: &Request<'_>, s: &Settings, mtype: MessageType, kind: ClientKind) 
     let boot = add_boot(&mut m, msg, kind, s);
     // A ProxyDHCP offer is recognised by vendor class `PXEClient` (PXE 2.1 §2.2.4); iPXE
     // ignores one without it, even when all it needs is the boot file name.
-    if m.opts().get(OptionCode::ClassIdentifier).is_none() {
+    if !matches!(m.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"HTTPClient") {
         m.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-        m.opts_mut().insert(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
+        let mut v = PXE_PROXY_VENDOR_OPTIONS.to_vec();
+        v.push(255);
+        m.opts_mut().insert(DhcpOption::VendorExtensions(v));
     }
     let kind_name = if reply_type == MessageType::Offer { "dhcp.proxy_offer" } else { "dhcp.proxy_ack" };
     Outcome {
@@ -471,7 +481,9 @@ mod tests {
         assert!(offer.yiaddr().is_unspecified());
         assert!(o.lease.is_none());
         assert_eq!(offer.fname_str().unwrap().unwrap(), "ipxe.efi");
-        assert!(matches!(offer.opts().get(OptionCode::VendorExtensions), Some(DhcpOption::VendorExtensions(v)) if v == &PXE_VENDOR_OPTIONS));
+        // Discovery control 8 (use this file name) and a boot menu, so iPXE takes the offer
+        // itself as its PXE settings.
+        assert!(matches!(offer.opts().get(OptionCode::VendorExtensions), Some(DhcpOption::VendorExtensions(v)) if v[..] == [&PXE_PROXY_VENDOR_OPTIONS[..], &[255]].concat()[..]));
         // iPXE gets the entry script, in an offer marked as ProxyDHCP.
         let ip = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), Some(b"\x04iPXE"));
         let (o, _) = handle(&Request { msg: &ip, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.unwrap();
