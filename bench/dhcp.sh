@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: DHCP leases per second, measured by Kea's perfdhcp (4-way exchanges, one
 # new client per exchange) against bootplane, dnsmasq and Kea (memfile) in turn, on the
-# same two namespaces joined by a veth pair. Each server runs alone for DURATION seconds.
-# Each server is offered several rates (RATES, exchanges/s); the table shows the rate it
-# sustained at each, so saturation is visible rather than one flooded figure.
+# same two namespaces joined by a veth pair. For each offered rate (RATES, exchanges/s)
+# each server in turn starts empty and runs alone for DURATION seconds; the table shows
+# the rate it sustained at each, so saturation is visible rather than one flooded figure.
 # Usage (root): bash bench/dhcp.sh [DURATION] [RATES]
 # Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base; a release build.
 set -euo pipefail
@@ -16,8 +16,8 @@ WORK=$(mktemp -d)
 S=bpbench-srv; C=bpbench-cli
 cleanup() {
     for ns in $S $C; do
-        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-        ip netns del $ns 2>/dev/null || true
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$WORK"
 }
@@ -30,18 +30,16 @@ ip -n $S addr add 198.19.0.1/16 dev bpbs0; ip -n $S link set bpbs0 up; ip -n $S 
 # perfdhcp needs an address of its own: it talks to the server as a relay would.
 ip -n $C addr add 198.19.0.2/16 dev bpbc0; ip -n $C link set bpbc0 up; ip -n $C link set lo up
 
-perf() { # name: runs perfdhcp in the client namespace at each rate
-    local name=$1 out rate drops r
-    for r in $RATES; do
-        out=$(ip netns exec $C perfdhcp -4 -l bpbc0 -r "$r" -R 1000000 -p "$DUR" -W 200000 2>&1 || true)
-        rate=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
-        drops=$(awk '/drops ratio:/ {print $3; exit}' <<<"$out")
-        printf '%-22s offered %6s/s  sustained %10s leases/s  (DISCOVER drops %s%%)\n' "$name" "$r" "${rate:-?}" "${drops:-?}"
-        echo "$name $r ${rate:-0}" >> "$WORK/rates"
-    done
+perf() { # name rate: runs perfdhcp in the client namespace
+    local name=$1 r=$2 out rate drops
+    out=$(ip netns exec $C perfdhcp -4 -l bpbc0 -r "$r" -R 1000000 -p "$DUR" -W 200000 2>&1 || true)
+    rate=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
+    drops=$(awk '/drops ratio:/ {print $3; exit}' <<<"$out")
+    printf '%-22s offered %6s/s  sustained %10s leases/s  (DISCOVER drops %s%%)\n' "$name" "$r" "${rate:-?}" "${drops:-?}"
+    echo "$name $r ${rate:-0}" >> "$WORK/rates"
 }
+stop_all() { for p in $(ip netns pids $S); do kill "$p" 2>/dev/null || true; done; sleep 1; }
 
-# bootplane
 cat > "$WORK/bootplane.yaml" <<YAML
 server: { listen: 198.19.0.1:18080, advertise: "http://198.19.0.1:18080" }
 dhcp:
@@ -52,22 +50,6 @@ dhcp:
   router: 198.19.0.1
   lease_time: 1h
 YAML
-BOOTPLANE_TOKEN=bench ip netns exec $S "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
-sleep 1.5
-perf "bootplane"
-SERVER_PID=$(ip netns pids $S | head -1)
-echo "  bootplane peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
-for p in $(ip netns pids $S); do kill "$p"; done; sleep 1
-
-# dnsmasq (--no-ping: by default it pings every address before offering it)
-ip netns exec $S dnsmasq --no-daemon --port=0 --interface=bpbs0 --bind-interfaces --user=root \
-    --dhcp-range=198.19.1.1,198.19.254.254,255.255.0.0,1h --dhcp-authoritative --no-ping \
-    --dhcp-lease-max=1000000 --dhcp-leasefile="$WORK/dnsmasq.leases" 2>/dev/null &
-sleep 1
-perf "dnsmasq"
-for p in $(ip netns pids $S); do kill "$p"; done; sleep 1
-
-# Kea, memfile
 cat > "$WORK/kea.json" <<JSON
 { "Dhcp4": {
     "interfaces-config": { "interfaces": [ "bpbs0" ], "dhcp-socket-type": "raw" },
@@ -78,14 +60,34 @@ cat > "$WORK/kea.json" <<JSON
     "loggers": [ { "name": "kea-dhcp4", "severity": "WARN", "output_options": [ { "output": "$WORK/kea.log" } ] } ]
 } }
 JSON
-KEA_LOCKFILE_DIR=$WORK KEA_PIDFILE_DIR=$WORK ip netns exec $S kea-dhcp4 -c "$WORK/kea.json" >/dev/null 2>&1 &
-sleep 2
-perf "kea"
+
+# Every server starts empty for every rate (a run at 10k/s for 10 s would otherwise
+# fill the 65k-address pool for the next one), and the servers take turns per rate.
+for r in $RATES; do
+    rm -rf "$WORK/bp" "$WORK/dnsmasq.leases" "$WORK/kea.leases"*
+    BOOTPLANE_TOKEN=bench ip netns exec $S "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
+    sleep 1.5
+    perf bootplane "$r"
+    SERVER_PID=$(ip netns pids $S | head -1)
+    echo "  bootplane peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+    stop_all
+    # dnsmasq (--no-ping: by default it pings every address before offering it)
+    ip netns exec $S dnsmasq --no-daemon --port=0 --interface=bpbs0 --bind-interfaces --user=root \
+        --dhcp-range=198.19.1.1,198.19.254.254,255.255.0.0,1h --dhcp-authoritative --no-ping \
+        --dhcp-lease-max=1000000 --dhcp-leasefile="$WORK/dnsmasq.leases" 2>/dev/null &
+    sleep 1
+    perf dnsmasq "$r"
+    stop_all
+    KEA_LOCKFILE_DIR=$WORK KEA_PIDFILE_DIR=$WORK ip netns exec $S kea-dhcp4 -c "$WORK/kea.json" >/dev/null 2>&1 &
+    sleep 2
+    perf kea "$r"
+    stop_all
+done
 
 for r in $RATES; do
-    bp=$(awk -v r=$r '$1=="bootplane" && $2==r {print $3}' "$WORK/rates")
+    bp=$(awk -v r="$r" '$1=="bootplane" && $2==r {print $3}' "$WORK/rates")
     for other in dnsmasq kea; do
-        o=$(awk -v n=$other -v r=$r '$1==n && $2==r {print $NF}' "$WORK/rates")
+        o=$(awk -v n="$other" -v r="$r" '$1==n && $2==r {print $NF}' "$WORK/rates")
         [ -n "$o" ] && [ "$o" != 0 ] && printf 'at %6s/s offered: bootplane / %-8s = %.2f\n' "$r" "$other" "$(echo "$bp / $o" | bc -l)"
     done
 done

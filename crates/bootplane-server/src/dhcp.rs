@@ -3,7 +3,6 @@
 //! to the machine owning the MAC (or to the MAC alone when it is unknown).
 
 use crate::Shared;
-use async_trait::async_trait;
 use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
 use bootplane_core::{Mac, MachineState, Observed};
@@ -13,25 +12,31 @@ use bootplane_dhcp::{BootFiles, Mode, Settings};
 use bootplane_store::{BatchItem, NewEvent};
 use std::net::Ipv4Addr;
 
+/// Runs on the DHCP thread: async store calls go through the runtime's handle, lease
+/// commits through the store's blocking lease writer when it has one.
 struct StoreBackend {
     state: Shared,
+    runtime: tokio::runtime::Handle,
+    writer: Option<bootplane_store::LeaseWriter>,
 }
 
-#[async_trait]
 impl Backend for StoreBackend {
-    async fn load_leases(&self) -> Vec<Lease> {
-        self.state.store.leases().await.unwrap_or_else(|e| {
+    fn load_leases(&mut self) -> Vec<Lease> {
+        self.runtime.block_on(self.state.store.leases()).unwrap_or_else(|e| {
             tracing::error!("dhcp: cannot load leases: {e}");
             Vec::new()
         })
     }
 
-    async fn save_leases(&self, leases: &[Lease]) -> Result<(), String> {
-        self.state.store.put_leases(leases).await.map_err(|e| e.to_string())
+    fn save_leases(&mut self, leases: &[Lease]) -> Result<(), String> {
+        match &mut self.writer {
+            Some(w) => w(leases).map_err(|e| e.to_string()),
+            None => self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string()),
+        }
     }
 
-    async fn machines(&self) -> HashMap<Mac, KnownMachine> {
-        let machines = self.state.store.machines().await.unwrap_or_default();
+    fn machines(&mut self) -> HashMap<Mac, KnownMachine> {
+        let machines = self.runtime.block_on(self.state.store.machines()).unwrap_or_default();
         let mut out = HashMap::new();
         for m in machines.iter().filter(|m| m.state != MachineState::Discovered) {
             let retired = m.state == MachineState::Retired;
@@ -50,7 +55,8 @@ impl Backend for StoreBackend {
         out
     }
 
-    async fn events(&self, events: Vec<DhcpEvent>) {
+    fn events(&mut self, events: Vec<DhcpEvent>) {
+        let mut items = Vec::with_capacity(events.len());
         for e in events {
             if let (Some(ip), Some(m)) = (e.ip, &e.machine) {
                 self.state.remember_ip(ip.into(), m);
@@ -58,8 +64,12 @@ impl Backend for StoreBackend {
             let mut detail = e.detail;
             detail["mac"] = serde_json::json!(e.mac);
             let name = e.machine.or_else(|| discovered_name(&Observed { mac: Some(e.mac), ..Default::default() }));
-            self.state.sink.push(BatchItem::Event(NewEvent::new(name.as_deref(), e.kind, None, detail))).await;
+            items.push(BatchItem::Event(NewEvent::new(name.as_deref(), e.kind, None, detail)));
         }
+        // Never waits for room: a DHCP server stalled on its own log answers nobody
+        // (under overload that halved the leases served). A full queue drops the burst's
+        // events and counts them in bootplane_events_dropped_total.
+        self.state.sink.try_push_many(items);
     }
 }
 
@@ -105,13 +115,9 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<I
         offer_hold: 10,
         decline_hold: 600,
     };
-    // Bind here, so a missing interface or a busy port fails `serve` at start.
-    bootplane_dhcp::server::bind(&interface, 67)?;
-    let server = DhcpServer { settings, interface, range, backend: StoreBackend { state } };
-    tokio::spawn(async move {
-        if let Err(e) = server.run().await {
-            tracing::error!("DHCP server stopped: {e}");
-        }
-    });
+    let writer = state.store.lease_writer();
+    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer };
+    // Binds before returning, so a missing interface or a busy port fails `serve` at start.
+    DhcpServer { settings, interface, range, backend }.spawn()?;
     Ok(Some(server_ip))
 }

@@ -29,6 +29,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// See [`Store::lease_writer`].
+pub type LeaseWriter = Box<dyn FnMut(&[Lease]) -> Result<()> + Send>;
+
 /// An event about to be written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
@@ -165,6 +168,11 @@ pub trait Store: Send + Sync + 'static {
     async fn leases(&self) -> Result<Vec<Lease>>;
     /// Upserts leases (by address) in one transaction; each MAC's other leases go.
     async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
+    /// [`Store::put_leases`] as a blocking call with a connection of its own, for the DHCP
+    /// thread; `None` when the backend has no such path (callers use `put_leases`).
+    fn lease_writer(&self) -> Option<LeaseWriter> {
+        None
+    }
 
     /// Keeps the newest `events_retained` events and `max_discovered` discovered machines.
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport>;

@@ -27,6 +27,11 @@ const BY_MAC: &str = "SELECT m.name, m.spec, m.state, m.install_attempts, m.cred
 
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
+    /// This process's writers take turns here before `BEGIN IMMEDIATE`: a waiting writer
+    /// is woken the moment the lock is free, where SQLite's busy handler would sleep in
+    /// 1-100 ms steps (under DHCP load, lease commits queued behind event batches that way).
+    /// Other processes sharing the file still meet the busy timeout.
+    writer: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn be<E: std::fmt::Display>(e: E) -> StoreError {
@@ -166,7 +171,7 @@ impl SqliteStore {
             .max_size(8)
             .build(manager)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore { pool, writer: Default::default() };
         let mut c = store.pool.get().map_err(be)?;
         migrate(&mut c)?;
         Ok(store)
@@ -200,13 +205,19 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        self.run(move |c| {
+        let (writer, pool) = (self.writer.clone(), self.pool.clone());
+        tokio::task::spawn_blocking(move || {
+            // The turn first, then a connection: waiting writers never hold connections
+            // that readers need.
+            let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = pool.get().map_err(be)?;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
             let out = f(&tx)?;
             tx.commit().map_err(be)?;
             Ok(out)
         })
         .await
+        .map_err(be)?
     }
 }
 
@@ -363,6 +374,20 @@ fn insert_macs(tx: &Connection, spec: &MachineSpec) -> Result<()> {
     for mac in &spec.macs {
         tx.execute("INSERT INTO machine_macs (mac, machine) VALUES (?1, ?2)", params![mac.to_string(), spec.name])
             .map_err(|e| StoreError::Conflict(format!("MAC {mac} of machine {}: {e}", spec.name)))?;
+    }
+    Ok(())
+}
+
+fn write_leases(tx: &Connection, leases: &[Lease]) -> Result<()> {
+    for l in leases {
+        let state = serde_json::to_value(l.state).map_err(be)?;
+        // The MAC moves: drop its other rows that are not declines.
+        tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
+            .and_then(|mut st| st.execute(params![l.mac.to_string(), l.ip.to_string()]))
+            .map_err(be)?;
+        tx.prepare_cached("INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut st| st.execute(params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname]))
+            .map_err(be)?;
     }
     Ok(())
 }
@@ -714,20 +739,22 @@ impl Store for SqliteStore {
 
     async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
         let leases = leases.to_vec();
-        self.write(move |tx| {
-            for l in &leases {
-                let state = serde_json::to_value(l.state).map_err(be)?;
-                // The MAC moves: drop its other rows that are not declines.
-                tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
-                    .and_then(|mut st| st.execute(params![l.mac.to_string(), l.ip.to_string()]))
-                    .map_err(be)?;
-                tx.prepare_cached("INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)")
-                    .and_then(|mut st| st.execute(params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname]))
-                    .map_err(be)?;
+        self.write(move |tx| write_leases(tx, &leases)).await
+    }
+
+    fn lease_writer(&self) -> Option<LeaseWriter> {
+        let (pool, writer) = (self.pool.clone(), self.writer.clone());
+        let mut conn = None;
+        Some(Box::new(move |leases: &[Lease]| {
+            let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.is_none() {
+                conn = Some(pool.get().map_err(be)?);
             }
-            Ok(())
-        })
-        .await
+            let c = conn.as_mut().expect("connection set above");
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
+            write_leases(&tx, leases)?;
+            tx.commit().map_err(be)
+        }))
     }
 
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport> {
