@@ -32,7 +32,11 @@ fn rendered(cfg: &Path, name: &str, flag: &str) -> String {
     out
 }
 
-const MACHINES: [&str; 14] = ["s1", "s2", "s3", "a1", "a2", "f1", "f2", "f3", "u1", "u2", "u3", "g1", "g2", "g3"];
+/// Per OS kind, 3 servers + 2 agents (fcos: s1-s3, a1-a2; others: x1, x2, x4 servers,
+/// x3, x5 agents).
+const MACHINES: [&str; 20] = [
+    "s1", "s2", "s3", "a1", "a2", "f1", "f2", "f3", "f4", "f5", "u1", "u2", "u3", "u4", "u5", "g1", "g2", "g3", "g4", "g5",
+];
 
 fn real_validate(json: &str) -> Result<(), String> {
     let d = tempfile::tempdir().unwrap();
@@ -183,7 +187,7 @@ fn every_config_validates_and_every_script_passes_shellcheck() {
         let p = here().join("../bootplane-core/src/scripts").join(f);
         shellcheck(f, &std::fs::read_to_string(p).unwrap());
     }
-    assert!(scripts >= 14 * 2 - 3, "every k3s node carries install and report scripts ({scripts} checked)");
+    assert_eq!(scripts, MACHINES.len() * 2, "every k3s node carries install and report scripts");
 }
 
 #[test]
