@@ -167,7 +167,8 @@ impl Kind {
             Kind::Installer => {
                 let b = l.bundle.as_ref().filter(|b| b.os == OsKind::Flatcar).ok_or("this machine's bundle is not flatcar; only flatcar has an installer config")?;
                 let cfg = bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.ssh_keys).map_err(|e| e.to_string())?;
-                Ok((IGN, cfg.to_string(), Some("3.3.0".into())))
+                let spec = cfg["ignition"]["version"].as_str().map(str::to_string);
+                Ok((IGN, cfg.to_string(), spec))
             }
             Kind::UserData => {
                 let text = bootplane_core::os::ubuntu::user_data(&l.inputs().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;

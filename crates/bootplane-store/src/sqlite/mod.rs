@@ -211,14 +211,19 @@ impl SqliteStore {
             // that readers need.
             let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
             let mut c = pool.get().map_err(be)?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(be)?;
-            Ok(out)
+            immediate(&mut c, f)
         })
         .await
         .map_err(be)?
     }
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction on `c`; callers hold the writer turn.
+fn immediate<T>(c: &mut Connection, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(be)?;
+    Ok(out)
 }
 
 fn migrate(c: &mut Connection) -> Result<()> {
@@ -744,16 +749,14 @@ impl Store for SqliteStore {
 
     fn lease_writer(&self) -> Option<LeaseWriter> {
         let (pool, writer) = (self.pool.clone(), self.writer.clone());
+        // The DHCP thread keeps this connection for good (one of the pool's eight).
         let mut conn = None;
         Some(Box::new(move |leases: &[Lease]| {
             let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
             if conn.is_none() {
                 conn = Some(pool.get().map_err(be)?);
             }
-            let c = conn.as_mut().expect("connection set above");
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
-            write_leases(&tx, leases)?;
-            tx.commit().map_err(be)
+            immediate(conn.as_mut().expect("connection set above"), |tx| write_leases(tx, leases))
         }))
     }
 

@@ -31,10 +31,7 @@ const CREDENTIAL_PLACEHOLDER: &str = "issued-by-the-server-at-install-time";
 
 pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let spec = cfg
-        .machine(name)
-        .with_context(|| format!("{}: no machine named `{name}`", config.display()))?
-        .clone();
+    let spec = cfg.machine(name).with_context(|| format!("{}: no machine named `{name}`", config.display()))?;
     let server = cfg.server.advertise_url().unwrap_or_else(|| format!("http://{}", cfg.server.listen));
     let bundle = spec.bundle.as_deref().and_then(|b| cfg.bundle(b));
     let os = bundle.map(|b| b.os).unwrap_or(OsKind::Generic);
@@ -42,13 +39,13 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
     let node = match cluster {
         Some(c) => {
             let bootstrap = c.k3s.bootstrap.as_deref().and_then(|b| cfg.machine(b));
-            Some(k3s::node(c, &spec, bootstrap, os)?)
+            Some(k3s::node(c, spec, bootstrap, os)?)
         }
         None => None,
     };
     if what.k3s_config {
         let Some(node) = &node else { bail!("machine {name} is in no cluster; it has no k3s config") };
-        let ip = bootplane_core::network::of(&spec)?.map(|n| n.address);
+        let ip = bootplane_core::network::of(spec)?.map(|n| n.address);
         print!("{}", k3s::config_yaml(node, ip));
         return Ok(ExitCode::SUCCESS);
     }
@@ -68,7 +65,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
     if what.ignition {
         let airgap = cluster.and_then(|c| c.k3s.airgap_bundle.as_deref()).and_then(|b| cfg.bundle(b));
         let inputs = Inputs {
-            spec: &spec,
+            spec,
             templates: &templates,
             bundle,
             server: &server,
@@ -85,10 +82,9 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         }
         return Ok(ExitCode::SUCCESS);
     }
-    drop(node);
     let now = chrono::Utc::now();
     let record = MachineRecord {
-        spec,
+        spec: spec.clone(),
         state: MachineState::Provision,
         install_attempts: 0,
         credential_generation: 0,
