@@ -3,13 +3,20 @@
 //! machines' `ip`. Choice order for a client: its reservation; the address it held
 //! before (even expired or released, so a machine keeps its address across reboots and
 //! server restarts); the address it asks for, if free; the first never-used address;
-//! the longest-expired one. A reserved address is never given to another MAC; a
-//! declined one is withheld until it expires.
+//! the longest-expired one; and when every address is bound or offered, the oldest
+//! offer that has gone unanswered for [`PREEMPT_AFTER`] seconds (its client took
+//! another server's offer, or never existed: a DISCOVER flood with made-up MACs would
+//! otherwise hold the whole range for the offer hold time). A reserved address is never
+//! given to another MAC; a declined one is withheld until it expires.
 
 use bootplane_core::model::{Lease, LeaseState};
 use bootplane_core::Mac;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+
+/// Seconds an offer stays unanswered before its address may be offered to another
+/// client when nothing else is free. Clients request within a second or two.
+pub const PREEMPT_AFTER: i64 = 2;
 
 #[derive(Debug, Clone)]
 pub struct LeasePool {
@@ -28,6 +35,9 @@ pub struct LeasePool {
     /// A flood of DISCOVERs against a full pool then costs O(1) per packet, not a scan.
     reuse: std::collections::VecDeque<Ipv4Addr>,
     rescan_at: i64,
+    /// Offers in the order they were made: (address, client, when). Entries whose
+    /// offer has since been bound, re-offered or expired are skipped when met.
+    offers: std::collections::VecDeque<(Ipv4Addr, Mac, i64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,6 +60,7 @@ impl LeasePool {
             fresh_from: u32::from(first),
             reuse: Default::default(),
             rescan_at: i64::MIN,
+            offers: Default::default(),
         }
     }
 
@@ -151,9 +162,27 @@ impl LeasePool {
         Err(PoolError::Exhausted)
     }
 
-    /// [`LeasePool::choose`], falling back to the oldest expired address.
+    /// [`LeasePool::choose`], falling back to the oldest expired address, then to the
+    /// oldest unanswered offer.
     pub fn allocate(&mut self, mac: Mac, requested: Option<Ipv4Addr>, now: i64) -> Result<Ipv4Addr, PoolError> {
-        self.choose(mac, requested, now).or_else(|_| self.choose_expired(mac, now))
+        self.choose(mac, requested, now).or_else(|_| self.choose_expired(mac, now)).or_else(|_| self.preempt_offer(mac, now))
+    }
+
+    /// The address of the oldest offer still outstanding after [`PREEMPT_AFTER`].
+    fn preempt_offer(&mut self, mac: Mac, now: i64) -> Result<Ipv4Addr, PoolError> {
+        while let Some(&(ip, owner, at)) = self.offers.front() {
+            let current = self.by_ip.get(&ip).is_some_and(|l| l.mac == owner && l.state == LeaseState::Offered && l.expires > now);
+            if !current || owner == mac {
+                self.offers.pop_front();
+                continue;
+            }
+            if now - at < PREEMPT_AFTER {
+                break;
+            }
+            self.offers.pop_front();
+            return Ok(ip);
+        }
+        Err(PoolError::Exhausted)
     }
 
     /// Takes the oldest expired address, rescanning the range when the list runs dry
@@ -204,6 +233,14 @@ impl LeasePool {
         };
         let l = Lease { ip, mac, state, expires, hostname };
         self.insert(l.clone());
+        if state == LeaseState::Offered {
+            self.offers.push_back((ip, mac, now));
+            // At most one entry per address can be current; older ones are stale.
+            let cap = (self.last - self.first) as usize + 1;
+            while self.offers.len() > cap {
+                self.offers.pop_front();
+            }
+        }
         l
     }
 
@@ -335,10 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_offers_cannot_hold_a_full_pool() {
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.11"));
+        p.offer(mac(1), ip("198.18.0.10"), 0, 10, None);
+        p.offer(mac(2), ip("198.18.0.11"), 0, 10, None);
+        // Every address is offered: nothing for a newcomer while the offers are fresh.
+        assert_eq!(p.allocate(mac(3), None, 1), Err(PoolError::Exhausted));
+        // An offer answered with a REQUEST is bound and never preempted.
+        p.bind(mac(1), ip("198.18.0.10"), 1, 600, None).unwrap();
+        // The unanswered one goes to the newcomer once it is old enough.
+        let a = p.allocate(mac(3), None, PREEMPT_AFTER).unwrap();
+        assert_eq!(a, ip("198.18.0.11"));
+        p.offer(mac(3), a, PREEMPT_AFTER, 10, None);
+        // The first client lost it: its late REQUEST is refused (it will be NAKed).
+        assert_eq!(p.bind(mac(2), a, PREEMPT_AFTER, 600, None), Err(PoolError::NotYours(a)));
+        // Nothing left to take: the bound lease and the new offer stay.
+        assert_eq!(p.allocate(mac(4), None, PREEMPT_AFTER), Err(PoolError::Exhausted));
+        assert_eq!(p.lease_at(ip("198.18.0.10")).unwrap().mac, mac(1));
+    }
+
+    #[test]
     fn offers_expire_and_do_not_block_others() {
         let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.10"));
         p.offer(mac(1), ip("198.18.0.10"), 0, 60, None);
-        assert_eq!(p.allocate(mac(2), None, 30), Err(PoolError::Exhausted));
+        assert_eq!(p.allocate(mac(2), None, PREEMPT_AFTER - 1), Err(PoolError::Exhausted));
         assert_eq!(p.allocate(mac(2), None, 61), Ok(ip("198.18.0.10")));
         // A release frees the address at once, even between rescans.
         let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.10"));

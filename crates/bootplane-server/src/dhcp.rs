@@ -7,13 +7,14 @@ use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
 use bootplane_core::{Mac, MachineState, Observed};
 use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpServer, KnownMachine};
-use std::collections::HashMap;
 use bootplane_dhcp::{BootFiles, Mode, Settings};
 use bootplane_store::{BatchItem, NewEvent};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-/// Runs on the DHCP thread: async store calls go through the runtime's handle, lease
-/// commits through the store's blocking lease writer when it has one.
+/// Runs on the DHCP thread: async store calls go through the runtime's handle; leases
+/// and their events are committed together through the store's blocking lease writer
+/// when it has one.
 struct StoreBackend {
     state: Shared,
     runtime: tokio::runtime::Handle,
@@ -28,10 +29,23 @@ impl Backend for StoreBackend {
         })
     }
 
-    fn save_leases(&mut self, leases: &[Lease]) -> Result<(), String> {
+    fn commit(&mut self, leases: &[Lease], events: Vec<DhcpEvent>) -> Result<(), String> {
+        let events = self.to_store(events);
         match &mut self.writer {
-            Some(w) => w(leases).map_err(|e| e.to_string()),
-            None => self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string()),
+            Some(w) => {
+                w(leases, &events).map_err(|e| e.to_string())?;
+                // Live event streams wait on this rather than polling.
+                self.state.sink.written.notify_waiters();
+                Ok(())
+            }
+            None => {
+                if !leases.is_empty() {
+                    self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string())?;
+                }
+                // Never waits for room: a DHCP server stalled on its own log answers nobody.
+                self.state.sink.try_push_many(events.into_iter().map(BatchItem::Event).collect());
+                Ok(())
+            }
         }
     }
 
@@ -54,9 +68,11 @@ impl Backend for StoreBackend {
         }
         out
     }
+}
 
-    fn events(&mut self, events: Vec<DhcpEvent>) {
-        let mut items = Vec::with_capacity(events.len());
+impl StoreBackend {
+    fn to_store(&self, events: Vec<DhcpEvent>) -> Vec<NewEvent> {
+        let mut out = Vec::with_capacity(events.len());
         for e in events {
             if let (Some(ip), Some(m)) = (e.ip, &e.machine) {
                 self.state.remember_ip(ip.into(), m);
@@ -64,12 +80,9 @@ impl Backend for StoreBackend {
             let mut detail = e.detail;
             detail["mac"] = serde_json::json!(e.mac);
             let name = e.machine.or_else(|| discovered_name(&Observed { mac: Some(e.mac), ..Default::default() }));
-            items.push(BatchItem::Event(NewEvent::new(name.as_deref(), e.kind, None, detail)));
+            out.push(NewEvent::new(name.as_deref(), e.kind, None, detail));
         }
-        // Never waits for room: a DHCP server stalled on its own log answers nobody
-        // (under overload that halved the leases served). A full queue drops the burst's
-        // events and counts them in bootplane_events_dropped_total.
-        self.state.sink.try_push_many(items);
+        out
     }
 }
 
@@ -80,10 +93,7 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<I
         DhcpMode::Full => Mode::Full,
         DhcpMode::Proxy => Mode::Proxy,
     };
-    let interface = cfg
-        .interface
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("dhcp.interface is required when dhcp.mode is not off"))?;
+    let interface = cfg.interface.clone().ok_or_else(|| anyhow::anyhow!("dhcp.interface is required when dhcp.mode is not off"))?;
     let (if_ip, if_mask) = interface_addr(&interface)?;
     let server_ip = cfg.server_ip.unwrap_or(if_ip);
     let netmask = cfg.netmask.unwrap_or(if_mask);

@@ -30,7 +30,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// See [`Store::lease_writer`].
-pub type LeaseWriter = Box<dyn FnMut(&[Lease]) -> Result<()> + Send>;
+pub type LeaseWriter = Box<dyn FnMut(&[Lease], &[NewEvent]) -> Result<()> + Send>;
 
 /// An event about to be written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,7 +169,9 @@ pub trait Store: Send + Sync + 'static {
     /// Upserts leases (by address) in one transaction; each MAC's other leases go.
     async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
     /// [`Store::put_leases`] as a blocking call with a connection of its own, for the DHCP
-    /// thread; `None` when the backend has no such path (callers use `put_leases`).
+    /// thread, writing the leases and the events about them in one transaction (one
+    /// commit per DHCP burst instead of two, and no hand-off to another thread); `None`
+    /// when the backend has no such path (callers use `put_leases` and the event sink).
     fn lease_writer(&self) -> Option<LeaseWriter> {
         None
     }

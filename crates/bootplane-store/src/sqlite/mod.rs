@@ -11,14 +11,12 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::json;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_leases.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_init.sql")), (2, include_str!("../../migrations/sqlite/0002_leases.sql"))];
 
-const MACHINE_COLS: &str =
-    "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
+const MACHINE_COLS: &str = "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
 /// The boot path's two lookups, spelled out once so each request does no formatting.
 const BY_UUID: &str = "SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated \
      FROM machines WHERE uuid = ?1";
@@ -33,6 +31,9 @@ pub struct SqliteStore {
     /// Other processes sharing the file still meet the busy timeout.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
 }
+
+/// How often the DHCP lease writer has the WAL checkpointed on a helper thread.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn be<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -56,9 +57,7 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
     let state: String = r.get(2)?;
     Ok(MachineRecord {
         spec: json_col(&r.get::<_, String>(1)?)?,
-        state: state
-            .parse()
-            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
+        state: state.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
         install_attempts: r.get(3)?,
         credential_generation: r.get(4)?,
         observed: json_col(&r.get::<_, String>(5)?)?,
@@ -69,9 +68,7 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
 }
 
 fn get_machine(c: &Connection, name: &str) -> Result<Option<MachineRecord>> {
-    c.query_row(&format!("SELECT {MACHINE_COLS} FROM machines WHERE name = ?1"), [name], machine_from_row)
-        .optional()
-        .map_err(be)
+    c.query_row(&format!("SELECT {MACHINE_COLS} FROM machines WHERE name = ?1"), [name], machine_from_row).optional().map_err(be)
 }
 
 fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
@@ -86,10 +83,8 @@ fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
 fn insert_events(c: &Connection, events: &[&NewEvent], ts: &str) -> Result<()> {
     const CHUNK: usize = 64;
     for chunk in events.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO events (time, machine, kind, source, detail) VALUES {}",
-            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-        );
+        let sql =
+            format!("INSERT INTO events (time, machine, kind, source, detail) VALUES {}", vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
         let mut st = c.prepare_cached(&sql).map_err(be)?;
         let details: Vec<String> = chunk.iter().map(|e| e.detail.to_string()).collect();
         let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 5);
@@ -136,12 +131,7 @@ fn transition_in(
     .map_err(be)?;
     insert_event(
         c,
-        &NewEvent::new(
-            Some(rec.name()),
-            "state.changed",
-            source,
-            json!({ "from": from, "to": to, "trigger": trigger, "detail": detail }),
-        ),
+        &NewEvent::new(Some(rec.name()), "state.changed", source, json!({ "from": from, "to": to, "trigger": trigger, "detail": detail })),
     )?;
     let record = get_machine(c, rec.name())?.ok_or_else(|| StoreError::NotFound(rec.name().into()))?;
     Ok(Transitioned::Changed { from, record })
@@ -164,9 +154,8 @@ impl SqliteStore {
             c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
                 .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         }
-        let manager = SqliteConnectionManager::file(path).with_init(|c| {
-            c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-        });
+        let manager = SqliteConnectionManager::file(path)
+            .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"));
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .build(manager)
@@ -227,17 +216,14 @@ fn immediate<T>(c: &mut Connection, f: impl FnOnce(&rusqlite::Transaction<'_>) -
 }
 
 fn migrate(c: &mut Connection) -> Result<()> {
-    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
-        .map_err(be)?;
+    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)").map_err(be)?;
     for (version, sql) in MIGRATIONS {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
-        let done: bool = tx
-            .query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
-            .map_err(be)?;
+        let done: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0)).map_err(be)?;
         if !done {
             tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
-            tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)", params![version, now()])
-                .map_err(be)?;
+            tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)", params![version, now()]).map_err(be)?;
         }
         tx.commit().map_err(be)?;
     }
@@ -260,9 +246,8 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
         discovered.extend(owner);
     }
     if let Some(u) = &spec.uuid {
-        let mut st = tx
-            .prepare("SELECT name FROM machines WHERE state = 'discovered' AND json_extract(spec, '$.uuid') = ?1")
-            .map_err(be)?;
+        let mut st =
+            tx.prepare("SELECT name FROM machines WHERE state = 'discovered' AND json_extract(spec, '$.uuid') = ?1").map_err(be)?;
         let names = st.query_map([u.as_str()], |r| r.get::<_, String>(0)).map_err(be)?;
         for n in names {
             discovered.push(n.map_err(be)?);
@@ -408,7 +393,9 @@ fn write_item(tx: &Connection, item: &BatchItem, ts: &str) -> Result<()> {
                 .map_err(be)
         }
         BatchItem::Discovered { observed, source: _ } => {
-            let Some(name) = discovered_name(observed) else { return Ok(()) };
+            let Some(name) = discovered_name(observed) else {
+                return Ok(());
+            };
             let spec = MachineSpec {
                 name: name.clone(),
                 macs: observed.mac.into_iter().collect(),
@@ -494,17 +481,11 @@ impl Store for SqliteStore {
         let mac = obs.mac.map(|m| m.to_string());
         self.read_inline(move |c| {
             let by_uuid = match uuid {
-                Some(u) => c
-                    .prepare_cached(BY_UUID)
-                    .and_then(|mut st| st.query_row([u], machine_from_row).optional())
-                    .map_err(be)?,
+                Some(u) => c.prepare_cached(BY_UUID).and_then(|mut st| st.query_row([u], machine_from_row).optional()).map_err(be)?,
                 None => None,
             };
             let by_mac = match mac {
-                Some(m) => c
-                    .prepare_cached(BY_MAC)
-                    .and_then(|mut st| st.query_row([m], machine_from_row).optional())
-                    .map_err(be)?,
+                Some(m) => c.prepare_cached(BY_MAC).and_then(|mut st| st.query_row([m], machine_from_row).optional()).map_err(be)?,
                 None => None,
             };
             Ok((by_uuid, by_mac))
@@ -571,17 +552,14 @@ impl Store for SqliteStore {
 
     async fn template(&self, name: &str) -> Result<Option<String>> {
         let name = name.to_string();
-        self.run(move |c| c.query_row("SELECT butane FROM templates WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be))
-            .await
+        self.run(move |c| c.query_row("SELECT butane FROM templates WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be)).await
     }
 
     async fn delete_bundle(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(move |tx| {
             let users: Vec<String> = {
-                let mut st = tx
-                    .prepare("SELECT name FROM machines WHERE json_extract(spec, '$.bundle') = ?1 ORDER BY name")
-                    .map_err(be)?;
+                let mut st = tx.prepare("SELECT name FROM machines WHERE json_extract(spec, '$.bundle') = ?1 ORDER BY name").map_err(be)?;
                 let rows = st.query_map([&name], |r| r.get::<_, String>(0)).map_err(be)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
             };
@@ -698,8 +676,7 @@ impl Store for SqliteStore {
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.run(move |c| c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(be))
-            .await
+        self.run(move |c| c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(be)).await
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
@@ -713,8 +690,10 @@ impl Store for SqliteStore {
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.write(move |tx| tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()).map_err(be))
-            .await
+        self.write(move |tx| {
+            tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()).map_err(be)
+        })
+        .await
     }
 
     async fn delete_setting(&self, key: &str) -> Result<()> {
@@ -727,14 +706,22 @@ impl Store for SqliteStore {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;
             let rows = st
                 .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
                 })
                 .map_err(be)?;
             let mut out = Vec::new();
             for row in rows {
                 let (ip, mac, state, expires, hostname) = row.map_err(be)?;
                 // A row that no longer parses is skipped, not fatal: DHCP must start.
-                let (Ok(ip), Ok(mac), Ok(state)) = (ip.parse(), mac.parse(), serde_json::from_value(json!(state))) else { continue };
+                let (Ok(ip), Ok(mac), Ok(state)) = (ip.parse(), mac.parse(), serde_json::from_value(json!(state))) else {
+                    continue;
+                };
                 out.push(Lease { ip, mac, state, expires, hostname });
             }
             Ok(out)
@@ -750,23 +737,46 @@ impl Store for SqliteStore {
     fn lease_writer(&self) -> Option<LeaseWriter> {
         let (pool, writer) = (self.pool.clone(), self.writer.clone());
         // The DHCP thread keeps this connection for good (one of the pool's eight).
-        let mut conn = None;
-        Some(Box::new(move |leases: &[Lease]| {
-            let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            if conn.is_none() {
-                conn = Some(pool.get().map_err(be)?);
+        let mut conn: Option<r2d2::PooledConnection<SqliteConnectionManager>> = None;
+        let checkpointing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut last_checkpoint = std::time::Instant::now();
+        Some(Box::new(move |leases: &[Lease], events: &[NewEvent]| {
+            {
+                let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => {
+                        let c = pool.get().map_err(be)?;
+                        // A checkpoint copies the WAL into the database and fsyncs it, for
+                        // milliseconds: not on the thread that answers DHCP (see below).
+                        c.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(be)?;
+                        conn.insert(c)
+                    }
+                };
+                immediate(c, |tx| {
+                    write_leases(tx, leases)?;
+                    insert_events(tx, &events.iter().collect::<Vec<_>>(), &now())
+                })?;
             }
-            immediate(conn.as_mut().expect("connection set above"), |tx| write_leases(tx, leases))
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && !checkpointing.swap(true, Ordering::AcqRel) {
+                last_checkpoint = std::time::Instant::now();
+                let (pool, checkpointing) = (pool.clone(), checkpointing.clone());
+                std::thread::spawn(move || {
+                    // PASSIVE never blocks writers; whatever it leaves, the next one takes.
+                    if let Err(e) = pool.get().map_err(be).and_then(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").map_err(be)) {
+                        eprintln!("bootplane: SQLite WAL checkpoint failed (retried in {CHECKPOINT_EVERY:?}): {e}");
+                    }
+                    checkpointing.store(false, Ordering::Release);
+                });
+            }
+            Ok(())
         }))
     }
 
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport> {
         self.write(move |tx| {
             let events_deleted = tx
-                .execute(
-                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
-                    [events_retained as i64],
-                )
+                .execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", [events_retained as i64])
                 .map_err(be)? as u64;
             let discovered_deleted = tx
                 .execute(
