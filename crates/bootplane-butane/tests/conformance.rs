@@ -129,7 +129,7 @@ fn conformance_corpus() {
                     let mut have = t.config.clone();
                     normalise(&mut have);
                     normalise(&mut want);
-                    if have.to_string() != want.to_string() {
+                    if have != want {
                         Some(format!("output differs:\n  got  {have}\n  want {want}"))
                     } else if warn && t.warnings.is_empty() {
                         Some("expected warnings (--strict must fail), got none".into())

@@ -49,10 +49,8 @@ impl MarkedEventReceiver for Walker<'_> {
                 }
                 self.expect_key = !self.expect_key;
             }
-            Event::Scalar(..) | Event::Alias(..) => {
-                if item_start {
-                    self.out.push((m.line(), m.col() + 1));
-                }
+            Event::Scalar(..) | Event::Alias(..) if item_start => {
+                self.out.push((m.line(), m.col() + 1));
             }
             _ => {}
         }

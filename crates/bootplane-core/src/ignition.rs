@@ -45,24 +45,6 @@ pub fn base_config(spec_version: &str, hostname: &str, machine_env: &str) -> Val
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_url_matches_butane_escaping() {
-        assert_eq!(data_url(b"xyzzy"), "data:,xyzzy");
-        assert_eq!(data_url(b"a b\n"), "data:,a%20b%0A");
-        assert_eq!(data_url(b""), "data:,");
-    }
-
-    #[test]
-    fn env_values_need_no_quoting() {
-        assert!(env_safe("http://10.20.0.10:8080"));
-        assert!(!env_safe("a b") && !env_safe("$(x)") && !env_safe("a'b"));
-    }
-}
-
 /// Spec used when neither the machine nor its bundle names a Butane version: 3.3.0 is
 /// understood by every Ignition since 2021 (and by Debian's `ignition-validate`).
 pub const DEFAULT_SPEC: &str = "3.3.0";
@@ -83,4 +65,22 @@ pub fn spec_for_butane(variant_version: &str) -> Option<&'static str> {
         ("flatcar", "1.1.0") => "3.4.0",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_url_matches_butane_escaping() {
+        assert_eq!(data_url(b"xyzzy"), "data:,xyzzy");
+        assert_eq!(data_url(b"a b\n"), "data:,a%20b%0A");
+        assert_eq!(data_url(b""), "data:,");
+    }
+
+    #[test]
+    fn env_values_need_no_quoting() {
+        assert!(env_safe("http://10.20.0.10:8080"));
+        assert!(!env_safe("a b") && !env_safe("$(x)") && !env_safe("a'b"));
+    }
 }

@@ -167,7 +167,7 @@ pub async fn boot_decision(
     }
     let event_machine = match (&identity, machine) {
         (_, Some(m)) => Some(m.name().to_string()),
-        (IdentityMatch::Unknown, _) => discovered_name(&observed),
+        (IdentityMatch::Unknown, _) => discovered_name(observed),
         _ => None,
     };
     match &identity {
@@ -198,21 +198,6 @@ pub async fn boot_decision(
         .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })
         .inc();
     Ok(decision)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parsing_refuses_what_it_cannot_read() {
-        assert_eq!(parse_query(Some("mac=52%3A54%3A00%3A00%3A00%3A01&x=1")).unwrap()["mac"], "52:54:00:00:00:01");
-        assert!(parse_query(Some("mac=%zz")).is_err());
-        assert!(parse_query(Some("mac=%ff%fe")).is_err());
-        assert!(parse_query(Some("mac=a&mac=b")).is_err());
-        assert!(parse_query(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
-        assert!(parse_query(Some("serial=%")).is_err());
-    }
 }
 
 /// A first-stage loader over HTTP (`/boot/ipxe.efi`), for UEFI HTTP boot clients that
@@ -266,5 +251,20 @@ pub async fn first_stage_file(
             refused(e.to_string()).await;
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_refuses_what_it_cannot_read() {
+        assert_eq!(parse_query(Some("mac=52%3A54%3A00%3A00%3A00%3A01&x=1")).unwrap()["mac"], "52:54:00:00:00:01");
+        assert!(parse_query(Some("mac=%zz")).is_err());
+        assert!(parse_query(Some("mac=%ff%fe")).is_err());
+        assert!(parse_query(Some("mac=a&mac=b")).is_err());
+        assert!(parse_query(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
+        assert!(parse_query(Some("serial=%")).is_err());
     }
 }

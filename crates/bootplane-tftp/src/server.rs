@@ -115,13 +115,15 @@ impl<F: Fn(TransferEvent) + Send + Sync + 'static> Observer for F {
 }
 
 type CacheKey = (PathBuf, u64, SystemTime);
+/// A file's contents, valid while its [`CacheKey`] is unchanged.
+type Cached = (CacheKey, Arc<Vec<u8>>);
 
 pub struct TftpServer {
     cfg: TftpConfig,
     root: PathBuf,
     source: Arc<dyn FileSource>,
     observer: Arc<dyn Observer>,
-    cache: Mutex<HashMap<PathBuf, (CacheKey, Arc<Vec<u8>>)>>,
+    cache: Mutex<HashMap<PathBuf, Cached>>,
     active: Mutex<HashSet<SocketAddr>>,
 }
 

@@ -333,7 +333,7 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     let kubeconfig = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\nusers:\n- name: default\n  user:\n    client-key-data: UFJJVkFURS1LRVktTUFURVJJQUw=\n";
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(kubeconfig);
-    let (code, body) = srv.post(&format!("/v1/machines/s1/report"), Some(&creds["s1"]), &format!(r#"{{"state":"installed","detail":{{"hostname":"s1"}},"ca_hash":"{ca}","kubeconfig":"{b64}"}}"#));
+    let (code, body) = srv.post("/v1/machines/s1/report", Some(&creds["s1"]), &format!(r#"{{"state":"installed","detail":{{"hostname":"s1"}},"ca_hash":"{ca}","kubeconfig":"{b64}"}}"#));
     assert_eq!(code, 200, "{body}");
     // Its credential is retired with the report: no second helping of tokens.
     assert_eq!(join("s1", Some(&creds["s1"])).0, 401);

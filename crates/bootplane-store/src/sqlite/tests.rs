@@ -157,7 +157,7 @@ async fn leases_round_trip_and_follow_the_mac() {
     let (_d, s) = store();
     let mac = "52:54:00:00:00:01".parse().unwrap();
     let l = Lease { ip: "198.18.0.50".parse().unwrap(), mac, state: LeaseState::Bound, expires: 100, hostname: Some("a".into()) };
-    s.put_leases(&[l.clone()]).await.unwrap();
+    s.put_leases(std::slice::from_ref(&l)).await.unwrap();
     s.put_leases(&[Lease { ip: "198.18.0.51".parse().unwrap(), ..l.clone() }]).await.unwrap();
     let all = s.leases().await.unwrap();
     assert_eq!(all.len(), 1);
@@ -182,7 +182,7 @@ async fn lease_writer_commits_leases_with_their_events_and_checkpoints_elsewhere
     let l = Lease { ip: "198.18.0.50".parse().unwrap(), mac, state: LeaseState::Bound, expires: 100, hostname: None };
     let big = json!({ "pad": "x".repeat(2000) });
     let events: Vec<NewEvent> = (0..500).map(|i| NewEvent::new(Some("a"), "dhcp.ack", None, json!({ "i": i, "d": big }))).collect();
-    w(&[l.clone()], &events).unwrap();
+    w(std::slice::from_ref(&l), &events).unwrap();
     assert_eq!(s.leases().await.unwrap(), vec![l.clone()]);
     assert_eq!(s.event_count().await.unwrap(), 500);
     // Events alone (offers) are fine too.

@@ -63,10 +63,17 @@ impl Server {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut tftp = None;
+        // Failing to start still reaps the child (no stray servers between tests).
+        let fail = |mut child: std::process::Child, why: String| -> ! {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{why}");
+        };
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .expect("bootplane did not report its address");
+            let line = match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(l) => l,
+                Err(e) => fail(child, format!("bootplane did not report its address: {e}")),
+            };
             if let Some(rest) = line.strip_prefix("bootplane: TFTP on ") {
                 tftp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
@@ -79,7 +86,7 @@ impl Server {
                 return Server { child, url, tftp, dir, log: rx };
             }
             if line.starts_with("error:") {
-                panic!("bootplane failed to start: {line}");
+                fail(child, format!("bootplane failed to start: {line}"));
             }
         }
     }
