@@ -3,13 +3,21 @@
 # new client per exchange) against bootplane, dnsmasq and Kea (memfile) in turn, on the
 # same two namespaces joined by a veth pair. For each offered rate (RATES, exchanges/s)
 # each server in turn starts empty and runs alone for DURATION seconds; the table shows
-# the rate it sustained at each, so saturation is visible rather than one flooded figure.
+# the rate it sustained at each, so saturation is visible rather than one flooded figure,
+# and the server's CPU time, so "leases per CPU-second" compares servers that the client
+# (not the server) limited.
+# The server is pinned to the last CPU and perfdhcp to the others (on 2 cores: one
+# each). Unpinned, the scheduler's placement of four busy threads on two cores swung
+# the same server between 10k and 18k leases/s from one run to the next.
 # Usage (root): bash bench/dhcp.sh [DURATION] [RATES]
 # Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base; a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${1:-10}
-RATES=${2:-"5000 10000 20000"}
+DUR=${1:-5}
+RATES=${2:-"5000 10000 20000 40000"}
+NCPU=$(nproc)
+SRV_CPU=$((NCPU - 1))
+CLI_CPUS=0-$((NCPU > 1 ? NCPU - 2 : 0))
 cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 WORK=$(mktemp -d)
@@ -30,13 +38,18 @@ ip -n $S addr add 198.18.0.1/15 dev bpbs0; ip -n $S link set bpbs0 up; ip -n $S 
 # perfdhcp needs an address of its own: it talks to the server as a relay would.
 ip -n $C addr add 198.18.0.2/15 dev bpbc0; ip -n $C link set bpbc0 up; ip -n $C link set lo up
 
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user+system, 1/100 s
 perf() { # name rate: runs perfdhcp in the client namespace
-    local name=$1 r=$2 out rate drops
-    out=$(ip netns exec $C perfdhcp -4 -l bpbc0 -r "$r" -R 1000000 -p "$DUR" -W 200000 2>&1 || true)
+    local name=$1 r=$2 out rate drops pid t0 cpu
+    pid=$(ip netns pids $S | head -1)
+    t0=$(ticks "$pid")
+    out=$(ip netns exec $C taskset -c "$CLI_CPUS" perfdhcp -4 -l bpbc0 -r "$r" -R 1000000 -p "$DUR" -W 200000 2>&1 || true)
+    cpu=$(echo "($(ticks "$pid") - $t0) / 100" | bc -l)
     rate=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
     drops=$(awk '/drops ratio:/ {print $3; exit}' <<<"$out")
-    printf '%-22s offered %6s/s  sustained %10s leases/s  (DISCOVER drops %s%%)\n' "$name" "$r" "${rate:-?}" "${drops:-?}"
-    echo "$name $r ${rate:-0}" >> "$WORK/rates"
+    printf '%-10s offered %6s/s  sustained %9.0f leases/s  server CPU %5.2f s = %6.0f leases/CPU-s  (DISCOVER drops %s%%)\n' \
+        "$name" "$r" "${rate:-0}" "$cpu" "$(echo "${rate:-0} * $DUR / ($cpu + 0.01)" | bc -l)" "${drops:-?}"
+    echo "$name $r ${rate:-0} $(echo "${rate:-0} * $DUR / ($cpu + 0.01)" | bc -l)" >> "$WORK/rates"
 }
 stop_all() { for p in $(ip netns pids $S); do kill "$p" 2>/dev/null || true; done; sleep 1; }
 
@@ -68,20 +81,20 @@ JSON
 # rate under ~120k or the pool runs out again.
 for r in $RATES; do
     rm -rf "$WORK/bp" "$WORK/dnsmasq.leases" "$WORK/kea.leases"*
-    BOOTPLANE_TOKEN=bench ip netns exec $S "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
+    BOOTPLANE_TOKEN=bench ip netns exec $S taskset -c $SRV_CPU "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
     sleep 1.5
     perf bootplane "$r"
     SERVER_PID=$(ip netns pids $S | head -1)
     echo "  bootplane peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
     stop_all
     # dnsmasq (--no-ping: by default it pings every address before offering it)
-    ip netns exec $S dnsmasq --no-daemon --port=0 --interface=bpbs0 --bind-interfaces --user=root \
+    ip netns exec $S taskset -c $SRV_CPU dnsmasq --no-daemon --port=0 --interface=bpbs0 --bind-interfaces --user=root \
         --dhcp-range=198.18.1.1,198.19.255.254,255.254.0.0,1h --dhcp-authoritative --no-ping \
         --dhcp-lease-max=1000000 --dhcp-leasefile="$WORK/dnsmasq.leases" 2>/dev/null &
     sleep 1
     perf dnsmasq "$r"
     stop_all
-    KEA_LOCKFILE_DIR=$WORK KEA_PIDFILE_DIR=$WORK ip netns exec $S kea-dhcp4 -c "$WORK/kea.json" >/dev/null 2>&1 &
+    KEA_LOCKFILE_DIR=$WORK KEA_PIDFILE_DIR=$WORK ip netns exec $S taskset -c $SRV_CPU kea-dhcp4 -c "$WORK/kea.json" >/dev/null 2>&1 &
     sleep 2
     perf kea "$r"
     stop_all
@@ -89,8 +102,11 @@ done
 
 for r in $RATES; do
     bp=$(awk -v r="$r" '$1=="bootplane" && $2==r {print $3}' "$WORK/rates")
+    bpe=$(awk -v r="$r" '$1=="bootplane" && $2==r {print $4}' "$WORK/rates")
     for other in dnsmasq kea; do
-        o=$(awk -v n="$other" -v r="$r" '$1==n && $2==r {print $NF}' "$WORK/rates")
-        [ -n "$o" ] && [ "$o" != 0 ] && printf 'at %6s/s offered: bootplane / %-8s = %.2f\n' "$r" "$other" "$(echo "$bp / $o" | bc -l)"
+        o=$(awk -v n="$other" -v r="$r" '$1==n && $2==r {print $3}' "$WORK/rates")
+        oe=$(awk -v n="$other" -v r="$r" '$1==n && $2==r {print $4}' "$WORK/rates")
+        [ -n "$o" ] && [ "$o" != 0 ] && printf 'at %6s/s offered: bootplane / %-8s = %5.2f leases/s, %5.2f leases/CPU-s\n' \
+            "$r" "$other" "$(echo "$bp / $o" | bc -l)" "$(echo "$bpe / $oe" | bc -l)"
     done
 done
