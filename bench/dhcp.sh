@@ -9,6 +9,10 @@
 # The server is pinned to the last CPU and perfdhcp to the others (on 2 cores: one
 # each). Unpinned, the scheduler's placement of four busy threads on two cores swung
 # the same server between 10k and 18k leases/s from one run to the next.
+# perfdhcp's sockets get a 4 MiB receive buffer (net.core.rmem_default, restored on
+# exit; it cannot be set per namespace here): with the default 208 KiB, a fast server's
+# replies overflowed the client at 40k/s (60k drops in 5 s in the client namespace's
+# UdpRcvbufErrors), so the faster server scored lower.
 # Usage (root): bash bench/dhcp.sh [DURATION] [RATES]
 # Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base; a release build.
 set -euo pipefail
@@ -22,7 +26,9 @@ cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 WORK=$(mktemp -d)
 S=bpbench-srv; C=bpbench-cli
+RMEM_DEFAULT=$(sysctl -n net.core.rmem_default)
 cleanup() {
+    sysctl -qw net.core.rmem_default="$RMEM_DEFAULT"
     for ns in $S $C; do
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
@@ -31,6 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cleanup; WORK=$(mktemp -d)
+sysctl -qw net.core.rmem_default=$((4 << 20))
 ip netns add $S; ip netns add $C
 ip link add bpbs0 type veth peer name bpbc0
 ip link set bpbs0 netns $S; ip link set bpbc0 netns $C

@@ -105,8 +105,11 @@ pub fn bind_std(interface: &str, port: u16) -> std::io::Result<std::net::UdpSock
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
-    // Room for a burst of clients booting at once.
-    let _ = s.set_recv_buffer_size(4 << 20);
+    // Room for a burst of clients booting at once. SO_RCVBUF is capped by
+    // net.core.rmem_max (208 KiB by default); we run as root, so force it.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20)).is_err() {
+        let _ = s.set_recv_buffer_size(4 << 20);
+    }
     s.bind_device(Some(interface.as_bytes()))
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind to interface {interface}: {e}")))?;
     s.set_nonblocking(true)?;
