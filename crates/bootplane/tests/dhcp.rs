@@ -121,7 +121,11 @@ fn full_mode_serves_real_clients_and_keeps_leases_across_restart() {
 
     std::thread::sleep(std::time::Duration::from_millis(400));
     let m = s.machine("reserved1");
-    assert!(m["events"].as_array().unwrap().iter().any(|e| e["kind"] == "dhcp.ack"), "{m}");
+    // Both halves of the exchange are on record: the offer's event waits for the ACK's
+    // commit and lands with it.
+    for kind in ["dhcp.offer", "dhcp.ack"] {
+        assert!(m["events"].as_array().unwrap().iter().any(|e| e["kind"] == kind), "no {kind}: {m}");
+    }
 }
 
 #[test]
@@ -174,7 +178,7 @@ fn proxy_mode_beside_dnsmasq() {
         .stderr(std::fs::File::create(d.path().join("dnsmasq.log")).unwrap())
         .spawn()
         .expect("dnsmasq (apt-get install dnsmasq-base)");
-    let _s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());
+    let s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     // An ordinary host: address from dnsmasq, nothing from bootplane.
@@ -212,6 +216,24 @@ fn proxy_mode_beside_dnsmasq() {
     let a: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().expect("answer on 4011")).unwrap();
     assert_eq!(a["type"], "ack");
     assert_eq!(a["file"], "ipxe.efi");
+
+    // Proxy answers commit no lease: their events are written on their own shortly
+    // after, under the unknown client's observed identity.
+    let kinds = || -> Vec<String> {
+        let (code, body) = s.admin("GET", "/v1/events?machine=discovered-020000000302");
+        assert_eq!(code, 200, "{body}");
+        let ev: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        ev.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let k = kinds();
+        if ["dhcp.proxy_offer", "dhcp.proxy_ack"].iter().all(|want| k.iter().any(|have| have == want)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "proxy events never written: {k:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
 }
