@@ -96,8 +96,16 @@ impl Probe {
     }
 
     /// Sends `packet` to `to`, resending it every second as firmware does (a link that
-    /// just came up may drop the first one), and collects distinct answers until `wait`.
-    async fn exchange(&self, sock: &tokio::net::UdpSocket, packet: &[u8], to: SocketAddr, xid: u32) -> std::io::Result<Vec<Answer>> {
+    /// just came up may drop the first one), and collects distinct answers until `wait`,
+    /// handing each to `seen` as it arrives.
+    async fn exchange(
+        &self,
+        sock: &tokio::net::UdpSocket,
+        packet: &[u8],
+        to: SocketAddr,
+        xid: u32,
+        seen: &mut dyn FnMut(&Answer),
+    ) -> std::io::Result<Vec<Answer>> {
         let mut out: Vec<Answer> = Vec::new();
         let mut buf = vec![0u8; 1500];
         let deadline = tokio::time::Instant::now() + self.wait;
@@ -119,6 +127,7 @@ impl Probe {
                     if let Some(m) = decoded {
                         let a = answer(&m, from);
                         if m.xid() == xid && !out.contains(&a) {
+                            seen(&a);
                             out.push(a);
                         }
                     }
@@ -129,14 +138,15 @@ impl Probe {
     }
 
     /// Broadcasts a DISCOVER; with `request`, then REQUESTs the first offer that carries
-    /// an address. Returns every answer seen.
-    pub async fn run(&self, request: bool) -> std::io::Result<Vec<Answer>> {
+    /// an address. Returns every answer seen (each also handed to `seen` on arrival).
+    pub async fn run(&self, request: bool, seen: &mut dyn FnMut(&Answer)) -> std::io::Result<Vec<Answer>> {
         let mac = interface_mac(&self.interface)?;
         let sock = crate::server::bind(&self.interface, 68)?;
         let xid: u32 = rand_xid();
         let discover = self.message(&mac, MessageType::Discover, xid);
         let to: SocketAddr = (Ipv4Addr::BROADCAST, 67).into();
-        let mut answers = self.exchange(&sock, &crate::policy::encode(&discover).ok_or_else(|| std::io::Error::other("encode"))?, to, xid).await?;
+        let mut answers =
+            self.exchange(&sock, &crate::policy::encode(&discover).ok_or_else(|| std::io::Error::other("encode"))?, to, xid, seen).await?;
         if request {
             if let Some(offer) = answers.iter().find(|a| a.kind == "offer" && !a.yiaddr.is_unspecified()).cloned() {
                 let mut req = self.message(&mac, MessageType::Request, xid);
@@ -144,20 +154,23 @@ impl Probe {
                 if let Some(id) = offer.server_id {
                     req.opts_mut().insert(DhcpOption::ServerIdentifier(id));
                 }
-                answers.extend(self.exchange(&sock, &crate::policy::encode(&req).ok_or_else(|| std::io::Error::other("encode"))?, to, xid).await?);
+                answers.extend(
+                    self.exchange(&sock, &crate::policy::encode(&req).ok_or_else(|| std::io::Error::other("encode"))?, to, xid, seen).await?,
+                );
             }
         }
         Ok(answers)
     }
 
     /// The PXE boot-server request: unicast to `server`:4011 from `client`:68.
-    pub async fn pxe_request(&self, server: Ipv4Addr, client: Ipv4Addr) -> std::io::Result<Vec<Answer>> {
+    pub async fn pxe_request(&self, server: Ipv4Addr, client: Ipv4Addr, seen: &mut dyn FnMut(&Answer)) -> std::io::Result<Vec<Answer>> {
         let mac = interface_mac(&self.interface)?;
         let sock = crate::server::bind(&self.interface, 68)?;
         let xid = rand_xid();
         let mut req = self.message(&mac, MessageType::Request, xid);
         req.set_ciaddr(client);
-        self.exchange(&sock, &crate::policy::encode(&req).ok_or_else(|| std::io::Error::other("encode"))?, SocketAddr::from((server, 4011)), xid).await
+        let packet = crate::policy::encode(&req).ok_or_else(|| std::io::Error::other("encode"))?;
+        self.exchange(&sock, &packet, SocketAddr::from((server, 4011)), xid, seen).await
     }
 }
 

@@ -180,11 +180,12 @@ fn shed(mut msgs: Vec<(Message, Received)>, full: bool) -> Vec<(Message, Receive
     msgs
 }
 
-/// Waits until one of `socks` is readable or `timeout` passes.
-fn wait_readable(socks: &[&std::net::UdpSocket], timeout: Duration) {
+/// Waits until one of `socks` or `woken` is readable or `timeout` passes.
+fn wait_readable(socks: &[&std::net::UdpSocket], woken: &std::os::unix::net::UnixDatagram, timeout: Duration) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let mut fds: Vec<PollFd> = socks.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+    fds.push(PollFd::new(woken.as_fd(), PollFlags::POLLIN));
     let ms = PollTimeout::from(timeout.as_millis().min(60_000) as u16);
     let _ = poll(&mut fds, ms);
 }
@@ -204,19 +205,47 @@ fn send(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Re
     Err(std::io::ErrorKind::WouldBlock.into())
 }
 
+/// A running server; [`DhcpHandle::stop`] ends it.
+pub struct DhcpHandle {
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the loop out of `poll(2)`.
+    wake: std::os::unix::net::UnixDatagram,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DhcpHandle {
+    /// Stops answering and returns once the events not yet written are written.
+    pub fn stop(self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.wake.send(&[1]);
+        let _ = self.thread.join();
+    }
+}
+
 impl<B: Backend> DhcpServer<B> {
     /// Binds the sockets (port 67, and 4011 in proxy mode) and serves on a thread of its
-    /// own until the process ends.
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// own until stopped.
+    pub fn spawn(self) -> std::io::Result<DhcpHandle> {
         let main = bind_std(&self.interface, 67)?;
         let pxe = match self.settings.mode {
             Mode::Proxy => Some(bind_std(&self.interface, 4011)?),
             Mode::Full => None,
         };
-        std::thread::Builder::new().name("dhcp".into()).spawn(move || self.run(main, pxe))
+        let (wake, woken) = std::os::unix::net::UnixDatagram::pair()?;
+        woken.set_nonblocking(true)?;
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopping.clone();
+        let thread = std::thread::Builder::new().name("dhcp".into()).spawn(move || self.run(main, pxe, &flag, &woken))?;
+        Ok(DhcpHandle { stopping, wake, thread })
     }
 
-    fn run(mut self, main: std::net::UdpSocket, pxe: Option<std::net::UdpSocket>) {
+    fn run(
+        mut self,
+        main: std::net::UdpSocket,
+        pxe: Option<std::net::UdpSocket>,
+        stopping: &std::sync::atomic::AtomicBool,
+        woken: &std::os::unix::net::UnixDatagram,
+    ) {
         let mut pool = LeasePool::new(self.range.0, self.range.1);
         if self.settings.mode == Mode::Full {
             pool.load(self.backend.load_leases());
@@ -232,6 +261,12 @@ impl<B: Backend> DhcpServer<B> {
                 known = self.backend.machines();
                 pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
                 next_refresh = now_i + REFRESH;
+            }
+            if stopping.load(std::sync::atomic::Ordering::Acquire) {
+                if !pending.events.is_empty() {
+                    self.commit(&[], &mut pending);
+                }
+                return;
             }
             if pending.due(now_i) {
                 self.commit(&[], &mut pending);
@@ -253,7 +288,7 @@ impl<B: Backend> DhcpServer<B> {
             if burst.is_empty() {
                 let socks: Vec<&std::net::UdpSocket> = std::iter::once(&main).chain(pxe.as_ref()).collect();
                 let wake = pending.deadline().map_or(next_refresh, |d| d.min(next_refresh));
-                wait_readable(&socks, wake.saturating_duration_since(std::time::Instant::now()));
+                wait_readable(&socks, woken, wake.saturating_duration_since(std::time::Instant::now()));
                 continue;
             }
             quiet_ticks = 0;

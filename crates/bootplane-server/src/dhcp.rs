@@ -6,7 +6,7 @@ use crate::Shared;
 use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
 use bootplane_core::{Mac, MachineState, Observed};
-use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpServer, KnownMachine};
+use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpHandle, DhcpServer, KnownMachine};
 use bootplane_dhcp::{BootFiles, Mode, Settings};
 use bootplane_store::{BatchItem, NewEvent};
 use std::collections::HashMap;
@@ -86,8 +86,9 @@ impl StoreBackend {
     }
 }
 
-/// Starts DHCP per `cfg` on its interface; returns the address it serves as.
-pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<Ipv4Addr>> {
+/// Starts DHCP per `cfg` on its interface; returns the address it serves as and the
+/// handle that stops it (call it at shutdown: it writes the events still pending).
+pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(Ipv4Addr, DhcpHandle)>> {
     let mode = match cfg.mode {
         DhcpMode::Off => return Ok(None),
         DhcpMode::Full => Mode::Full,
@@ -128,6 +129,6 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<I
     let writer = state.store.lease_writer();
     let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer };
     // Binds before returning, so a missing interface or a busy port fails `serve` at start.
-    DhcpServer { settings, interface, range, backend }.spawn()?;
-    Ok(Some(server_ip))
+    let handle = DhcpServer { settings, interface, range, backend }.spawn()?;
+    Ok(Some((server_ip, handle)))
 }

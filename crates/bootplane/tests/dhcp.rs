@@ -237,3 +237,34 @@ fn proxy_mode_beside_dnsmasq() {
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
 }
+
+#[test]
+fn events_still_pending_are_written_at_shutdown() {
+    require_netns!();
+    let lan = Lan::new("dsd");
+    let d = workdir(&config(&lan, "full"));
+    let s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());
+    let h = lan.add_host("h", "02:00:00:00:04:01");
+    // A DISCOVER alone: its offer commits nothing, so the offer's event waits for a
+    // later commit. The probe prints the offer the moment it arrives; the server is
+    // stopped right then, well inside the event's wait.
+    let mut probe = h
+        .cmd(&[BIN, "dhcp", "probe", "--interface", "eth0", "--wait", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(probe.stdout.take().unwrap()), &mut first).unwrap();
+    let offer: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    assert_eq!(offer["type"], "offer", "{offer}");
+    s.stop();
+    let _ = probe.kill();
+    let _ = probe.wait();
+
+    let s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());
+    let (code, body) = s.admin("GET", "/v1/events?machine=discovered-020000000401");
+    assert_eq!(code, 200, "{body}");
+    let ev: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(ev.iter().any(|e| e["kind"] == "dhcp.offer"), "the offer's event was lost at shutdown: {ev:?}");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub enum DhcpCmd {
     /// Send a DHCP DISCOVER on INTERFACE as a boot client would, and print every answer
-    /// (one JSON object per line). Needs root.
+    /// as it arrives (one JSON object per line). Needs root.
     Probe {
         #[arg(long)]
         interface: String,
@@ -39,14 +39,19 @@ pub enum DhcpCmd {
 pub fn run(cmd: DhcpCmd) -> anyhow::Result<ExitCode> {
     let DhcpCmd::Probe { interface, vendor_class, arch, ipxe, wait, request, pxe_server, client_ip } = cmd;
     let probe = Probe { interface, vendor_class, arch, ipxe, wait: Duration::from_secs(wait) };
+    // One JSON line per answer as it arrives, so a watcher sees who answered when.
+    let mut print = |a: &bootplane_dhcp::probe::Answer| {
+        use std::io::Write;
+        if let Ok(line) = serde_json::to_string(a) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+        }
+    };
     let answers = runtime()?.block_on(async {
         match (pxe_server, client_ip) {
-            (Some(server), Some(client)) => probe.pxe_request(server, client).await,
-            _ => probe.run(request).await,
+            (Some(server), Some(client)) => probe.pxe_request(server, client, &mut print).await,
+            _ => probe.run(request, &mut print).await,
         }
     })?;
-    for a in &answers {
-        println!("{}", serde_json::to_string(a)?);
-    }
     Ok(if answers.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -118,7 +118,8 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             .await?;
             eprintln!("bootplane: TFTP on {t} from {}", cfg.tftp.root.display());
         }
-        if let Some(ip) = bootplane_server::dhcp::start(state.clone(), &cfg.dhcp).await? {
+        let dhcp = bootplane_server::dhcp::start(state.clone(), &cfg.dhcp).await?;
+        if let Some((ip, _)) = &dhcp {
             eprintln!(
                 "bootplane: DHCP ({:?}) on {} as {ip}",
                 cfg.dhcp.mode,
@@ -126,7 +127,12 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             );
         }
         eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
-        bootplane_server::run(state, listener, shutdown_signal()).await?;
+        let served = bootplane_server::run(state, listener, shutdown_signal()).await;
+        if let Some((_, handle)) = dhcp {
+            // Its last events are written before the process ends.
+            tokio::task::spawn_blocking(move || handle.stop()).await?;
+        }
+        served?;
         eprintln!("bootplane: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
