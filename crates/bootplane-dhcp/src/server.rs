@@ -22,9 +22,9 @@
 
 use crate::policy::{self, Destination, Mode, Request, Settings};
 use crate::pool::LeasePool;
+use dhcproto::v4::Message;
 use bootplane_core::model::{Lease, LeaseState};
 use bootplane_core::Mac;
-use dhcproto::v4::Message;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -91,7 +91,10 @@ pub fn interface_addr(interface: &str) -> std::io::Result<(Ipv4Addr, Ipv4Addr)> 
             return Ok((ip, mask));
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("interface {interface} has no IPv4 address (dhcp.interface)")))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("interface {interface} has no IPv4 address (dhcp.interface)"),
+    ))
 }
 
 /// [`bind_std`] as a tokio socket (for the probe).
@@ -256,17 +259,17 @@ impl<B: Backend> DhcpServer<B> {
         let mut buf = vec![0u8; 1500];
         let mut quiet_ticks = QUIET_TICKS;
         loop {
-            let now_i = std::time::Instant::now();
-            if now_i >= next_refresh {
-                known = self.backend.machines();
-                pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
-                next_refresh = now_i + REFRESH;
-            }
             if stopping.load(std::sync::atomic::Ordering::Acquire) {
                 if !pending.events.is_empty() {
                     self.commit(&[], &mut pending);
                 }
                 return;
+            }
+            let now_i = std::time::Instant::now();
+            if now_i >= next_refresh {
+                known = self.backend.machines();
+                pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
+                next_refresh = now_i + REFRESH;
             }
             if pending.due(now_i) {
                 self.commit(&[], &mut pending);
@@ -347,7 +350,8 @@ impl<B: Backend> DhcpServer<B> {
             }
         }
         pending.push(events);
-        if (!durable.is_empty() || pending.due(std::time::Instant::now())) && !self.commit(&durable, pending) && !durable.is_empty() {
+        let must_commit = !durable.is_empty() || pending.due(std::time::Instant::now());
+        if must_commit && !self.commit(&durable, pending) {
             // Better no answer than an acknowledgement we may forget: clients retry.
             return;
         }
@@ -359,9 +363,9 @@ impl<B: Backend> DhcpServer<B> {
         }
     }
 
-    /// Writes `durable` and every pending event in one transaction. On failure the
-    /// events are dropped (with a log line): holding them would only grow the queue
-    /// while the store is failing.
+    /// Writes `durable` and every pending event in one transaction; returns whether the
+    /// replies that depend on `durable` may leave. On failure the events are dropped
+    /// (with a log line): holding them would only grow the queue while the store fails.
     fn commit(&mut self, durable: &[Lease], pending: &mut Pending) -> bool {
         let events = pending.take();
         let n = events.len();
@@ -369,7 +373,7 @@ impl<B: Backend> DhcpServer<B> {
             Ok(()) => true,
             Err(e) if durable.is_empty() => {
                 tracing::error!("dhcp: cannot write {n} event(s), dropped: {e}");
-                false
+                true
             }
             Err(e) => {
                 tracing::error!("dhcp: cannot save {} lease(s), not answering this burst: {e}", durable.len());

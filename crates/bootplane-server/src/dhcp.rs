@@ -7,9 +7,9 @@ use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
 use bootplane_core::{Mac, MachineState, Observed};
 use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpHandle, DhcpServer, KnownMachine};
+use std::collections::HashMap;
 use bootplane_dhcp::{BootFiles, Mode, Settings};
 use bootplane_store::{BatchItem, NewEvent};
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Runs on the DHCP thread: async store calls go through the runtime's handle; leases
@@ -43,7 +43,9 @@ impl Backend for StoreBackend {
                     self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string())?;
                 }
                 // Never waits for room: a DHCP server stalled on its own log answers nobody.
-                self.state.sink.try_push_many(events.into_iter().map(BatchItem::Event).collect());
+                for e in events {
+                    self.state.sink.try_push(BatchItem::Event(e));
+                }
                 Ok(())
             }
         }
@@ -94,7 +96,10 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         DhcpMode::Full => Mode::Full,
         DhcpMode::Proxy => Mode::Proxy,
     };
-    let interface = cfg.interface.clone().ok_or_else(|| anyhow::anyhow!("dhcp.interface is required when dhcp.mode is not off"))?;
+    let interface = cfg
+        .interface
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("dhcp.interface is required when dhcp.mode is not off"))?;
     let (if_ip, if_mask) = interface_addr(&interface)?;
     let server_ip = cfg.server_ip.unwrap_or(if_ip);
     let netmask = cfg.netmask.unwrap_or(if_mask);

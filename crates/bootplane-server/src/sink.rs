@@ -18,8 +18,6 @@ const MAX_WAIT: Duration = Duration::from_millis(250);
 
 enum Msg {
     Item(BatchItem),
-    /// Several at once: one wake-up of the writer for a whole DHCP burst.
-    Items(Vec<BatchItem>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -68,7 +66,6 @@ impl EventSink {
                 while let Some(m) = next.take() {
                     match m {
                         Msg::Item(i) => batch.push(i),
-                        Msg::Items(v) => batch.extend(v),
                         Msg::Flush(w) => waiters.push(w),
                     }
                     if batch.len() < BATCH {
@@ -111,14 +108,6 @@ impl EventSink {
     pub fn try_push(&self, item: BatchItem) {
         if self.tx.try_send(Msg::Item(item)).is_err() {
             self.dropped.inc();
-        }
-    }
-
-    /// [`EventSink::try_push`] for many items, as one queue entry.
-    pub fn try_push_many(&self, items: Vec<BatchItem>) {
-        let n = items.len() as u64;
-        if n > 0 && self.tx.try_send(Msg::Items(items)).is_err() {
-            self.dropped.inc_by(n);
         }
     }
 

@@ -13,10 +13,13 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_init.sql")), (2, include_str!("../../migrations/sqlite/0002_leases.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_leases.sql")),
+];
 
-const MACHINE_COLS: &str = "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
+const MACHINE_COLS: &str =
+    "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
 /// The boot path's two lookups, spelled out once so each request does no formatting.
 const BY_UUID: &str = "SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated \
      FROM machines WHERE uuid = ?1";
@@ -57,7 +60,9 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
     let state: String = r.get(2)?;
     Ok(MachineRecord {
         spec: json_col(&r.get::<_, String>(1)?)?,
-        state: state.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
+        state: state
+            .parse()
+            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
         install_attempts: r.get(3)?,
         credential_generation: r.get(4)?,
         observed: json_col(&r.get::<_, String>(5)?)?,
@@ -68,7 +73,9 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
 }
 
 fn get_machine(c: &Connection, name: &str) -> Result<Option<MachineRecord>> {
-    c.query_row(&format!("SELECT {MACHINE_COLS} FROM machines WHERE name = ?1"), [name], machine_from_row).optional().map_err(be)
+    c.query_row(&format!("SELECT {MACHINE_COLS} FROM machines WHERE name = ?1"), [name], machine_from_row)
+        .optional()
+        .map_err(be)
 }
 
 fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
@@ -83,8 +90,10 @@ fn insert_event(c: &Connection, e: &NewEvent) -> Result<()> {
 fn insert_events(c: &Connection, events: &[&NewEvent], ts: &str) -> Result<()> {
     const CHUNK: usize = 64;
     for chunk in events.chunks(CHUNK) {
-        let sql =
-            format!("INSERT INTO events (time, machine, kind, source, detail) VALUES {}", vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        let sql = format!(
+            "INSERT INTO events (time, machine, kind, source, detail) VALUES {}",
+            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
         let mut st = c.prepare_cached(&sql).map_err(be)?;
         let details: Vec<String> = chunk.iter().map(|e| e.detail.to_string()).collect();
         let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 5);
@@ -131,7 +140,12 @@ fn transition_in(
     .map_err(be)?;
     insert_event(
         c,
-        &NewEvent::new(Some(rec.name()), "state.changed", source, json!({ "from": from, "to": to, "trigger": trigger, "detail": detail })),
+        &NewEvent::new(
+            Some(rec.name()),
+            "state.changed",
+            source,
+            json!({ "from": from, "to": to, "trigger": trigger, "detail": detail }),
+        ),
     )?;
     let record = get_machine(c, rec.name())?.ok_or_else(|| StoreError::NotFound(rec.name().into()))?;
     Ok(Transitioned::Changed { from, record })
@@ -154,8 +168,9 @@ impl SqliteStore {
             c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
                 .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         }
-        let manager = SqliteConnectionManager::file(path)
-            .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"));
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        });
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .build(manager)
@@ -216,14 +231,17 @@ fn immediate<T>(c: &mut Connection, f: impl FnOnce(&rusqlite::Transaction<'_>) -
 }
 
 fn migrate(c: &mut Connection) -> Result<()> {
-    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)").map_err(be)?;
+    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+        .map_err(be)?;
     for (version, sql) in MIGRATIONS {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
-        let done: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0)).map_err(be)?;
+        let done: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
+            .map_err(be)?;
         if !done {
             tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
-            tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)", params![version, now()]).map_err(be)?;
+            tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)", params![version, now()])
+                .map_err(be)?;
         }
         tx.commit().map_err(be)?;
     }
@@ -246,8 +264,9 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
         discovered.extend(owner);
     }
     if let Some(u) = &spec.uuid {
-        let mut st =
-            tx.prepare("SELECT name FROM machines WHERE state = 'discovered' AND json_extract(spec, '$.uuid') = ?1").map_err(be)?;
+        let mut st = tx
+            .prepare("SELECT name FROM machines WHERE state = 'discovered' AND json_extract(spec, '$.uuid') = ?1")
+            .map_err(be)?;
         let names = st.query_map([u.as_str()], |r| r.get::<_, String>(0)).map_err(be)?;
         for n in names {
             discovered.push(n.map_err(be)?);
@@ -481,11 +500,17 @@ impl Store for SqliteStore {
         let mac = obs.mac.map(|m| m.to_string());
         self.read_inline(move |c| {
             let by_uuid = match uuid {
-                Some(u) => c.prepare_cached(BY_UUID).and_then(|mut st| st.query_row([u], machine_from_row).optional()).map_err(be)?,
+                Some(u) => c
+                    .prepare_cached(BY_UUID)
+                    .and_then(|mut st| st.query_row([u], machine_from_row).optional())
+                    .map_err(be)?,
                 None => None,
             };
             let by_mac = match mac {
-                Some(m) => c.prepare_cached(BY_MAC).and_then(|mut st| st.query_row([m], machine_from_row).optional()).map_err(be)?,
+                Some(m) => c
+                    .prepare_cached(BY_MAC)
+                    .and_then(|mut st| st.query_row([m], machine_from_row).optional())
+                    .map_err(be)?,
                 None => None,
             };
             Ok((by_uuid, by_mac))
@@ -552,14 +577,17 @@ impl Store for SqliteStore {
 
     async fn template(&self, name: &str) -> Result<Option<String>> {
         let name = name.to_string();
-        self.run(move |c| c.query_row("SELECT butane FROM templates WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be)).await
+        self.run(move |c| c.query_row("SELECT butane FROM templates WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(be))
+            .await
     }
 
     async fn delete_bundle(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(move |tx| {
             let users: Vec<String> = {
-                let mut st = tx.prepare("SELECT name FROM machines WHERE json_extract(spec, '$.bundle') = ?1 ORDER BY name").map_err(be)?;
+                let mut st = tx
+                    .prepare("SELECT name FROM machines WHERE json_extract(spec, '$.bundle') = ?1 ORDER BY name")
+                    .map_err(be)?;
                 let rows = st.query_map([&name], |r| r.get::<_, String>(0)).map_err(be)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
             };
@@ -676,7 +704,8 @@ impl Store for SqliteStore {
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.run(move |c| c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(be)).await
+        self.run(move |c| c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(be))
+            .await
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
@@ -690,10 +719,8 @@ impl Store for SqliteStore {
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.write(move |tx| {
-            tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()).map_err(be)
-        })
-        .await
+        self.write(move |tx| tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()).map_err(be))
+            .await
     }
 
     async fn delete_setting(&self, key: &str) -> Result<()> {
@@ -706,13 +733,7 @@ impl Store for SqliteStore {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;
             let rows = st
                 .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                    ))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
                 })
                 .map_err(be)?;
             let mut out = Vec::new();
@@ -776,7 +797,10 @@ impl Store for SqliteStore {
     async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport> {
         self.write(move |tx| {
             let events_deleted = tx
-                .execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", [events_retained as i64])
+                .execute(
+                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                    [events_retained as i64],
+                )
                 .map_err(be)? as u64;
             let discovered_deleted = tx
                 .execute(

@@ -97,10 +97,7 @@ async fn mac_owned_by_another_machine_is_refused_atomically() {
     let (_d, s) = store();
     s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
     let e = s
-        .apply(ApplySet {
-            machines: vec![spec("c", "52:54:00:00:00:03", false), spec("b", "52:54:00:00:00:01", false)],
-            ..Default::default()
-        })
+        .apply(ApplySet { machines: vec![spec("c", "52:54:00:00:00:03", false), spec("b", "52:54:00:00:00:01", false)], ..Default::default() })
         .await
         .unwrap_err();
     assert!(e.to_string().contains("already belongs to machine a"), "{e}");
