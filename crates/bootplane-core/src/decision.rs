@@ -92,7 +92,8 @@ pub fn decide(ctx: &DecisionContext<'_>) -> BootDecision {
                 | PlanError::NoInstallDisk { .. }
                 | PlanError::BadTemplate { .. }
                 | PlanError::Unsupported { .. }
-                | PlanError::UnsafeArgs { .. })) => BootDecision::Misconfigured { machine: name, reason: e.to_string() },
+                | PlanError::UnsafeArgs { .. }
+                | PlanError::UnsignedImage { .. })) => BootDecision::Misconfigured { machine: name, reason: e.to_string() },
             }
         }
         s @ (MachineState::Ready | MachineState::Installed | MachineState::Failed | MachineState::Retired) => {

@@ -11,8 +11,9 @@ use serde_json::{json, Map, Value};
 pub const TOKEN_FILE: &str = "/etc/rancher/k3s/token";
 pub const AGENT_TOKEN_FILE: &str = "/etc/rancher/k3s/agent-token";
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
-/// The self-signed cluster CA whose hash goes into secure tokens (k3s docs, "k3s token").
-pub const SERVER_CA: &str = "/var/lib/rancher/k3s/server/tls/server-ca.crt";
+/// Where a k3s server writes its own secure token, `K10<ca-hash>::server:<password>`; the
+/// bootstrap server reports the hash from here (see report.sh).
+pub const SERVER_TOKEN: &str = "/var/lib/rancher/k3s/server/token";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {
@@ -201,7 +202,7 @@ pub fn config_yaml(node: &Node<'_>, node_ip: Option<std::net::Ipv4Addr>) -> Stri
         },
         node.cluster.name
     );
-    header + &serde_yaml::to_string(&Value::Object(c)).unwrap_or_default()
+    header + &crate::yaml11::to_string(&Value::Object(c))
 }
 
 /// A cluster's generated join secrets (k3s "short" tokens).
@@ -294,7 +295,7 @@ mod tests {
         assert_eq!(n.role, NodeRole::Bootstrap);
         let y = config_yaml(&n, None);
         assert!(y.contains("cluster-init: true") && !y.contains("server:"), "{y}");
-        assert!(y.contains("selinux: true") && y.contains("- 10.0.0.5\n- k8s.lab.internal"), "{y}");
+        assert!(y.contains("selinux: true") && y.contains("- \"10.0.0.5\"\n- k8s.lab.internal"), "{y}");
         let j = node(&c, &ms[2], Some(b), OsKind::Flatcar).unwrap();
         let y = config_yaml(&j, None);
         assert!(y.contains("server: https://10.0.0.5:6443") && !y.contains("cluster-init") && !y.contains("selinux"), "{y}");
@@ -302,6 +303,27 @@ mod tests {
         let y = config_yaml(&a, None);
         assert!(!y.contains("disable") && !y.contains("agent-token-file") && !y.contains("tls-san"), "{y}");
         assert_eq!(node(&c, &m("x", None, ""), Some(b), OsKind::Fcos).unwrap_err(), K3sError::NoRole { machine: "x".into(), cluster: "lab".into() });
+    }
+
+    #[test]
+    fn every_generated_key_is_one_the_node_s_k3s_command_defines() {
+        use crate::k3s_flags::{check, Command};
+        let mut c = cluster();
+        c.k3s.flannel_backend = Some("wireguard-native".into());
+        c.k3s.service_cidr = Some("10.43.0.0/16".into());
+        let mut a = m("a1", Some(Role::Agent), "10.0.0.9");
+        a.labels.insert("zone".into(), "r1".into());
+        let ms = [m("s1", Some(Role::Server), "10.0.0.5"), m("s2", Some(Role::Server), "10.0.0.6"), a];
+        for (i, os) in [(0, OsKind::Fcos), (1, OsKind::Flatcar), (2, OsKind::Fcos)] {
+            let n = node(&c, &ms[i], Some(&ms[0]), os).unwrap();
+            let cmd = if n.role.is_server() { Command::Server } else { Command::Agent };
+            let y = config_yaml(&n, "10.0.0.9".parse().ok());
+            let keys: Vec<&str> = y.lines().filter(|l| !l.starts_with(['#', ' ', '-'])).filter_map(|l| l.split(':').next()).collect();
+            assert!(keys.len() >= 4, "{y}");
+            for k in keys {
+                assert_eq!(check(cmd, k), None, "{:?} gets `{k}`", n.role);
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod ignition;
 pub mod ipxe;
 pub mod k3s;
+pub mod k3s_flags;
 pub mod model;
 pub mod network;
 pub mod node;
@@ -18,6 +19,7 @@ pub mod os;
 pub mod pxelinux;
 pub mod sealed;
 pub mod state;
+pub mod yaml11;
 
 pub use decision::{decide, BootDecision, DecisionContext};
 pub use identity::{resolve_identity, IdentityMatch, Mac, Observed, SmbiosUuid};

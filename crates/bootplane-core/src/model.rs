@@ -145,6 +145,14 @@ pub struct Bundle {
     pub rootfs: Option<Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Artifact>,
+    /// The image's detached OpenPGP signature, served as `image.sig` beside the image:
+    /// coreos-installer fetches `<image_url>.sig` and stops when it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sig: Option<Artifact>,
+    /// Install an unsigned image (`coreos.inst.insecure`): an explicit choice for an image
+    /// you built yourself, never a fallback.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_image: bool,
     /// Kernel arguments; a template for `generic` bundles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<String>,
@@ -178,6 +186,8 @@ impl Bundle {
             initrd: None,
             rootfs: None,
             image: None,
+            image_sig: None,
+            insecure_image: false,
             args: None,
             butane_version: None,
             k3s: None,
@@ -187,7 +197,7 @@ impl Bundle {
     }
 
     /// Every role a bundle file can have; also its name under `/artifacts/{bundle}/`.
-    pub const ROLES: [&'static str; 8] = ["kernel", "initramfs", "initrd", "rootfs", "image", "k3s", "k3s_images", "k3s_selinux"];
+    pub const ROLES: [&'static str; 9] = ["kernel", "initramfs", "initrd", "rootfs", "image", "image.sig", "k3s", "k3s_images", "k3s_selinux"];
 
     /// The slot of `role`, or `None` for a name that is not a role.
     pub fn slot_mut(&mut self, role: &str) -> Option<&mut Option<Artifact>> {
@@ -197,6 +207,7 @@ impl Bundle {
             "initrd" => &mut self.initrd,
             "rootfs" => &mut self.rootfs,
             "image" => &mut self.image,
+            "image.sig" => &mut self.image_sig,
             "k3s" => &mut self.k3s,
             "k3s_images" => &mut self.k3s_images,
             "k3s_selinux" => &mut self.k3s_selinux,
@@ -215,8 +226,15 @@ impl Bundle {
 
     /// The bundle's files with their roles, in [`Bundle::ROLES`] order.
     pub fn artifacts(&self) -> Vec<(&'static str, &Artifact)> {
-        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.k3s, &self.k3s_images, &self.k3s_selinux];
+        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.image_sig, &self.k3s, &self.k3s_images, &self.k3s_selinux];
         Self::ROLES.iter().zip(slots).filter_map(|(r, a)| a.as_ref().map(|a| (*r, a))).collect()
+    }
+
+    /// True when bootplane serves the image itself but has no signature to serve beside
+    /// it, and the bundle did not opt out of signature checks (`insecure_image`).
+    pub fn lacks_image_signature(&self) -> bool {
+        let in_store = self.image_sig.as_ref().is_some_and(|s| s.url.is_none() && s.sha256.is_some());
+        !self.insecure_image && self.image.as_ref().is_some_and(|i| i.url.is_none()) && !in_store
     }
 
     /// The initial ramdisk, whichever of the two spellings the bundle uses.

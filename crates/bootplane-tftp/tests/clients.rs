@@ -135,7 +135,7 @@ async fn transfers_survive_packet_loss() {
         ("undionly.kpxe", &[]),
         ("undionly.kpxe", &["blksize 1428", "windowsize 8", "tsize 0"]),
     ];
-    for (f, opts) in cases {
+    let fetch = |f: &str, opts: &[&str]| {
         let out = out_path(&d, f);
         let mut args: Vec<String> = vec!["atftp".into(), "--tftp-timeout".into(), "1".into()];
         for o in opts.iter() {
@@ -145,23 +145,34 @@ async fn transfers_survive_packet_loss() {
         args.extend(["-g".into(), "-r".into(), f.to_string(), "-l".into(), out.display().to_string(), s.addr.ip().to_string(), s.addr.port().to_string()]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         // atftp gives up after a few lost packets in a row; a real firmware retries the
-        // whole boot. Allow three attempts, and require a byte-identical result.
-        let mut ok = false;
+        // whole boot. Allow five attempts, and require a byte-identical result.
         let mut said = Vec::new();
         for _ in 0..5 {
             let o = ns.cmd(&argv).output().unwrap();
             if o.status.success() && sha(&out) == sha(&Path::new(IPXE).join(f)) {
-                ok = true;
-                break;
+                return;
             }
             said.push(String::from_utf8_lossy(&o.stderr).to_string());
             eprintln!("ATTEMPT FAILED {f}: {}", said.last().unwrap().lines().last().unwrap_or(""));
         }
-        assert!(ok, "{f} {opts:?} did not arrive intact through 5% loss in 5 tries: {said:?} events: {:?}", s.events.lock().unwrap());
+        panic!("{f} {opts:?} did not arrive intact through 5% loss in 5 tries: {said:?} events: {:?}", s.events.lock().unwrap());
+    };
+    for (f, opts) in cases {
+        fetch(f, opts);
     }
-    let ev = s.events.lock().unwrap();
-    let retransmits: u32 = ev.iter().map(|e| if let TransferEvent::Served { retransmits, .. } = e { *retransmits } else { 0 }).sum();
-    assert!(retransmits > 0, "5% loss must have cost retransmissions: {ev:?}");
+    let retransmits = || -> u32 {
+        let ev = s.events.lock().unwrap();
+        ev.iter().map(|e| if let TransferEvent::Served { retransmits, .. } = e { *retransmits } else { 0 }).sum()
+    };
+    // A 52-packet windowed transfer crosses 5% loss untouched about one time in fifteen;
+    // more transfers (at most ten) make "no retransmission at all" a real failure.
+    for _ in 0..10 {
+        if retransmits() > 0 {
+            break;
+        }
+        fetch(cases[1].0, cases[1].1);
+    }
+    assert!(retransmits() > 0, "5% loss must have cost retransmissions: {:?}", s.events.lock().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

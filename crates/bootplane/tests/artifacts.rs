@@ -114,7 +114,9 @@ fn fcos_release(kernel_sha_override: Option<&str>) -> HashMap<String, Vec<u8>> {
     });
     out.insert("/streams/stable.json".into(), serde_json::to_vec(&stream).unwrap());
     for (name, data) in files {
-        out.insert(format!("{base}/fedora-coreos-{RELEASE}-live-{name}"), data);
+        let path = format!("{base}/fedora-coreos-{RELEASE}-live-{name}");
+        out.insert(format!("{path}.sig"), format!("detached signature of {name}").into_bytes());
+        out.insert(path, data);
     }
     out
 }
@@ -129,6 +131,7 @@ fn fetch_fcos_from_a_mirror_resuming_a_cut_download() {
     let files = fcos_release(None);
     let rootfs_path = files.keys().find(|k| k.ends_with("rootfs.img")).unwrap().clone();
     let rootfs = files[&rootfs_path].clone();
+    let sig = files.iter().find(|(k, _)| k.ends_with("metal.x86_64.raw.xz.sig")).map(|(_, v)| v.clone()).unwrap();
     let m = mirror(files, HashMap::from([(rootfs_path.clone(), 700_000)]));
     let o = bp(d.path(), &["bundle", "fetch", "fcos", "--stream", "stable", "--arch", "x86_64", "--base-url", &m.url]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -145,6 +148,15 @@ fn fetch_fcos_from_a_mirror_resuming_a_cut_download() {
     assert_eq!(b["local"], true);
     assert_eq!(b["rootfs"]["sha256"], sha(&rootfs));
     assert_eq!(b["rootfs"]["size"], rootfs.len());
+    // The image's signature is kept beside it, where coreos-installer asks for it; no
+    // other signature is downloaded without a keyring to check it with.
+    assert_eq!(b["image_sig"]["sha256"], sha(&sig));
+    let sigs: Vec<_> = log.iter().filter(|l| l.contains(".sig ")).collect();
+    assert_eq!(sigs.len(), 1, "{sigs:?}");
+    std::fs::write(d.path().join("bootplane.yaml"), "server: { listen: 127.0.0.1:0 }\n").unwrap();
+    let s = Server::start_with(d.path(), &["--config", "bootplane.yaml", "--data-dir", "data"]);
+    assert_eq!(s.get_bytes(&format!("/artifacts/fcos-{RELEASE}/image.sig")), (200, sig));
+    s.stop();
     // Fetching again downloads nothing.
     let before = m.log.lock().unwrap().len();
     let o = bp(d.path(), &["bundle", "fetch", "fcos", "--base-url", &m.url]);

@@ -127,8 +127,8 @@ fn roles_get_the_right_k3s_settings() {
         assert!(k(n).contains("server: https://198.18.0.100:6443") && !k(n).contains("cluster-init"), "{n}: {}", k(n));
     }
     assert!(k("a1").contains("token-file:") && !k("a1").contains("agent-token-file") && !k("a1").contains("disable"));
-    assert!(k("s2").contains("- 198.18.0.100\n- k8s.lab.test") && k("s2").contains("kubelet-arg:\n- cgroup-driver=systemd"));
-    assert!(k("s1").contains("node-ip: 198.18.0.11") && k("s1").contains("node-label:\n- rack=r1"));
+    assert!(k("s2").contains("- \"198.18.0.100\"\n- k8s.lab.test") && k("s2").contains("kubelet-arg:\n- cgroup-driver=systemd"));
+    assert!(k("s1").contains("node-ip: \"198.18.0.11\"") && k("s1").contains("node-label:\n- rack=r1"));
     // Joiners of clusters without an API endpoint go to the bootstrap server.
     assert!(k("f3").contains("server: https://198.18.0.21:6443"), "{}", k("f3"));
     assert!(k("f1").contains("flannel-backend: wireguard-native") && !k("f1").contains("selinux"));
@@ -228,13 +228,19 @@ fn check(cfg: &Path) -> (bool, String) {
 fn lints_catch_cluster_mistakes() {
     let base = std::fs::read_to_string(fixture()).unwrap();
     let d = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("role: server, cluster: gen", "role: agent, cluster: gen", "cluster gen: no machine has `role: server`"),
         ("extra_config:\n        kubelet-arg", "extra_config:\n        cluster-init: true\n        kubelet-arg", "each bootstrap a separate cluster"),
         ("cluster_cidr: 10.42.0.0/16", "cluster_cidr: 198.18.0.0/16", "cluster_cidr 198.18.0.0/16 overlaps"),
         ("service_cidr: 10.43.0.0/16", "service_cidr: 10.42.128.0/17", "service_cidr 10.42.128.0/17"),
         ("k3s: { version: v1.29.1+k3s2, flannel", "k3s: { bootstrap: f3, version: v1.29.1+k3s2, flannel", "bootstrap `f3` is not a server"),
         ("extra_config:\n        kubelet-arg", "extra_config:\n        token: hunter2\n        kubelet-arg", "sets `token`"),
+        // k3s agents stop on keys they do not define (server keys, typos); servers ignore
+        // unknown keys silently, which hides the typo.
+        ("extra_config:\n        kubelet-arg", "agent_extra_config:\n        disable: [traefik]\n      extra_config:\n        kubelet-arg", "cluster lab: agent_extra_config sets `disable`, which only `k3s server` defines"),
+        ("extra_config:\n        kubelet-arg", "agent_extra_config:\n        write-kubeconfig-mode: \"0644\"\n      extra_config:\n        kubelet-arg", "agent_extra_config sets `write-kubeconfig-mode`, which only"),
+        ("extra_config:\n        kubelet-arg", "agent_extra_config:\n        made-up-key: 1\n      extra_config:\n        kubelet-arg", "cluster lab: agent_extra_config sets `made-up-key`, which `k3s agent` v1.28.5+k3s1 does not define"),
+        ("extra_config:\n        kubelet-arg", "extra_config:\n        kubelet-args: [x]\n        kubelet-arg", "extra_config sets `kubelet-args`, which `k3s server`"),
     ];
     for (from, to, want) in cases {
         assert!(base.contains(from), "fixture lacks {from:?}");
@@ -261,7 +267,7 @@ fn seed_scenario_renders_and_lints_clean() {
         if i > 0 {
             assert!(k3s.contains("server: https://10.20.0.5:6443"), "{k3s}");
         }
-        assert!(k3s.contains(&format!("node-name: {name}\n")) && k3s.contains(&format!("node-ip: 10.20.0.{}\n", 5 + i)));
+        assert!(k3s.contains(&format!("node-name: {name}\n")) && k3s.contains(&format!("node-ip: \"10.20.0.{}\"\n", 5 + i)));
         for d in ["traefik", "servicelb", "local-storage", "metrics-server"] {
             assert!(k3s.contains(&format!("- {d}\n")), "{k3s}");
         }
@@ -453,4 +459,222 @@ fn flatcar_installer_and_ubuntu_seed_are_served_while_installing() {
     assert_eq!(code, 200);
     assert_eq!(srv.get("/v1/machines/u2/user-data").0, 404, "installed machines get no seed");
     srv.stop();
+}
+
+/// `text` as a YAML 1.1 reader sees it: PyYAML's `safe_load`, which subiquity and
+/// cloud-init use (dates as strings, since JSON has none).
+fn pyyaml(text: &str) -> Value {
+    let script = "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin), default=str))";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (apt-get install python3-yaml)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "PyYAML cannot read:\n{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The fixture with names and hostnames that YAML 1.1 reads as booleans: u3 is named
+/// `no` with hostname `on`, f3 has hostname `off`, s2 hostname `y`.
+fn ambiguous_fixture(dir: &Path) -> PathBuf {
+    let base = std::fs::read_to_string(fixture()).unwrap();
+    let text = base
+        .replace("{ name: u3, hostname: u3.lab.test,", "{ name: \"no\", hostname: \"on\",")
+        .replace("hostname: f3.lab.test,", "hostname: \"off\",")
+        .replace("hostname: s2.lab.test,", "hostname: \"y\",");
+    let p = dir.join("ambiguous.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Every YAML bootplane writes for a YAML 1.1 reader (Ubuntu's user-data for subiquity
+/// and cloud-init, k3s's config.yaml for go-yaml v2) means the same under 1.1 as under
+/// 1.2: MACs stay strings (not base-60 integers), hostnames `on`/`no` stay strings (not
+/// booleans), modes stay strings (not octal integers).
+#[test]
+fn yaml_1_1_readers_see_what_bootplane_meant() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = ambiguous_fixture(d.path());
+    let names = MACHINES.map(|m| if m == "u3" { "no" } else { m });
+    let mut checked = 0;
+    for name in names {
+        let mut docs = vec![rendered(&cfg, name, "--k3s-config")];
+        if name.starts_with('u') || name == "no" {
+            docs.push(rendered(&cfg, name, "--ignition"));
+        }
+        for doc in docs {
+            let meant: Value = serde_yaml::from_str(&doc).unwrap();
+            let read = pyyaml(&doc);
+            assert_eq!(read, meant, "{name}: a YAML 1.1 reader sees something else in:\n{doc}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 25);
+    let no = pyyaml(&rendered(&cfg, "no", "--ignition"));
+    assert_eq!(no["autoinstall"]["user-data"]["hostname"], "on");
+    assert_eq!(no["autoinstall"]["network"], Value::Null, "u3 has no static network");
+    let u1 = pyyaml(&rendered(&cfg, "u1", "--ignition"));
+    assert_eq!(u1["autoinstall"]["network"]["ethernets"]["bootplane0"]["match"]["macaddress"], "52:54:00:00:03:01");
+    assert_eq!(pyyaml(&rendered(&cfg, "f3", "--k3s-config"))["node-name"], "off");
+    assert_eq!(pyyaml(&rendered(&cfg, "s2", "--k3s-config"))["node-name"], "y");
+}
+
+/// The autoinstall keys bootplane writes, against the rules of subiquity's autoinstall
+/// schema (version 1, `autoinstall-schema.json` upstream), read the way subiquity reads
+/// them (PyYAML). Written here rather than vendored: only the keys bootplane uses.
+fn check_autoinstall(name: &str, ai: &Value) {
+    let known = [
+        "version", "early-commands", "reporting", "error-commands", "user-data", "packages", "debconf-selections",
+        "locale", "refresh-installer", "kernel", "keyboard", "network", "proxy", "apt", "storage", "identity", "ssh",
+        "snaps", "timezone", "updates", "late-commands", "shutdown", "interactive-sections",
+    ];
+    let obj = ai.as_object().unwrap_or_else(|| panic!("{name}: autoinstall is not a mapping"));
+    for k in obj.keys() {
+        assert!(known.contains(&k.as_str()), "{name}: autoinstall key `{k}` is not in subiquity's schema");
+    }
+    assert_eq!(ai["version"], 1, "{name}: version must be the integer 1");
+    for c in ai["early-commands"].as_array().unwrap() {
+        let ok = c.is_string() || c.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+        assert!(ok, "{name}: early-commands item {c} is neither a string nor a list of strings");
+    }
+    assert!(ai["user-data"].is_object(), "{name}: user-data must be a mapping");
+    assert!(ai["storage"]["layout"]["name"].as_str().is_some_and(|l| ["lvm", "direct", "zfs"].contains(&l)), "{name}: storage layout");
+    assert!(ai["storage"]["layout"]["match"]["path"].is_string(), "{name}: storage match path");
+    let ssh = &ai["ssh"];
+    assert!(ssh["install-server"].is_boolean() && ssh["allow-pw"].is_boolean(), "{name}: ssh flags must be booleans");
+    assert!(ssh["authorized-keys"].as_array().unwrap().iter().all(Value::is_string), "{name}: ssh keys must be strings");
+    assert!(["reboot", "poweroff"].contains(&ai["shutdown"].as_str().unwrap_or_default()), "{name}: shutdown");
+    // Identity may be left out only because user-data is given (subiquity's rule).
+    assert!(ai.get("identity").is_none() && ai["user-data"]["users"].is_array(), "{name}: identity or user-data users");
+    if let Some(net) = ai.get("network") {
+        assert_eq!(net["version"], 2, "{name}: netplan version must be the integer 2");
+        for (iface, eth) in net["ethernets"].as_object().unwrap() {
+            for (k, v) in eth["match"].as_object().into_iter().flatten() {
+                assert!(["name", "macaddress", "driver"].contains(&k.as_str()), "{name}: {iface} match.{k}");
+                assert!(v.is_string(), "{name}: {iface} match.{k} = {v} is not a string");
+            }
+        }
+    }
+}
+
+/// Python run with `args`, `stdin` fed in: (success, stdout + stderr).
+fn run_with_input(cmd: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Every Ubuntu user-data the fixture renders goes where subiquity sends it: the
+/// autoinstall keys against subiquity's rules, the installed system's `user-data`
+/// through the real `cloud-init schema`, and the `network` section through cloud-init's
+/// own netplan renderer (`cloud-init devel net-convert`), each after a PyYAML round trip
+/// as subiquity does it.
+#[test]
+fn ubuntu_user_data_passes_subiquity_rules_and_real_cloud_init() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = ambiguous_fixture(d.path());
+    for name in ["u1", "u2", "no", "u4", "u5"] {
+        let ai = pyyaml(&rendered(&cfg, name, "--ignition"))["autoinstall"].clone();
+        check_autoinstall(name, &ai);
+
+        let target = d.path().join(format!("{name}.cloud-config"));
+        let dump = "import sys, json, yaml; print('#cloud-config'); print(yaml.safe_dump(json.load(sys.stdin)))";
+        let (ok, text) = run_with_input("python3", &["-c", dump], &ai["user-data"].to_string());
+        assert!(ok, "{text}");
+        std::fs::write(&target, text).unwrap();
+        let o = Command::new("cloud-init").args(["schema", "-c"]).arg(&target).output().expect("cloud-init (apt-get install cloud-init)");
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && out.contains("Valid cloud-config"), "{name}: cloud-init schema:\n{out}");
+
+        let Some(net) = ai.get("network") else { continue };
+        let net_file = d.path().join(format!("{name}.network.yaml"));
+        let (ok, text) = run_with_input("python3", &["-c", "import sys, json, yaml; print(yaml.safe_dump({'network': json.load(sys.stdin)}))"], &net.to_string());
+        assert!(ok, "{text}");
+        std::fs::write(&net_file, text).unwrap();
+        let out_dir = d.path().join(format!("{name}.netplan"));
+        let o = Command::new("cloud-init")
+            .args(["devel", "net-convert", "-k", "yaml", "-D", "ubuntu", "-O", "netplan", "-p"])
+            .arg(&net_file)
+            .arg("-d")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: net-convert: {}", String::from_utf8_lossy(&o.stderr));
+        let written = std::fs::read_to_string(out_dir.join("etc/netplan/50-cloud-init.yaml")).unwrap();
+        let np = pyyaml(&written);
+        let mac = &np["network"]["ethernets"]["bootplane0"]["match"]["macaddress"];
+        assert_eq!(mac, "52:54:00:00:03:01", "{name}: cloud-init wrote netplan:\n{written}");
+    }
+}
+
+/// The bootstrap server's real report script, run against a live server with its paths
+/// moved under a temporary root. Stand-ins: `systemctl` (every unit active, none failed)
+/// and `k3s` (`/readyz` answers), which is all the script asks of them. The CA file holds
+/// a chain (custom CA with an intermediate), whose file hash is not the root hash k3s
+/// puts in its token; joiners must get the token's hash or k3s refuses the join.
+#[test]
+fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
+    let d = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture()).unwrap().replace("install_disk: /dev/disk/by-id/nvme-disk-s1", "install_disk: /dev/disk/by-id/nvme-disk-s1, provision: true");
+    std::fs::write(d.path().join("bootplane.yaml"), text).unwrap();
+    let srv = Server::start(d.path());
+    assert_eq!(srv.admin("POST", "/v1/machines/s2/provision").0, 200);
+    let mut ign = std::collections::HashMap::new();
+    for (name, mac) in [("s1", "52:54:00:00:01:01"), ("s2", "52:54:00:00:01:02")] {
+        assert_eq!(srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64")).0, 200);
+        let (code, body) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        assert_eq!(code, 200, "{body}");
+        ign.insert(name, body);
+    }
+    let files = ignition_files(&serde_json::from_str(&ign["s1"]).unwrap());
+    let file = |p: &str| files.iter().find(|f| f.0 == p).unwrap_or_else(|| panic!("no {p}")).2.clone();
+
+    let root = d.path().join("root");
+    let under = |p: &str| root.join(p.trim_start_matches('/'));
+    let write = |p: &str, text: &str| {
+        std::fs::create_dir_all(under(p).parent().unwrap()).unwrap();
+        std::fs::write(under(p), text).unwrap();
+    };
+    let rooted = |text: &str| {
+        ["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane", "/var/lib/rancher/", "/etc/rancher/"]
+            .iter()
+            .fold(text.to_string(), |t, p| t.replace(p, &format!("{}{p}", root.display())))
+    };
+    write("/etc/bootplane/machine.env", &file("/etc/bootplane/machine.env").replace("http://198.18.0.10:8080", &srv.url));
+    let bin = under("/bin");
+    let k3s_env = file("/etc/bootplane/k3s.env").replace("K3S_BIN_DIR=/usr/local/bin", &format!("K3S_BIN_DIR={}", bin.display()));
+    write("/etc/bootplane/k3s.env", &k3s_env);
+    write("/bin/k3s", "#!/bin/sh\n# stand-in: `k3s kubectl get --raw /readyz` succeeds\nexit 0\n");
+    write("/stub/systemctl", "#!/bin/sh\n# stand-in: no unit failed, every unit active\n[ \"$1\" = is-failed ] && exit 1\nexit 0\n");
+    let root_hash = "1f0c3b1e5d6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
+    write("/var/lib/rancher/k3s/server/token", &format!("K10{root_hash}::server:s3cr3tpassword\n"));
+    write("/var/lib/rancher/k3s/server/tls/server-ca.crt", "-----BEGIN CERTIFICATE-----\nintermediate\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nroot\n-----END CERTIFICATE-----\n");
+    write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\n");
+    write("/report", &rooted(&file("/usr/local/bin/bootplane-report")));
+    for p in ["/bin/k3s", "/stub/systemctl"] {
+        std::process::Command::new("chmod").arg("+x").arg(under(p)).status().unwrap();
+    }
+    let path = format!("{}:{}", under("/stub").display(), std::env::var("PATH").unwrap());
+    let o = Command::new("timeout").args(["60", "bash"]).arg(under("/report")).env("PATH", path).output().unwrap();
+    assert!(o.status.success(), "report.sh: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(under("/var/lib/bootplane/reported").exists());
+    assert_eq!(srv.machine("s1")["state"], "installed");
+
+    let cred = credential_from_ignition(&ign["s2"]);
+    let (code, join) = req("GET", &format!("{}/v1/machines/s2/join", srv.url), Some(&cred), None);
+    assert_eq!(code, 200, "{join}");
+    assert!(join.starts_with(&format!("K3S_TOKEN=K10{root_hash}::server:")), "{join}");
 }

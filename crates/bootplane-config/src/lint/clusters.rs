@@ -1,10 +1,12 @@
 //! Cluster findings: the mistakes that make k3s nodes fail to form one cluster (no
 //! server, two servers each running `cluster-init`, a bootstrap that is not a server,
 //! pod/service networks overlapping the machines' own network, a token pasted into a
-//! config that is served without authentication).
+//! config that is served without authentication, a config-file key the node's k3s
+//! command does not define).
 
 use super::Findings;
 use crate::Config;
+use bootplane_core::k3s_flags::{self, Command, KeyProblem};
 use bootplane_core::model::{Cluster, Role};
 use std::net::Ipv4Addr;
 
@@ -80,6 +82,23 @@ pub(super) fn lint(cfg: &Config, c: &Cluster, out: &mut Findings) {
                 "{w}: extra_config sets `{key}`; bootplane generates and delivers join tokens and the server address itself \
                  (a token in config.yaml would be served with the machine's config)"
             ));
+        }
+    }
+    let version = c.k3s.version.as_deref().unwrap_or("unpinned");
+    for (cmd, what, extra) in [(Command::Server, "extra_config", &c.k3s.extra_config), (Command::Agent, "agent_extra_config", &c.k3s.agent_extra_config)] {
+        let name = if cmd == Command::Server { "server" } else { "agent" };
+        for key in extra.keys() {
+            match k3s_flags::check(cmd, key) {
+                None => {}
+                Some(KeyProblem::ServerOnly) => out.error(format!(
+                    "{w}: {what} sets `{key}`, which only `k3s server` defines; `k3s agent` would stop with \
+                     \"flag provided but not defined\". Move it to extra_config"
+                )),
+                Some(KeyProblem::Unknown) => out.error(format!(
+                    "{w}: {what} sets `{key}`, which `k3s {name}` {version} does not define (bootplane knows the flags of \
+                     k3s v1.28-v1.30); check the spelling against `k3s {name} --help`"
+                )),
+            }
         }
     }
     if let Some(b) = &c.k3s.airgap_bundle {

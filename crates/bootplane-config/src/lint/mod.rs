@@ -188,6 +188,11 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 }
             }
         }
+        if b.os == OsKind::Fcos && b.lacks_image_signature() {
+            out.error(format!("{w}: {}", bootplane_core::os::PlanError::UnsignedImage { bundle: b.name.clone() }));
+        } else if b.insecure_image {
+            out.warn(format!("{w}: insecure_image: true; coreos-installer writes the image without checking its signature"));
+        }
         if b.kernel.is_none() && b.k3s.is_none() {
             out.warn(format!("{w}: no kernel; machines using it cannot be installed"));
         }

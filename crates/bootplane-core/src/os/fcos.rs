@@ -24,7 +24,16 @@ impl OsInstaller for Fcos {
             "ignition.firstboot".to_string(),
             "ignition.platform.id=metal".to_string(),
         ];
+        // coreos-installer fetches `<image_url>.sig`: bootplane serves it as `image.sig`
+        // right beside `image`, and a mirror URL is expected to have it beside the image
+        // as Fedora's do. Without an image the live system installs its own embedded copy.
         if let Some(image) = &b.image {
+            if b.lacks_image_signature() {
+                return Err(PlanError::UnsignedImage { bundle: b.name.clone() });
+            }
+            if b.insecure_image {
+                args.push("coreos.inst.insecure".to_string());
+            }
             args.push(format!("coreos.inst.image_url={}", ctx.artifact_url("image", image)));
         }
         if let Some(extra) = &b.args {
@@ -35,5 +44,45 @@ impl OsInstaller for Fcos {
             initrds: vec![("initramfs.img".into(), ctx.artifact_url("initramfs", initramfs))],
             args: args.join(" "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Artifact, Bundle, MachineSpec, OsKind};
+
+    fn local(h: char) -> Option<Artifact> {
+        Some(Artifact { url: None, sha256: Some(h.to_string().repeat(64)), size: Some(1) })
+    }
+
+    fn plan_for(b: &Bundle) -> Result<InstallerPlan, PlanError> {
+        let m = MachineSpec { name: "n1".into(), install_disk: Some("/dev/disk/by-id/x".into()), ..Default::default() };
+        Fcos.plan(&InstallContext { machine: &m, bundle: b, server: "http://bp:8080" })
+    }
+
+    #[test]
+    fn a_served_image_comes_with_its_signature_or_not_at_all() {
+        let mut b = Bundle::new("fcos-40", OsKind::Fcos, "x86_64");
+        (b.kernel, b.initramfs, b.rootfs, b.image) = (local('1'), local('2'), local('3'), local('4'));
+        assert_eq!(plan_for(&b), Err(PlanError::UnsignedImage { bundle: "fcos-40".into() }));
+
+        b.image_sig = local('5');
+        let args = plan_for(&b).unwrap().args;
+        let url = args.split(' ').find_map(|a| a.strip_prefix("coreos.inst.image_url=")).unwrap();
+        // Where coreos-installer looks for the signature is where bootplane serves it.
+        let sig = crate::node::artifact_url("http://bp:8080", "fcos-40", "image.sig", b.image_sig.as_ref().unwrap());
+        assert_eq!(format!("{url}.sig"), sig);
+        assert_eq!(b.artifact("image.sig"), b.image_sig.as_ref());
+        assert!(!args.contains("coreos.inst.insecure"), "{args}");
+
+        b.image_sig = None;
+        b.insecure_image = true;
+        assert!(plan_for(&b).unwrap().args.contains("coreos.inst.insecure coreos.inst.image_url="));
+
+        // No image: the live image installs its own copy, nothing to sign.
+        b.image = None;
+        b.insecure_image = false;
+        assert!(!plan_for(&b).unwrap().args.contains("image_url"));
     }
 }

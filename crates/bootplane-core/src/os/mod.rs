@@ -47,6 +47,13 @@ pub enum PlanError {
     BadTemplate { bundle: String, detail: String },
     #[error("bundle {bundle}: {kind} installers are not implemented in this version of bootplane")]
     Unsupported { bundle: String, kind: &'static str },
+    #[error(
+        "bundle {bundle}: its image is served by bootplane without its signature (image.sig), so coreos-installer would stop \
+         (\"signature not found\"); fetch the bundle with `bootplane bundle fetch fcos`, which keeps the signature, add \
+         `image.sig` to an imported bundle, drop `image` to install the live image's own copy, or set `insecure_image: true` \
+         for an image you built yourself"
+    )]
+    UnsignedImage { bundle: String },
     #[error("bundle {bundle}: kernel arguments would contain `{bad}`, which cannot go on a kernel command line")]
     UnsafeArgs { bundle: String, bad: String },
 }

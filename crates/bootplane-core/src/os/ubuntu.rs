@@ -22,6 +22,9 @@ impl OsInstaller for Ubuntu {
         }
         let role = if b.initramfs.is_some() { "initramfs" } else { "initrd" };
         // `cloud-config-url=/dev/null` stops casper from fetching the ISO a second time.
+        // `ds=nocloud-net` rather than `ds=nocloud`: cloud-init before 24.1 (the 20.04 and
+        // 22.04 installers) reads an http seed only under the `-net` name; 24.1 and later
+        // accept it with a deprecation warning.
         let mut args = vec![
             "ip=dhcp".to_string(),
             format!("url={}", ctx.artifact_url("image", iso)),
@@ -45,7 +48,8 @@ const DISK_PLACEHOLDER: &str = "@BOOTPLANE_INSTALL_DISK@";
 /// The NoCloud `meta-data`; a new instance id per install generation makes cloud-init
 /// treat a reinstall as a new instance.
 pub fn meta_data(name: &str, generation: u32, short_hostname: &str) -> String {
-    format!("instance-id: bootplane-{name}-{generation}\nlocal-hostname: {short_hostname}\n")
+    let s = crate::yaml11::scalar;
+    format!("instance-id: {}\nlocal-hostname: {}\n", s(&format!("bootplane-{name}-{generation}")), s(short_hostname))
 }
 
 /// The NoCloud `user-data`: an autoinstall document.
@@ -98,5 +102,14 @@ pub fn user_data(inp: &Inputs<'_>) -> Result<String, ConfigError> {
         ai["network"] = network::netplan(&n);
     }
     let doc: Value = json!({ "autoinstall": ai });
-    Ok(format!("#cloud-config\n# Written by bootplane for {}.\n{}", m.name, serde_yaml::to_string(&doc).unwrap_or_default()))
+    Ok(format!("#cloud-config\n# Written by bootplane for {}.\n{}", m.name, crate::yaml11::to_string(&doc)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn meta_data_keeps_hostnames_strings_for_yaml_1_1() {
+        assert_eq!(super::meta_data("u3", 2, "on"), "instance-id: bootplane-u3-2\nlocal-hostname: \"on\"\n");
+        assert_eq!(super::meta_data("u1", 1, "u1"), "instance-id: bootplane-u1-1\nlocal-hostname: u1\n");
+    }
 }

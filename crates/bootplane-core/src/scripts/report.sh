@@ -38,9 +38,19 @@ if [ -n "${K3S_ROLE:-}" ]; then
     done
 fi
 
-body="{\"state\":\"$state\",\"detail\":{\"hostname\":\"$(hostname)\"}"
+ca=
 if [ "$state" = installed ] && [ "${K3S_BOOTSTRAP:-0}" = 1 ]; then
-    ca=$(sha256sum /var/lib/rancher/k3s/server/tls/server-ca.crt | cut -d' ' -f1)
+    # The hash k3s itself puts into its secure token (K10<hash>::server:...). It is the
+    # root's when server-ca.crt holds a chain, so hashing that file would break joins.
+    ca=$(sed -n 's/^K10\([0-9a-f]\{64\}\)::.*/\1/p' /var/lib/rancher/k3s/server/token 2> /dev/null)
+    if [ -z "$ca" ]; then
+        echo "k3s is up but /var/lib/rancher/k3s/server/token holds no K10<ca-hash>:: token" >&2
+        state=failed
+        unit=k3s.service
+    fi
+fi
+body="{\"state\":\"$state\",\"detail\":{\"hostname\":\"$(hostname)\"}"
+if [ -n "$ca" ]; then
     kc=$(base64 -w0 /etc/rancher/k3s/k3s.yaml)
     body="$body,\"ca_hash\":\"$ca\",\"kubeconfig\":\"$kc\""
 fi

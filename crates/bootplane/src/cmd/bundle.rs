@@ -5,7 +5,7 @@ use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
 use anyhow::{bail, Context};
 use bootplane_artifacts::download::{self, Expected};
-use bootplane_artifacts::release::{self, ReleasePlan};
+use bootplane_artifacts::release::{self, PlannedFile, ReleasePlan};
 use bootplane_artifacts::ContentStore;
 use bootplane_config::Config;
 use bootplane_core::model::{Artifact, Bundle, OsKind};
@@ -93,7 +93,7 @@ fn parse_os(s: &str) -> Result<OsKind, String> {
     serde_json::from_value(serde_json::json!(s)).map_err(|_| format!("`{s}` is not an OS kind: fcos, flatcar, ubuntu or generic"))
 }
 
-const ROLES: [&str; 8] = Bundle::ROLES;
+const ROLES: [&str; 9] = Bundle::ROLES;
 
 fn set_role(b: &mut Bundle, role: &str, a: Artifact) {
     if let Some(slot) = b.slot_mut(role) {
@@ -126,53 +126,63 @@ fn get_text(agent: &ureq::Agent, url: &str) -> Result<String, String> {
     agent.get(url).call().map_err(|e| format!("{url}: {e}"))?.into_string().map_err(|e| format!("{url}: {e}"))
 }
 
-/// Checks `data` against the detached signature at `sig_url` with gpgv.
-fn verify_signature(agent: &ureq::Agent, e: &Env, keyring: &Path, sig_url: &str, data: &Path) -> anyhow::Result<()> {
-    let mut sig = Vec::new();
-    std::io::Read::read_to_end(&mut agent.get(sig_url).call().with_context(|| sig_url.to_string())?.into_reader(), &mut sig)?;
-    std::fs::create_dir_all(e.content.tmp_dir())?;
-    let sig_path = e.content.tmp_dir().join(format!("sig-{}", std::process::id()));
-    std::fs::write(&sig_path, &sig)?;
+/// Checks `data` against the detached signature `sig` with gpgv.
+fn verify_signature(keyring: &Path, sig: &Path, data: &Path) -> anyhow::Result<()> {
     let out = std::process::Command::new("gpgv")
         .arg("--keyring")
         .arg(keyring)
-        .arg(&sig_path)
+        .arg(sig)
         .arg(data)
         .output()
         .context("running gpgv (apt-get install gpgv)")?;
-    let _ = std::fs::remove_file(&sig_path);
     if !out.status.success() {
-        bail!("{sig_url}: signature does not verify with {}: {}", keyring.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!("signature does not verify with {}: {}", keyring.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
 
-/// Downloads every file of `plan`, then records the bundle: all or nothing.
+/// Downloads every file of `plan`, then records the bundle: all or nothing. The image's
+/// detached signature is kept as `image.sig`, since coreos-installer asks for it beside
+/// the image; other signatures are only downloaded to be checked against `keyring`.
 fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
+    let keeps_sig = |f: &PlannedFile| f.role == "image" && f.signature.is_some();
     if let Some(existing) = rt.block_on(e.store.bundle(&plan.name))? {
-        if artifacts(&existing).iter().all(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))) {
+        let have = |role: &str| existing.artifact(role).and_then(|a| a.sha256.as_deref()).is_some_and(|h| e.content.has(h));
+        if plan.files.iter().all(|f| have(f.role) && (!keeps_sig(f) || have("image.sig"))) {
             println!("bundle {} is already in the store", plan.name);
             return Ok(ExitCode::SUCCESS);
         }
     }
     let agent = agent();
     let mut b = Bundle::new(&plan.name, plan.os, &plan.arch);
+    let nothing = || format!("{}: nothing was recorded; run the same command again to resume", plan.name);
     for f in &plan.files {
         let label = format!("{} {}", plan.name, f.role);
-        let stored = download::fetch(&agent, &e.content, &f.url, &f.expected, &label, 3)
-            .with_context(|| format!("{}: nothing was recorded; run the same command again to resume", plan.name))?;
-        match (&f.signature, keyring) {
+        let stored = download::fetch(&agent, &e.content, &f.url, &f.expected, &label, 3).with_context(nothing)?;
+        let sig = match &f.signature {
+            Some(url) if keeps_sig(f) || keyring.is_some() => {
+                let s = download::fetch(&agent, &e.content, url, &Expected::Unverified, &format!("{label} signature"), 3)
+                    .with_context(nothing)?;
+                Some(s)
+            }
+            _ => None,
+        };
+        match (&sig, keyring) {
             (Some(sig), Some(k)) => {
-                let path = e.content.path(&stored.sha256).expect("stored hashes are valid");
-                verify_signature(&agent, e, k, sig, &path)
-                    .with_context(|| format!("{}: nothing was recorded", plan.name))?;
+                let path = |h: &str| e.content.path(h).expect("stored hashes are valid");
+                verify_signature(k, &path(&sig.sha256), &path(&stored.sha256))
+                    .with_context(|| format!("{label}: {}", f.signature.as_deref().unwrap_or_default()))
+                    .with_context(nothing)?;
                 eprintln!("{label}: signature verified");
             }
-            (Some(_), None) => eprintln!("{label}: sha256 verified; signature not checked (no --keyring)"),
+            _ if f.signature.is_some() => eprintln!("{label}: sha256 verified; signature not checked (no --keyring)"),
             _ => {}
         }
         set_role(&mut b, f.role, Artifact { url: None, sha256: Some(stored.sha256), size: Some(stored.size) });
+        if let (true, Some(sig)) = (keeps_sig(f), sig) {
+            set_role(&mut b, "image.sig", Artifact { url: None, sha256: Some(sig.sha256), size: Some(sig.size) });
+        }
     }
     rt.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
     println!("bundle {} recorded ({} files, verified)", plan.name, plan.files.len());
@@ -192,7 +202,7 @@ fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Re
         }
     }
     if !any {
-        bail!("{}: no files named kernel, initramfs, initrd, rootfs or image", dir.display());
+        bail!("{}: no files named by role ({})", dir.display(), ROLES.join(", "));
     }
     runtime()?.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
     println!("bundle {name} recorded");
