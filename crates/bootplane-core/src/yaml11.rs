@@ -87,7 +87,7 @@ fn pad(out: &mut String, n: usize) {
 }
 
 fn literal(out: &mut String, s: &str, indent: usize) {
-    let body = if s.ends_with('\n') { &s[..s.len() - 1] } else { s };
+    let body = s.strip_suffix('\n').unwrap_or(s);
     for line in body.split('\n') {
         if !line.is_empty() {
             pad(out, indent);
