@@ -35,6 +35,11 @@ pub struct ServerSettings {
     /// Unknown machines remembered as `discovered`; the least recently seen go first.
     #[serde(default = "default_discovered")]
     pub max_discovered: u64,
+    /// How long a machine whose disk was written may take to boot it and report
+    /// (`installed`/`failed`) before it is marked `failed`. Long enough for a first boot
+    /// that installs k3s and pulls images on a slow link.
+    #[serde(default = "default_report_timeout")]
+    pub report_timeout: HumanDuration,
 }
 
 fn default_listen() -> SocketAddr {
@@ -49,6 +54,9 @@ fn default_events() -> u64 {
 fn default_discovered() -> u64 {
     4096
 }
+fn default_report_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60 * 60))
+}
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -61,6 +69,7 @@ impl Default for ServerSettings {
             max_install_attempts: default_attempts(),
             events_retained: default_events(),
             max_discovered: default_discovered(),
+            report_timeout: default_report_timeout(),
         }
     }
 }

@@ -96,7 +96,8 @@ pub fn decide(ctx: &DecisionContext<'_>) -> BootDecision {
                 | PlanError::UnsignedImage { .. })) => BootDecision::Misconfigured { machine: name, reason: e.to_string() },
             }
         }
-        s @ (MachineState::Ready | MachineState::Installed | MachineState::Failed | MachineState::Retired) => {
+        // Written: the disk holds the new system; another install would destroy it.
+        s @ (MachineState::Ready | MachineState::Written | MachineState::Installed | MachineState::Failed | MachineState::Retired) => {
             BootDecision::LocalBoot { machine: name, state: s }
         }
     }

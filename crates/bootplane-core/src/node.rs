@@ -13,6 +13,8 @@ use crate::network;
 pub const K3S_INSTALL_SCRIPT: &str = include_str!("scripts/k3s-install.sh");
 pub const REPORT_SCRIPT: &str = include_str!("scripts/report.sh");
 pub const FLATCAR_INSTALLER_SCRIPT: &str = include_str!("scripts/flatcar-installer.sh");
+/// Posts `written` from an installer's live environment (see docs/states.md).
+pub const WRITTEN_SCRIPT: &str = include_str!("scripts/written.sh");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct File {

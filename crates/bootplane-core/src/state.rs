@@ -17,6 +17,9 @@ pub enum MachineState {
     Provision,
     /// The installer has fetched its config.
     Installing,
+    /// The installer environment reported the disk written and reboots: from now on the
+    /// machine boots its disk while bootplane waits for the installed system's report.
+    Written,
     /// Reported success; boots its local disk from now on.
     Installed,
     Failed,
@@ -41,6 +44,8 @@ pub enum Trigger {
     Report,
     /// Too many installer attempts without a report.
     AttemptsExhausted,
+    /// The disk was written but the installed system did not report in time.
+    ReportTimeout,
 }
 
 /// (from, to, trigger): every move the system may make.
@@ -54,8 +59,14 @@ pub const TRANSITIONS: &[(MachineState, MachineState, Trigger)] = &[
     (Failed, Provision, Trigger::AdminProvision),
     (Retired, Provision, Trigger::AdminProvision),
     (Provision, Installing, Trigger::ConfigFetched),
+    (Installing, Written, Trigger::Report),
     (Installing, Installed, Trigger::Report),
     (Installing, Failed, Trigger::Report),
+    (Written, Installed, Trigger::Report),
+    (Written, Failed, Trigger::Report),
+    (Written, Failed, Trigger::ReportTimeout),
+    (Written, Provision, Trigger::AdminProvision),
+    (Written, Retired, Trigger::AdminRetire),
     (Provision, Failed, Trigger::AttemptsExhausted),
     (Installing, Failed, Trigger::AttemptsExhausted),
     (Discovered, Retired, Trigger::AdminRetire),
@@ -75,7 +86,7 @@ pub struct TransitionError {
 }
 
 impl MachineState {
-    pub const ALL: [MachineState; 7] = [Discovered, Ready, Provision, Installing, Installed, Failed, Retired];
+    pub const ALL: [MachineState; 8] = [Discovered, Ready, Provision, Installing, Written, Installed, Failed, Retired];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +94,7 @@ impl MachineState {
             Ready => "ready",
             Provision => "provision",
             Installing => "installing",
+            Written => "written",
             Installed => "installed",
             Failed => "failed",
             Retired => "retired",
@@ -138,6 +150,21 @@ mod tests {
         }
         assert!(Installed.check(Provision, Trigger::Apply).is_err());
         assert!(Discovered.check(Installing, Trigger::ConfigFetched).is_err());
+    }
+
+    #[test]
+    fn a_written_disk_is_never_reinstalled_by_a_boot() {
+        // Nothing a network boot triggers (config fetch, attempts) leads out of written;
+        // only the installed system's report, its timeout, or an operator does.
+        for &(from, to, trig) in TRANSITIONS {
+            if from == Written {
+                assert!(matches!(trig, Trigger::Report | Trigger::ReportTimeout | Trigger::AdminProvision | Trigger::AdminRetire), "{to:?} {trig:?}");
+            }
+        }
+        assert!(!Written.serves_installer());
+        assert!(Written.check(Installing, Trigger::ConfigFetched).is_err());
+        assert!(Written.check(Failed, Trigger::AttemptsExhausted).is_err());
+        assert!(Installing.check(Written, Trigger::Report).is_ok() && Written.check(Installed, Trigger::Report).is_ok());
     }
 
     #[test]

@@ -169,6 +169,8 @@ fn unbase64(v: &str) -> Option<Vec<u8>> {
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum ReportState {
+    /// From the installer environment, before it reboots into the new system.
+    Written,
     Installed,
     Failed,
 }
@@ -202,13 +204,26 @@ pub async fn report(
     let body: ReportBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, format!("report body: {e}; expected {{\"state\":\"installed\"|\"failed\",\"detail\":...}}"))
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("report body: {e}; expected {{\"state\":\"written\"|\"installed\"|\"failed\",\"detail\":...}}"),
+            )
         }
     };
     let to = match body.state {
+        ReportState::Written => MachineState::Written,
         ReportState::Installed => MachineState::Installed,
         ReportState::Failed => MachineState::Failed,
     };
+    // The installer's retry after a lost answer: already recorded.
+    if rec.state == MachineState::Written && to == MachineState::Written {
+        return Json(json!({ "machine": name, "state": rec.state })).into_response();
+    }
+    // A report the state table refuses changes nothing, the cluster handover included.
+    if let Err(e) = rec.state.check(to, Trigger::Report) {
+        refuse("report not expected in this state").await;
+        return error(StatusCode::CONFLICT, format!("machine {name} is {}: {e}", rec.state));
+    }
     let mut detail = json!({ "reported": body.detail });
     if let Some(unit) = &body.unit {
         detail["unit"] = json!(unit);

@@ -16,6 +16,7 @@ mod machine_config;
 mod metrics;
 pub mod sink;
 pub mod tftp;
+mod watch;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -107,6 +108,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
     let metrics = metrics::Metrics::default();
     let sink = sink::EventSink::start(store.clone(), metrics.events_dropped.clone());
     sink::start_pruner(store.clone(), settings.events_retained, settings.max_discovered);
+    watch::start(store.clone(), settings.report_timeout.0, Duration::from_secs(5).min(settings.report_timeout.0));
     Ok(Arc::new(AppState {
         store,
         settings,

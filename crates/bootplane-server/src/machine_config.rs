@@ -141,7 +141,7 @@ async fn config_error(s: &Shared, name: &str, source: Option<String>, msg: Strin
 #[derive(Clone, Copy)]
 enum Kind {
     Ignition,
-    /// Flatcar's live-system installer Ignition.
+    /// The live installer system's Ignition (fcos, flatcar).
     Installer,
     /// NoCloud `user-data` (Ubuntu autoinstall).
     UserData,
@@ -165,8 +165,14 @@ impl Kind {
                 Ok((IGN, bootplane_butane::to_json(&cfg, false), Some(v)))
             }
             Kind::Installer => {
-                let b = l.bundle.as_ref().filter(|b| b.os == OsKind::Flatcar).ok_or("this machine's bundle is not flatcar; only flatcar has an installer config")?;
-                let cfg = bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.ssh_keys).map_err(|e| e.to_string())?;
+                let cfg = match &l.bundle {
+                    Some(b) if b.os == OsKind::Flatcar => {
+                        bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.credential, &l.ssh_keys)
+                            .map_err(|e| e.to_string())?
+                    }
+                    Some(b) if b.os == OsKind::Fcos => bootplane_core::os::fcos::live_config(&l.record.spec, &l.server, &l.credential),
+                    _ => return Err("only fcos and flatcar bundles have an installer (live system) config".into()),
+                };
                 let spec = cfg["ignition"]["version"].as_str().map(str::to_string);
                 Ok((IGN, cfg.to_string(), spec))
             }

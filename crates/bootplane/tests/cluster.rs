@@ -678,3 +678,53 @@ fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
     assert_eq!(code, 200, "{join}");
     assert!(join.starts_with(&format!("K3S_TOKEN=K10{root_hash}::server:")), "{join}");
 }
+
+/// The live installer systems of fcos and flatcar carry the machine's credential and a
+/// script that reports the disk written before they reboot. Each live config passes the
+/// real `ignition-validate`; fcos orders its unit between coreos-installer's install and
+/// its reboot; and the real script, run against a live server (paths moved under a
+/// temporary root), moves the machine to `written`, whose next boot is local.
+#[test]
+fn live_installers_report_the_disk_written_before_rebooting() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture(), d.path().join("bootplane.yaml")).unwrap();
+    let srv = Server::start(d.path());
+    for (name, mac) in [("s2", "52:54:00:00:01:02"), ("f2", "52:54:00:00:02:02")] {
+        assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
+        let (_, ipxe) = srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
+        assert!(ipxe.contains(&format!("ignition.config.url=http://198.18.0.10:8080/v1/machines/{name}/installer")), "{ipxe}");
+        let (code, live) = srv.get(&format!("/v1/machines/{name}/installer"));
+        assert_eq!(code, 200, "{live}");
+        real_validate(&live).unwrap();
+        let live: Value = serde_json::from_str(&live).unwrap();
+        let files = ignition_files(&live);
+        let file = |p: &str| files.iter().find(|f| f.0 == p).unwrap_or_else(|| panic!("{name}: no {p}")).clone();
+        let (_, mode, env) = file("/etc/bootplane/machine.env");
+        assert_eq!(mode, 0o600);
+        let script = if name == "s2" { file("/etc/bootplane/written").2 } else { file("/opt/bootplane/written").2 };
+        shellcheck("written", &script);
+        if name == "s2" {
+            let unit = live["systemd"]["units"][0]["contents"].as_str().unwrap();
+            assert!(unit.contains("After=coreos-installer.service") && unit.contains("Before=coreos-installer.target coreos-installer-reboot.service"), "{unit}");
+            assert!(unit.contains("RequiredBy=coreos-installer.target"), "{unit}");
+        } else {
+            assert!(file("/opt/bootplane/install").2.contains("bash /opt/bootplane/written\nsystemctl reboot"));
+        }
+        // The install itself starts when the machine's own Ignition is fetched.
+        let (_, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        assert_eq!(credential_from_ignition(&ign), env.lines().find_map(|l| l.strip_prefix("BOOTPLANE_CREDENTIAL=")).unwrap());
+
+        let root = d.path().join(name);
+        std::fs::create_dir_all(root.join("etc/bootplane")).unwrap();
+        std::fs::write(root.join("etc/bootplane/machine.env"), env.replace("http://198.18.0.10:8080", &srv.url)).unwrap();
+        let rooted = ["/etc/bootplane/", "/run/bootplane"].iter().fold(script.clone(), |t, p| t.replace(p, &format!("{}{p}", root.display())));
+        std::fs::write(root.join("written"), rooted).unwrap();
+        let o = Command::new("timeout").args(["60", "bash"]).arg(root.join("written")).output().unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(srv.machine(name)["state"], "written");
+        let (_, again) = srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
+        assert!(!again.contains("kernel ") && again.contains("booting local disk"), "{again}");
+        // A second run, as after a lost answer, is accepted too.
+        assert!(Command::new("timeout").args(["60", "bash"]).arg(root.join("written")).status().unwrap().success());
+    }
+}

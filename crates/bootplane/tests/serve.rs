@@ -93,6 +93,62 @@ fn install_lifecycle_survives_restart_and_kill_9() {
     assert!(s.get(boot).1.contains("kernel "));
 }
 
+/// A real installer writes the disk and reboots before the installed system reports.
+/// On a site whose machines network-boot first, the reboot must get local boot, however
+/// often it comes, and the installed system reports with the credential it carries.
+#[test]
+fn a_written_disk_boots_locally_until_the_installed_system_reports() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let boot = "/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64";
+    assert!(s.get(boot).1.contains("kernel "));
+    let (_, ign) = s.get("/v1/machines/node1/ignition");
+    let cred = credential_from_ignition(&ign);
+    // `written` before the config was fetched is out of order.
+    let (code, body) = s.post("/v1/machines/node2/report", None, r#"{"state":"written"}"#);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written","detail":"installer"}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.machine("node1")["state"], "written");
+    // The installer's retry after a lost answer changes nothing.
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#).0, 200);
+    // More reboots than the attempt limit: every one boots the disk, none counts.
+    for _ in 0..5 {
+        let (_, script) = s.get(boot);
+        assert!(!script.contains("kernel ") && script.contains("booting local disk"), "{script}");
+    }
+    assert_eq!(s.machine("node1")["install_attempts"], 1);
+    assert_eq!(s.get("/v1/machines/node1/ignition").0, 404, "no config once the disk is written");
+    let (code, body) = s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed","detail":"from the disk"}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.machine("node1")["state"], "installed");
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#).0, 401, "credential retired");
+}
+
+#[test]
+fn a_written_machine_that_never_reports_is_marked_failed_with_the_reason() {
+    let d = workdir(&CONFIG.replace("  max_install_attempts: 3\n", "  max_install_attempts: 3\n  report_timeout: 2s\n"));
+    let s = Server::start(d.path());
+    assert!(s.get("/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64").1.contains("kernel "));
+    let cred = credential_from_ignition(&s.get("/v1/machines/node1/ignition").1);
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#).0, 200);
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = s.machine("node1")["state"].as_str().unwrap().to_string();
+        if state == "failed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(state, "failed");
+    let m = s.machine("node1");
+    let last = m["events"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "state.changed").unwrap().clone();
+    assert_eq!(last["detail"]["trigger"], "report_timeout", "{last}");
+    assert!(last["detail"]["detail"]["reason"].as_str().unwrap().contains("did not report within 2s"), "{last}");
+    // Its credential died with it: a late report cannot bring it back.
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#).0, 401);
+}
+
 #[test]
 fn unknown_machine_is_quarantined_and_discovered() {
     let d = workdir(CONFIG);

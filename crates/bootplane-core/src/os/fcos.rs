@@ -1,8 +1,15 @@
 //! Fedora CoreOS: the live PXE kernel, initramfs and rootfs, with coreos-installer driven
 //! from the kernel command line (`coreos.inst.*`). See the FCOS "Installing on bare metal
-//! / PXE" documentation for the argument names.
+//! / PXE" documentation for the argument names. The live system gets its own small
+//! Ignition (`ignition.config.url` → `/v1/machines/{name}/installer`): one unit ordered
+//! after `coreos-installer.service` and before `coreos-installer-reboot.service` that
+//! reports the disk written, the way coreos-assembler's own install tests hook in.
 
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
+use crate::ignition::{data_url, machine_env};
+use crate::model::MachineSpec;
+use crate::node::WRITTEN_SCRIPT;
+use serde_json::{json, Value};
 
 pub struct Fcos;
 
@@ -23,6 +30,7 @@ impl OsInstaller for Fcos {
             format!("coreos.inst.ignition_url={}", ctx.ignition_url()),
             "ignition.firstboot".to_string(),
             "ignition.platform.id=metal".to_string(),
+            format!("ignition.config.url={}/v1/machines/{}/installer", ctx.server, ctx.machine.name),
         ];
         // coreos-installer fetches `<image_url>.sig`: bootplane serves it as `image.sig`
         // right beside `image`, and a mirror URL is expected to have it beside the image
@@ -45,6 +53,28 @@ impl OsInstaller for Fcos {
             args: args.join(" "),
         })
     }
+}
+
+/// The live system's Ignition (spec 3.3.0): `machine.env` and the unit that reports the
+/// disk written between coreos-installer's install and its reboot.
+pub fn live_config(m: &MachineSpec, server: &str, credential: &str) -> Value {
+    let file = |path: &str, mode: u32, text: &str| {
+        json!({ "path": path, "overwrite": true, "contents": { "source": data_url(text.as_bytes()) }, "mode": mode })
+    };
+    // RequiredBy the installer target: if bootplane cannot be told, the machine stays in
+    // the live system instead of rebooting into a second install.
+    let unit = "[Unit]\nDescription=Report the disk written to bootplane\nAfter=coreos-installer.service\n\
+                Requires=coreos-installer.service\nBefore=coreos-installer.target coreos-installer-reboot.service\n\n\
+                [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/bash /etc/bootplane/written\n\
+                StandardOutput=journal+console\n\n[Install]\nRequiredBy=coreos-installer.target\n";
+    json!({
+        "ignition": { "version": "3.3.0" },
+        "storage": { "files": [
+            file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
+            file("/etc/bootplane/written", 0o700, WRITTEN_SCRIPT),
+        ]},
+        "systemd": { "units": [{ "name": "bootplane-written.service", "enabled": true, "contents": unit }] }
+    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Flatcar: the PXE kernel and cpio boot a live system whose Ignition is bootplane's
 //! *installer* config (`/v1/machines/{name}/installer`): one unit that fetches the
 //! machine's own Ignition and runs `flatcar-install -d <disk> -i <file>` (with the
-//! bundle's image when it has one, so no internet is needed), then reboots.
+//! bundle's image when it has one, so no internet is needed), reports the disk written
+//! with the machine's credential, then reboots.
 
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
-use crate::ignition::{data_url, env_safe};
+use crate::ignition::{data_url, env_safe, machine_env};
 use crate::model::{Bundle, MachineSpec};
-use crate::node::{artifact_url, FLATCAR_INSTALLER_SCRIPT};
+use crate::node::{artifact_url, FLATCAR_INSTALLER_SCRIPT, WRITTEN_SCRIPT};
 use serde_json::{json, Value};
 
 pub struct Flatcar;
@@ -37,7 +38,7 @@ fn install_disk(m: &MachineSpec) -> Result<&str, PlanError> {
 }
 
 /// The live system's Ignition (spec 3.3.0, which every Flatcar since 3185 reads).
-pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, ssh_keys: &[String]) -> Result<Value, PlanError> {
+pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, credential: &str, ssh_keys: &[String]) -> Result<Value, PlanError> {
     let disk = install_disk(m)?;
     let mut env = vec![
         ("BOOTPLANE_IGNITION_URL", format!("{server}/v1/machines/{}/ignition", m.name)),
@@ -60,7 +61,9 @@ pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, ssh_keys: &[S
         "ignition": { "version": "3.3.0" },
         "storage": { "files": [
             file("/etc/bootplane/installer.env", 0o644, &env),
+            file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
             file("/opt/bootplane/install", 0o755, FLATCAR_INSTALLER_SCRIPT),
+            file("/opt/bootplane/written", 0o755, WRITTEN_SCRIPT),
         ]},
         "systemd": { "units": [{
             "name": "bootplane-install.service",

@@ -2,7 +2,7 @@
 //! bundle into an [`InstallerPlan`] (kernel, initrds, command line). Adding an OS means
 //! adding a module and a line in [`installer_for`], not editing matches elsewhere.
 
-mod fcos;
+pub mod fcos;
 pub mod flatcar;
 mod generic;
 pub mod ubuntu;

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs in the Flatcar PXE live system (bootplane): fetches this machine's own Ignition,
-# writes Flatcar to the install disk with it, and reboots into the installed system.
+# writes Flatcar to the install disk with it, tells bootplane the disk is written, and
+# reboots into the installed system.
 set -euo pipefail
 
 # shellcheck source=/dev/null
@@ -23,4 +24,5 @@ if [ -n "${IMAGE_URL:-}" ]; then
     args+=(-f /var/tmp/flatcar_production_image.bin.bz2)
 fi
 flatcar-install "${args[@]}"
+bash /opt/bootplane/written
 systemctl reboot

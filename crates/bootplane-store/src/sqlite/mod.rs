@@ -129,7 +129,10 @@ fn transition_in(
         attempts = 0;
         generation += 1;
     }
-    if trigger == Trigger::Report {
+    // A report retires the credential it used, except `written`: the installed system
+    // reports with the same one. Failing or retiring a machine retires it too, so a
+    // credential taken from a dead install cannot be used later.
+    if (trigger == Trigger::Report && to != MachineState::Written) || matches!(to, MachineState::Failed | MachineState::Retired) {
         generation += 1;
     }
     let ts = now();

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Runs in an installer's live environment after the disk is written and before it
+# reboots (bootplane): tells bootplane the disk holds the new system, so the next network
+# boot is answered with local boot instead of a second install. Without that answer a
+# machine that network-boots first would reinstall itself until its attempts ran out, so
+# when bootplane cannot be told, this fails and the installer does not reboot.
+set -uo pipefail
+
+# shellcheck source=/dev/null
+. /etc/bootplane/machine.env
+umask 077
+mkdir -p /run/bootplane
+# The credential goes in a header file so it never shows in the process list.
+auth=/run/bootplane/auth
+printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
+code=000
+for _ in $(seq 1 30); do
+    code=$(curl -sS -o /run/bootplane/written.out -w '%{http_code}' -X POST -H "@$auth" \
+        -H 'Content-Type: application/json' --data-binary '{"state":"written"}' \
+        "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/report" || true)
+    case "$code" in
+        2??) echo "bootplane: disk written, reported; rebooting into the installed system"; exit 0 ;;
+        000 | 502 | 503 | 504) sleep 5 ;;
+        *) break ;;
+    esac
+done
+echo "bootplane refused the disk-written report (HTTP $code): $(cat /run/bootplane/written.out 2> /dev/null)" >&2
+echo "not rebooting: the next network boot would install again. Check the machine in bootplane." >&2
+exit 1
