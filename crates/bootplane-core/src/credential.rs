@@ -1,6 +1,7 @@
 //! Per-machine credentials. A credential is an HMAC of the machine name and its credential
-//! generation under the server secret, so it is never stored in clear and every instance
-//! sharing the store derives the same value. Retiring a credential is bumping the
+//! generation under a key derived from the server's secret key file ([`key_from`]), so
+//! neither the credentials nor their key are in the store, and every instance with the
+//! same key file derives the same value. Retiring a credential is bumping the
 //! generation: the old value then verifies for nothing.
 
 use hmac::{Hmac, Mac as _};
@@ -15,6 +16,14 @@ fn mac_for(secret: &[u8], machine: &str, generation: u32) -> HmacSha256 {
     m.update(b"\0");
     m.update(&generation.to_be_bytes());
     m
+}
+
+/// The credential HMAC key, derived from the sealing key (`secret.key`) so that reading
+/// the database alone never lets anyone compute a machine's credential.
+pub fn key_from(secret_key: &[u8; 32]) -> Vec<u8> {
+    let mut m = HmacSha256::new_from_slice(secret_key).expect("HMAC accepts any key length");
+    m.update(b"bootplane-credential-key-v1");
+    m.finalize().into_bytes().to_vec()
 }
 
 /// The live credential of `machine` at `generation`, as 64 lowercase hex digits.

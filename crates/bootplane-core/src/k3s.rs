@@ -244,23 +244,78 @@ pub fn join_material(role: NodeRole, tokens: &Tokens, ca_hash: Option<&str>) -> 
     }
 }
 
-/// The bootstrap server's kubeconfig with its loopback API address replaced by `api`.
-pub fn rewrite_kubeconfig(kubeconfig: &str, api: &str) -> String {
-    let api = api.trim_end_matches('/');
-    kubeconfig
-        .lines()
-        .map(|l| {
-            let t = l.trim_start();
-            match t.strip_prefix("server:") {
-                Some(v) if v.trim().starts_with("https://127.0.0.1") || v.trim().starts_with("https://localhost") || v.trim().starts_with("https://[::1]") => {
-                    format!("{}server: {api}", &l[..l.len() - t.len()])
-                }
-                _ => l.to_string(),
+/// The bootstrap server's kubeconfig reduced to the shape k3s writes: per cluster its
+/// `server` and `certificate-authority-data`, per user its client certificate and key,
+/// the contexts joining them. Anything that would make `kubectl` run a program, read a
+/// local file, skip TLS checks or use a proxy on the admin's workstation is refused, not
+/// dropped, so a tampered report shows up as an error. Loopback API addresses become
+/// `api` (a VIP or the bootstrap server) when `api` is given.
+pub fn reduce_kubeconfig(text: &str, api: Option<&str>) -> Result<String, String> {
+    let v: Value = serde_yaml::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
+    let list = |key: &str| -> Result<Vec<Value>, String> {
+        match &v[key] {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(a) => Ok(a.clone()),
+            _ => Err(format!("kubeconfig: `{key}` is not a list")),
+        }
+    };
+    let string = |v: &Value, what: &str| -> Result<String, String> {
+        v.as_str().map(str::to_string).ok_or_else(|| format!("kubeconfig: {what} is missing or not a string"))
+    };
+    let only = |obj: &Value, allowed: &[&str], what: &str| -> Result<(), String> {
+        let map = obj.as_object().ok_or_else(|| format!("kubeconfig: {what} is not a mapping"))?;
+        match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(format!("kubeconfig: {what} has `{k}`, which k3s never writes; refused")),
+            None => Ok(()),
+        }
+    };
+    let mut clusters = Vec::new();
+    for c in list("clusters")? {
+        let name = string(&c["name"], "a cluster's name")?;
+        let cl = &c["cluster"];
+        only(cl, &["server", "certificate-authority-data"], &format!("cluster {name}"))?;
+        let mut server = string(&cl["server"], &format!("cluster {name}'s server"))?;
+        if !server.starts_with("https://") {
+            return Err(format!("kubeconfig: cluster {name}'s server `{server}` is not https"));
+        }
+        if let (Some(api), Some(host)) = (api, api_host(&server)) {
+            if ["127.0.0.1", "localhost", "::1"].contains(&host) {
+                server = api.trim_end_matches('/').to_string();
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        }
+        let ca = string(&cl["certificate-authority-data"], &format!("cluster {name}'s certificate-authority-data"))?;
+        clusters.push(json!({ "cluster": { "certificate-authority-data": ca, "server": server }, "name": name }));
+    }
+    let mut users = Vec::new();
+    for u in list("users")? {
+        let name = string(&u["name"], "a user's name")?;
+        only(&u["user"], &["client-certificate-data", "client-key-data"], &format!("user {name}"))?;
+        let cert = string(&u["user"]["client-certificate-data"], &format!("user {name}'s client-certificate-data"))?;
+        let key = string(&u["user"]["client-key-data"], &format!("user {name}'s client-key-data"))?;
+        users.push(json!({ "name": name, "user": { "client-certificate-data": cert, "client-key-data": key } }));
+    }
+    let mut contexts = Vec::new();
+    for c in list("contexts")? {
+        let name = string(&c["name"], "a context's name")?;
+        only(&c["context"], &["cluster", "user", "namespace"], &format!("context {name}"))?;
+        let cluster = string(&c["context"]["cluster"], &format!("context {name}'s cluster"))?;
+        let user = string(&c["context"]["user"], &format!("context {name}'s user"))?;
+        contexts.push(json!({ "context": { "cluster": cluster, "user": user }, "name": name }));
+    }
+    if clusters.is_empty() || users.is_empty() {
+        return Err("kubeconfig: no cluster or no user".into());
+    }
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), json!("v1"));
+    out.insert("clusters".into(), json!(clusters));
+    out.insert("contexts".into(), json!(contexts));
+    if let Some(cur) = v["current-context"].as_str() {
+        out.insert("current-context".into(), json!(cur));
+    }
+    out.insert("kind".into(), json!("Config"));
+    out.insert("preferences".into(), json!({}));
+    out.insert("users".into(), json!(users));
+    Ok(crate::yaml11::to_string(&Value::Object(out)))
 }
 
 #[cfg(test)]
@@ -345,12 +400,34 @@ mod tests {
         assert!(!is_node_label("data-disk", "/dev/disk/by-id/ata-X") && !is_node_label("-a", "b") && !is_node_label("a", "b c"));
     }
 
+    const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+
     #[test]
     fn kubeconfig_points_at_the_api() {
-        let k = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: X\n    server: https://127.0.0.1:6443\n  name: default\n";
-        let r = rewrite_kubeconfig(k, "https://10.20.0.5:6443/");
+        let r = reduce_kubeconfig(K3S_YAML, Some("https://10.20.0.5:6443/")).unwrap();
         assert!(r.contains("    server: https://10.20.0.5:6443\n") && !r.contains("127.0.0.1"), "{r}");
+        let back: Value = serde_yaml::from_str(&r).unwrap();
+        assert_eq!(back["users"][0]["user"]["client-key-data"], "S0VZ");
+        assert_eq!(back["current-context"], "default");
         assert_eq!(api_host("https://[fd00::1]:6443"), Some("fd00::1"));
         assert_eq!(api_host("https://vip.lab:6443/"), Some("vip.lab"));
+    }
+
+    #[test]
+    fn kubeconfig_that_would_run_or_read_things_on_the_admins_machine_is_refused() {
+        let cases = [
+            ("    client-key-data: S0VZ\n", "    client-key-data: S0VZ\n    exec: {command: /bin/sh, apiVersion: client.authentication.k8s.io/v1}\n", "`exec`"),
+            ("    client-key-data: S0VZ\n", "    client-key-data: S0VZ\n    auth-provider: {name: gcp}\n", "`auth-provider`"),
+            ("    client-key-data: S0VZ\n", "    client-key-data: S0VZ\n    tokenFile: /etc/shadow\n", "`tokenFile`"),
+            ("    server: https://127.0.0.1:6443\n", "    server: https://127.0.0.1:6443\n    proxy-url: http://evil:3128\n", "`proxy-url`"),
+            ("    server: https://127.0.0.1:6443\n", "    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true\n", "`insecure-skip-tls-verify`"),
+            ("server: https://127.0.0.1:6443", "server: http://127.0.0.1:6443", "not https"),
+        ];
+        for (from, to, want) in cases {
+            assert!(K3S_YAML.contains(from));
+            let err = reduce_kubeconfig(&K3S_YAML.replace(from, to), None).unwrap_err();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+        assert!(reduce_kubeconfig("!!", None).is_err() && reduce_kubeconfig("{}", None).is_err());
     }
 }

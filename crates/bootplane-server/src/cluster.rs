@@ -61,9 +61,10 @@ pub async fn join(
         event(&s, &name, "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
         return unauthorized("join material needs `Authorization: Bearer $BOOTPLANE_CREDENTIAL` from /etc/bootplane/machine.env (used credentials are retired)");
     }
-    if !rec.state.serves_installer() {
+    // The installed system joins after the installer reported the disk written.
+    if !(rec.state.serves_installer() || rec.state == bootplane_core::MachineState::Written) {
         event(&s, &name, "join.refused", source, json!({ "reason": "not installing", "state": rec.state })).await;
-        return error(StatusCode::NOT_FOUND, "join material is only served while the machine is installing");
+        return error(StatusCode::NOT_FOUND, "join material is only served while the machine is being installed");
     }
     let loaded = match load(&s, rec, &headers).await {
         Ok(l) => l,
@@ -128,10 +129,18 @@ pub async fn record_handover(s: &Shared, machine: &bootplane_core::MachineSpec, 
     if !k3s::is_ca_hash(&h.ca_hash) {
         return Err("ca_hash is not a lowercase hex SHA-256".into());
     }
+    let kubeconfig = k3s::reduce_kubeconfig(&String::from_utf8_lossy(&h.kubeconfig), None)?;
+    // First writer wins until `cluster reset`: joiners pin this hash, so replacing it
+    // would hand every later join to whoever replaced it.
+    let recorded = s.store.setting_or_insert(&ca_key(c), &h.ca_hash).await.map_err(|e| e.to_string())?;
+    if recorded != h.ca_hash {
+        return Err(format!(
+            "cluster {c} already has a CA hash from its bootstrap server; it is kept until `bootplane cluster reset {c}`"
+        ));
+    }
     let key = kubeconfig_key(c);
-    let sealed_kc = seal(s, &key, &h.kubeconfig);
+    let sealed_kc = seal(s, &key, kubeconfig.as_bytes());
     s.store.set_setting(&key, &sealed_kc).await.map_err(|e| e.to_string())?;
-    s.store.set_setting(&ca_key(c), &h.ca_hash).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
 
@@ -161,8 +170,10 @@ pub async fn kubeconfig(State(s): State<Shared>, headers: HeaderMap, Path(name):
     let Some(api) = k3s::api_url(&cluster, bootstrap.as_ref()) else {
         return error(StatusCode::CONFLICT, format!("cluster {name} has no API endpoint and no bootstrap server"));
     };
-    let text = k3s::rewrite_kubeconfig(&String::from_utf8_lossy(&plain), &api);
-    ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+    match k3s::reduce_kubeconfig(&String::from_utf8_lossy(&plain), Some(&api)) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, format!("cluster {name}: the recorded kubeconfig is refused ({e}); run `bootplane cluster reset {name}`")),
+    }
 }
 
 /// `POST /v1/clusters/{name}/reset` (admin): forgets the recorded CA and kubeconfig, so

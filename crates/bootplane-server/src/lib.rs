@@ -100,11 +100,12 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Builds the shared state: loads or creates the credential secret, starts the sink.
+/// Builds the shared state: derives the credential key from the sealing key, starts the sink.
 pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken, seal_key: [u8; 32]) -> anyhow::Result<Shared> {
-    let fresh: [u8; 32] = rand::random();
-    let secret = store.setting_or_insert("credential_secret", &hex::encode(fresh)).await?;
-    let credential_secret = hex::decode(secret.trim())?;
+    let credential_secret = bootplane_core::credential::key_from(&seal_key);
+    // Versions before 0.1 kept the credential key in the store in clear; it must not stay
+    // readable beside the data it protects.
+    store.delete_setting("credential_secret").await?;
     let metrics = metrics::Metrics::default();
     let sink = sink::EventSink::start(store.clone(), metrics.events_dropped.clone());
     sink::start_pruner(store.clone(), settings.events_retained, settings.max_discovered);

@@ -24,11 +24,14 @@ pub struct Limits {
     pub max_blksize: usize,
     pub max_windowsize: u16,
     pub default_timeout: Duration,
+    /// Longest `timeout` accepted (RFC 2349 allows 255 s). With the doubling retries a
+    /// client asking for 255 s would hold a transfer slot and a socket for hours.
+    pub max_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_blksize: 65464, max_windowsize: 64, default_timeout: Duration::from_secs(1) }
+        Limits { max_blksize: 65464, max_windowsize: 64, default_timeout: Duration::from_secs(1), max_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -58,9 +61,11 @@ pub fn negotiate(requested: &[(String, String)], file_size: Option<u64>, limits:
                     }
                 }
             }
+            // RFC 2349: the OACK can only echo the requested timeout, so a longer one is
+            // declined by leaving it out, and the default applies.
             "timeout" => {
                 if let Ok(t) = v.trim().parse::<u64>() {
-                    if (1..=255).contains(&t) {
+                    if t >= 1 && Duration::from_secs(t) <= limits.max_timeout {
                         n.timeout = Duration::from_secs(t);
                         n.oack.push((k.clone(), t.to_string()));
                     }

@@ -27,13 +27,26 @@ pub struct TftpConfig {
     pub limits: Limits,
     pub max_retries: u32,
     pub max_transfers: usize,
+    /// Concurrent transfers one client address may hold (a PXE client needs one).
+    pub max_per_client: usize,
+    /// A transfer still running after this long is abandoned, however it is paced.
+    pub max_transfer_time: Duration,
     /// Files outside `root` that symlinks inside it may point to.
     pub allowed_outside: Vec<PathBuf>,
 }
 
 impl TftpConfig {
     pub fn new(listen: SocketAddr, root: PathBuf) -> Self {
-        TftpConfig { listen, root, limits: Limits::default(), max_retries: 6, max_transfers: 1024, allowed_outside: Vec::new() }
+        TftpConfig {
+            listen,
+            root,
+            limits: Limits::default(),
+            max_retries: 6,
+            max_transfers: 1024,
+            max_per_client: 8,
+            max_transfer_time: Duration::from_secs(600),
+            allowed_outside: Vec::new(),
+        }
     }
 }
 
@@ -178,7 +191,8 @@ impl TftpServer {
                             // The client resent its request before our first answer came.
                             continue;
                         }
-                        let busy = active.len() >= self.cfg.max_transfers;
+                        let same_host = active.iter().filter(|a| a.ip() == client.ip()).count();
+                        let busy = active.len() >= self.cfg.max_transfers || same_host >= self.cfg.max_per_client;
                         if !busy {
                             active.insert(client);
                         }
@@ -191,7 +205,12 @@ impl TftpServer {
                     }
                     let me = self.clone();
                     tokio::spawn(async move {
-                        me.transfer(local_ip, client, filename, mode, options).await;
+                        let file = filename.clone();
+                        let limit = me.cfg.max_transfer_time;
+                        if tokio::time::timeout(limit, me.transfer(local_ip, client, filename, mode, options)).await.is_err() {
+                            let reason = format!("abandoned after {} s", limit.as_secs());
+                            me.observer.event(TransferEvent::Failed { client, file, reason });
+                        }
                         me.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
                     });
                 }

@@ -336,7 +336,7 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     assert!(server_token.len() >= 32 && agent_token.len() >= 32 && server_token != agent_token);
     // The bootstrap server reports with its CA hash and kubeconfig.
     let ca = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-    let kubeconfig = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\nusers:\n- name: default\n  user:\n    client-key-data: UFJJVkFURS1LRVktTUFURVJJQUw=\n";
+    let kubeconfig = K3S_YAML.replace("client-key-data: S0VZ", "client-key-data: UFJJVkFURS1LRVktTUFURVJJQUw=");
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(kubeconfig);
     let (code, body) = srv.post("/v1/machines/s1/report", Some(&creds["s1"]), &format!(r#"{{"state":"installed","detail":{{"hostname":"s1"}},"ca_hash":"{ca}","kubeconfig":"{b64}"}}"#));
@@ -620,6 +620,9 @@ fn ubuntu_user_data_passes_subiquity_rules_and_real_cloud_init() {
     }
 }
 
+/// Where report.sh reads and writes; tests move them under a temporary root.
+const REPORT_PATHS: &[&str] = &["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane", "/var/lib/rancher/", "/etc/rancher/"];
+
 /// The bootstrap server's real report script, run against a live server with its paths
 /// moved under a temporary root. Stand-ins: `systemctl` (every unit active, none failed)
 /// and `k3s` (`/readyz` answers), which is all the script asks of them. The CA file holds
@@ -648,11 +651,6 @@ fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
         std::fs::create_dir_all(under(p).parent().unwrap()).unwrap();
         std::fs::write(under(p), text).unwrap();
     };
-    let rooted = |text: &str| {
-        ["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane", "/var/lib/rancher/", "/etc/rancher/"]
-            .iter()
-            .fold(text.to_string(), |t, p| t.replace(p, &format!("{}{p}", root.display())))
-    };
     write("/etc/bootplane/machine.env", &file("/etc/bootplane/machine.env").replace("http://198.18.0.10:8080", &srv.url));
     let bin = under("/bin");
     let k3s_env = file("/etc/bootplane/k3s.env").replace("K3S_BIN_DIR=/usr/local/bin", &format!("K3S_BIN_DIR={}", bin.display()));
@@ -662,13 +660,11 @@ fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
     let root_hash = "1f0c3b1e5d6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
     write("/var/lib/rancher/k3s/server/token", &format!("K10{root_hash}::server:s3cr3tpassword\n"));
     write("/var/lib/rancher/k3s/server/tls/server-ca.crt", "-----BEGIN CERTIFICATE-----\nintermediate\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nroot\n-----END CERTIFICATE-----\n");
-    write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\n");
-    write("/report", &rooted(&file("/usr/local/bin/bootplane-report")));
+    write("/etc/rancher/k3s/k3s.yaml", K3S_YAML);
     for p in ["/bin/k3s", "/stub/systemctl"] {
         std::process::Command::new("chmod").arg("+x").arg(under(p)).status().unwrap();
     }
-    let path = format!("{}:{}", under("/stub").display(), std::env::var("PATH").unwrap());
-    let o = Command::new("timeout").args(["60", "bash"]).arg(under("/report")).env("PATH", path).output().unwrap();
+    let o = run_under_root(&root, &file("/usr/local/bin/bootplane-report"), REPORT_PATHS, Some(&under("/stub")));
     assert!(o.status.success(), "report.sh: {}", String::from_utf8_lossy(&o.stderr));
     assert!(under("/var/lib/bootplane/reported").exists());
     assert_eq!(srv.machine("s1")["state"], "installed");
@@ -717,14 +713,16 @@ fn live_installers_report_the_disk_written_before_rebooting() {
         let root = d.path().join(name);
         std::fs::create_dir_all(root.join("etc/bootplane")).unwrap();
         std::fs::write(root.join("etc/bootplane/machine.env"), env.replace("http://198.18.0.10:8080", &srv.url)).unwrap();
-        let rooted = ["/etc/bootplane/", "/run/bootplane"].iter().fold(script.clone(), |t, p| t.replace(p, &format!("{}{p}", root.display())));
-        std::fs::write(root.join("written"), rooted).unwrap();
-        let o = Command::new("timeout").args(["60", "bash"]).arg(root.join("written")).output().unwrap();
+        let o = run_under_root(&root, &script, &["/etc/bootplane/", "/run/bootplane"], None);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(srv.machine(name)["state"], "written");
         let (_, again) = srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
         assert!(!again.contains("kernel ") && again.contains("booting local disk"), "{again}");
         // A second run, as after a lost answer, is accepted too.
-        assert!(Command::new("timeout").args(["60", "bash"]).arg(root.join("written")).status().unwrap().success());
+        assert!(run_under_root(&root, &script, &["/etc/bootplane/", "/run/bootplane"], None).status.success());
+        // The installed system fetches its join material after the disk was written.
+        let cred = credential_from_ignition(&ign);
+        let (code, body) = req("GET", &format!("{}/v1/machines/{name}/join", srv.url), Some(&cred), None);
+        assert_eq!(code, 503, "{name} waits for lab's bootstrap server, not refused: {body}");
     }
 }

@@ -64,13 +64,19 @@ auth=/run/bootplane/auth
 printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
 printf '%s' "$body" > /run/bootplane/report.json
 for _ in $(seq 1 60); do
-    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H "@$auth" \
+    code=$(curl -sS -o /run/bootplane/report.out -w '%{http_code}' -X POST -H "@$auth" \
         -H 'Content-Type: application/json' --data-binary @/run/bootplane/report.json \
         "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/report" || true)
     case "$code" in
         2??) touch "$STAMP"; exit 0 ;;
-        # Already used: an earlier run's report was accepted.
-        401) touch "$STAMP"; exit 0 ;;
+        # Refused: the credential is wrong or already used (by someone else, if not by
+        # an earlier run of this unit), the machine is not being installed, or the
+        # report itself was refused. Say so loudly; never pretend it was recorded.
+        4??)
+            echo "bootplane refused this machine's report (HTTP $code): $(cat /run/bootplane/report.out 2> /dev/null)" >&2
+            echo "check \`bootplane machines show $BOOTPLANE_MACHINE\`" >&2
+            exit 1
+            ;;
         *) sleep 10 ;;
     esac
 done

@@ -156,13 +156,29 @@ fn transition_in(
 
 impl SqliteStore {
     /// Opens (creating if needed) `bootplane.db` in `data_dir` and migrates it.
+    /// The directory is made private (0700): it holds the store, the sealing key and the
+    /// admin token.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let fail = |e: std::io::Error| StoreError::Backend(format!("cannot create data directory {}: {e}", data_dir.display()));
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(fail)?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
         Self::open_file(&data_dir.join("bootplane.db"))
     }
 
+    /// The database and its `-wal`/`-shm` files are 0600: SQLite gives the side files the
+    /// main file's mode, so creating that one private is enough for new stores, and
+    /// existing files are tightened.
     pub fn open_file(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |e: std::io::Error| StoreError::Backend(format!("cannot create {}: {e}", path.display()));
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(fail)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let f = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if f.exists() {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+            }
+        }
         // WAL is a property of the database file: set it once, on one connection, before
         // the pool opens several at once (switching modes concurrently can fail with
         // "database is locked" without waiting).

@@ -29,15 +29,20 @@ pub fn run(cmd: ClusterCmd, client: ClientArgs) -> anyhow::Result<ExitCode> {
             if output.as_os_str() == "-" {
                 print!("{text}");
             } else {
+                // A fresh 0600 file renamed over the target: an existing file's wider mode
+                // (or a reader holding it open) never sees the admin credentials.
                 use std::os::unix::fs::OpenOptionsExt;
+                let name = output.file_name().with_context(|| format!("{}: not a file name", output.display()))?;
+                let tmp = output.with_file_name(format!(".{}.bootplane-{}", name.to_string_lossy(), std::process::id()));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
-                    .open(&output)
-                    .with_context(|| format!("creating {}", output.display()))?;
+                    .open(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
                 f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &output).with_context(|| format!("replacing {}", output.display()))?;
                 eprintln!("wrote {} (export KUBECONFIG={})", output.display(), output.display());
             }
         }

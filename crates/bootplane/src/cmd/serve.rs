@@ -20,18 +20,21 @@ fn admin_token(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> any
             Some(base) if f.is_relative() => base.join(f),
             _ => f.clone(),
         };
+        warn_if_shared(&f);
         let t = std::fs::read_to_string(&f).with_context(|| format!("reading server.admin_token_file {}", f.display()))?;
         anyhow::ensure!(!t.trim().is_empty(), "server.admin_token_file {} is empty", f.display());
         return Ok(AdminToken::new(t));
     }
     let path = data_dir.join("admin-token");
+    warn_if_shared(&path);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok(AdminToken::new(t)),
         _ => {
             let token = hex::encode(rand::random::<[u8; 32]>());
             write_private(&path, &format!("{token}\n"))?;
-            eprintln!("bootplane: generated an admin token (shown once; also in {}):", path.display());
-            eprintln!("  export BOOTPLANE_TOKEN={token}");
+            // The path, not the token: stderr ends up in the journal.
+            eprintln!("bootplane: generated an admin token in {}", path.display());
+            eprintln!("  export BOOTPLANE_TOKEN=$(cat {})", path.display());
             Ok(AdminToken::new(token))
         }
     }
@@ -47,6 +50,7 @@ fn secret_key(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> anyh
         },
         None => data_dir.join("secret.key"),
     };
+    warn_if_shared(&path);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.server.secret_key_file.is_none() => {
@@ -58,6 +62,21 @@ fn secret_key(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> anyh
     };
     let bytes = hex::decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
     bytes.with_context(|| format!("{}: expected 64 hex digits (a 32-byte key); create one with `openssl rand -hex 32`", path.display()))
+}
+
+/// Warns when a secret file can be read by other local users.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "bootplane: warning: {} is readable by group or others (mode {:04o}); run `chmod 600 {}`",
+                path.display(),
+                m.permissions().mode() & 0o7777,
+                path.display()
+            );
+        }
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

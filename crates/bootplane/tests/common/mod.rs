@@ -18,6 +18,8 @@ pub struct Server {
     pub tftp: Option<std::net::SocketAddr>,
     pub dir: PathBuf,
     pub log: mpsc::Receiver<String>,
+    /// What it printed before it was serving.
+    pub startup: Vec<String>,
 }
 
 pub fn bootplane(dir: &Path) -> Command {
@@ -30,6 +32,11 @@ impl Server {
     /// Runs `bootplane serve --config bootplane.yaml --listen 127.0.0.1:0` in `dir`.
     pub fn start(dir: &Path) -> Server {
         Self::start_with(dir, &["--config", "bootplane.yaml"])
+    }
+
+    /// Like [`Server::start`] without `BOOTPLANE_TOKEN`: the server makes its own.
+    pub fn start_without_token(dir: &Path) -> Server {
+        Self::spawn(bootplane(dir).env_remove("BOOTPLANE_TOKEN").args(["serve", "--config", "bootplane.yaml", "--listen", "127.0.0.1:0"]), None)
     }
 
     pub fn start_with(dir: &Path, args: &[&str]) -> Server {
@@ -63,6 +70,7 @@ impl Server {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut tftp = None;
+        let mut startup = Vec::new();
         // Failing to start still reaps the child (no stray servers between tests).
         let fail = |mut child: std::process::Child, why: String| -> ! {
             let _ = child.kill();
@@ -74,6 +82,7 @@ impl Server {
                 Ok(l) => l,
                 Err(e) => fail(child, format!("bootplane did not report its address: {e}")),
             };
+            startup.push(line.clone());
             if let Some(rest) = line.strip_prefix("bootplane: TFTP on ") {
                 tftp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
@@ -83,7 +92,7 @@ impl Server {
                     url = url.replace("0.0.0.0", host);
                 }
                 let dir = cmd.get_current_dir().map(Path::to_path_buf).unwrap_or_default();
-                return Server { child, url, tftp, dir, log: rx };
+                return Server { child, url, tftp, dir, log: rx, startup };
             }
             if line.starts_with("error:") {
                 fail(child, format!("bootplane failed to start: {line}"));
@@ -123,10 +132,13 @@ impl Server {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Stops it (SIGTERM) and returns everything it printed.
     pub fn stop(mut self) -> Vec<String> {
         unsafe_sigterm(self.child.id());
         let _ = self.child.wait();
-        self.log.try_iter().collect()
+        let mut all = std::mem::take(&mut self.startup);
+        all.extend(self.log.try_iter());
+        all
     }
 
     pub fn kill9(mut self) {
@@ -238,3 +250,20 @@ pub fn workdir(config: &str) -> tempfile::TempDir {
     std::fs::write(d.path().join("bootplane.yaml"), config).unwrap();
     d
 }
+
+/// Runs one of bootplane's machine scripts for real (`bash`, at most 60 s), with each of
+/// its absolute path `prefixes` moved under `root` and `stubs` (if any) first on PATH.
+pub fn run_under_root(root: &Path, script: &str, prefixes: &[&str], stubs: Option<&Path>) -> std::process::Output {
+    let moved = prefixes.iter().fold(script.to_string(), |t, p| t.replace(p, &format!("{}{p}", root.display())));
+    std::fs::create_dir_all(root).unwrap();
+    let file = root.join("script.sh");
+    std::fs::write(&file, moved).unwrap();
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(s) = stubs {
+        path = format!("{}:{path}", s.display());
+    }
+    Command::new("timeout").args(["60", "bash"]).arg(&file).env("PATH", path).output().unwrap()
+}
+
+/// A kubeconfig in the shape k3s writes to /etc/rancher/k3s/k3s.yaml.
+pub const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";

