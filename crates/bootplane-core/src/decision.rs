@@ -17,8 +17,10 @@ pub struct DecisionContext<'a> {
     pub bundle: Option<&'a Bundle>,
     /// The advertise URL, without trailing slash.
     pub server: &'a str,
-    /// Installer scripts a machine may be served before it is declared `failed`.
+    /// Install attempts (config fetches) a machine may make before it is declared `failed`.
     pub max_install_attempts: u32,
+    /// The nonce an installer answer carries (see [`crate::attempt`]).
+    pub nonce: &'a str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +87,7 @@ pub fn decide(ctx: &DecisionContext<'_>) -> BootDecision {
                     };
                 }
             }
-            let ictx = InstallContext { machine: &rec.spec, bundle, server: ctx.server };
+            let ictx = InstallContext { machine: &rec.spec, bundle, server: ctx.server, nonce: ctx.nonce };
             match os::plan(&ictx) {
                 Ok(plan) => BootDecision::Install { machine: name, bundle: bundle.name.clone(), plan },
                 Err(e @ (PlanError::MissingArtifact { .. }
@@ -137,6 +139,7 @@ mod tests {
             bundle: Some(&b),
             server: "http://s",
             max_install_attempts: 3,
+            nonce: "abc0",
         })
     }
 
@@ -166,7 +169,7 @@ mod tests {
         let b = bundle();
         let obs = Observed { arch: Some("aarch64".into()), ..Default::default() };
         let id = IdentityMatch::Known("m1".into());
-        let d = decide(&DecisionContext { observed: &obs, identity: &id, machine: Some(&r), bundle: Some(&b), server: "http://s", max_install_attempts: 3 });
+        let d = decide(&DecisionContext { observed: &obs, identity: &id, machine: Some(&r), bundle: Some(&b), server: "http://s", max_install_attempts: 3, nonce: "abc0" });
         assert!(matches!(d, BootDecision::Misconfigured { .. }), "{d:?}");
     }
 }

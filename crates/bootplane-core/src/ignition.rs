@@ -19,7 +19,7 @@ pub fn machine_env(server_url: &str, machine: &str, credential: &str) -> String 
 /// True when `v` can stand unquoted in `machine.env`.
 pub fn env_safe(v: &str) -> bool {
     v.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@%+=,".contains(&b))
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@%+=,?".contains(&b))
 }
 
 /// A minimal Ignition config carrying the hostname and `machine.env`.

@@ -4,6 +4,7 @@
 //! passes one in. The HTTP server, the TFTP `pxelinux.cfg` lookup and `bootplane render`
 //! all call [`decision::decide`]; none of them re-implements it.
 
+pub mod attempt;
 pub mod credential;
 pub mod config;
 pub mod decision;

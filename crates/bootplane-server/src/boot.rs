@@ -129,6 +129,8 @@ pub async fn boot_decision(
         },
         _ => None,
     };
+    // A fresh nonce per answer: the attempt it opens replaces any earlier one.
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
     let mut decision = decide(&DecisionContext {
         observed,
         identity: &identity,
@@ -136,13 +138,19 @@ pub async fn boot_decision(
         bundle: bundle.as_ref(),
         server,
         max_install_attempts: s.settings.max_install_attempts,
+        nonce: &nonce,
     });
 
-    // Effects. The installer attempt is counted before the script leaves, so a crash
-    // between the two can only under-serve, never over-serve.
+    // Effects. The attempt is recorded before the script leaves, so a config fetch can
+    // never find its nonce unknown; it is counted at its first config fetch
+    // (`crate::machine_config`), so unauthenticated boot requests cannot use up a
+    // machine's attempts.
     match &decision {
         BootDecision::Install { machine: name, .. } => {
-            if let Err(e) = s.store.note_install_attempt(name).await {
+            let ip = source.as_deref().and_then(|s| s.parse().ok());
+            let attempt = bootplane_core::attempt::Attempt::new(&nonce, ip, chrono::Utc::now().timestamp());
+            let stored = serde_json::to_string(&attempt).map_err(|e| bootplane_store::StoreError::Backend(e.to_string()))?;
+            if let Err(e) = s.store.set_setting(&crate::machine_config::attempt_key(name), &stored).await {
                 tracing::warn!("{name}: not serving installer: {e}");
                 let state = s.store.machine(name).await.ok().flatten().map(|r| r.state).unwrap_or(MachineState::Ready);
                 decision = BootDecision::LocalBoot { machine: name.clone(), state };

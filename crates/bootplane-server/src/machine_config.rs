@@ -7,7 +7,7 @@
 use crate::api::{error, store_error};
 use crate::boot::server_url;
 use crate::Shared;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bootplane_core::config::{assemble, Inputs};
@@ -104,9 +104,15 @@ pub(crate) async fn event(s: &Shared, name: &str, kind: &str, source: Option<Str
     s.sink.push(BatchItem::Event(NewEvent::new(Some(name), kind, source, detail))).await;
 }
 
-/// The machine, if its state allows serving `what`; moves `provision` to `installing`
-/// when `starts_install`.
-async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, starts_install: bool) -> Result<MachineRecord, Response> {
+/// Where a machine's current install attempt is kept (see `bootplane_core::attempt`).
+pub(crate) fn attempt_key(machine: &str) -> String {
+    format!("attempt/{machine}")
+}
+
+/// The machine, if its state allows serving `what` and `nonce` claims it (the current
+/// attempt's, from its requester, once per kind); counts the attempt at its first fetch
+/// and moves `provision` to `installing` when `starts_install`.
+async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, nonce: Option<&str>, starts_install: bool) -> Result<MachineRecord, Response> {
     let rec = match s.store.machine(name).await {
         Ok(Some(r)) if r.state.serves_installer() => r,
         Ok(other) => {
@@ -117,6 +123,12 @@ async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, start
         }
         Err(e) => return Err(store_error(e)),
     };
+    let counted = claim(s, &rec, source.clone(), what, nonce).await?;
+    if counted {
+        if let Err(e) = s.store.note_install_attempt(name).await {
+            return Err(store_error(e));
+        }
+    }
     if starts_install && rec.state == MachineState::Provision {
         return match s.store.transition(name, MachineState::Installing, Trigger::ConfigFetched, source, json!(what)).await {
             Ok(t) => Ok(t.record().clone()),
@@ -126,9 +138,72 @@ async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, start
     Ok(rec)
 }
 
+/// Claims `kind` of `rec`'s current attempt with `nonce`; true when this fetch opens the
+/// attempt (it is counted then). Refusals are events, alarms when someone other than
+/// the requester seems to hold the nonce.
+async fn claim(s: &Shared, rec: &MachineRecord, source: Option<String>, kind: &str, nonce: Option<&str>) -> Result<bool, Response> {
+    use bootplane_core::attempt::{Attempt, Claim, Refusal};
+    let name = rec.name();
+    let from: Option<std::net::IpAddr> = source.as_deref().and_then(|s| s.parse().ok());
+    let refuse = |r: Refusal| refused_claim(s, name, source.clone(), kind, r);
+    let Some(nonce) = nonce.filter(|n| bootplane_core::attempt::is_nonce(n)) else {
+        return Err(refuse(Refusal::WrongNonce).await);
+    };
+    let key = attempt_key(name);
+    // Compare-and-set, so two fetches racing for one first claim cannot both win.
+    for _ in 0..5 {
+        let stored = match s.store.setting(&key).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(refuse(Refusal::NoAttempt).await),
+            Err(e) => return Err(store_error(e)),
+        };
+        let Ok(attempt) = serde_json::from_str::<Attempt>(&stored) else { return Err(refuse(Refusal::NoAttempt).await) };
+        let leased = match (attempt.ip, from) {
+            (Some(a), Some(f)) if a != f => leased_to(s, rec, f).await,
+            _ => false,
+        };
+        let now = chrono::Utc::now().timestamp();
+        match attempt.check(nonce, kind, from, leased, now) {
+            Ok(Claim::Retry) => {
+                event(s, name, "config.refetched", source.clone(), json!({ "kind": kind })).await;
+                return Ok(false);
+            }
+            Ok(Claim::First) => {
+                let next = serde_json::to_string(&attempt.with_fetch(kind, from, now)).expect("attempts serialize");
+                match s.store.replace_setting(&key, &stored, &next).await {
+                    Ok(true) => return Ok(!attempt.counted),
+                    Ok(false) => continue,
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            Err(r) => return Err(refuse(r).await),
+        }
+    }
+    Err(error(StatusCode::SERVICE_UNAVAILABLE, "config fetch contended; retry"))
+}
+
+/// The answer to a refused claim, recorded as an event: an alarm when someone other
+/// than the requester seems to hold the nonce.
+async fn refused_claim(s: &Shared, name: &str, source: Option<String>, kind: &str, r: bootplane_core::attempt::Refusal) -> Response {
+    use bootplane_core::attempt::Refusal;
+    let (event_kind, status) = match &r {
+        Refusal::SecondFetch { .. } => ("config.alarm", StatusCode::CONFLICT),
+        r if r.is_alarm() => ("config.alarm", StatusCode::FORBIDDEN),
+        _ => ("config.refused", StatusCode::FORBIDDEN),
+    };
+    event(s, name, event_kind, source, json!({ "kind": kind, "reason": r.to_string() })).await;
+    error(status, format!("{kind} of {name} refused: {r}"))
+}
+
+/// Whether bootplane's own DHCP leased `ip` to one of `rec`'s MACs.
+async fn leased_to(s: &Shared, rec: &MachineRecord, ip: std::net::IpAddr) -> bool {
+    let std::net::IpAddr::V4(v4) = ip else { return false };
+    s.store.leases().await.is_ok_and(|ls| ls.iter().any(|l| l.ip == v4 && rec.spec.macs.contains(&l.mac)))
+}
+
 /// [`gated`], then [`load`].
-async fn gated_load(s: &Shared, name: &str, source: Option<String>, headers: &HeaderMap, what: &str, starts_install: bool) -> Result<Loaded, Response> {
-    let rec = gated(s, name, source, what, starts_install).await?;
+async fn gated_load(s: &Shared, name: &str, source: Option<String>, headers: &HeaderMap, what: &str, nonce: Option<&str>, starts_install: bool) -> Result<Loaded, Response> {
+    let rec = gated(s, name, source, what, nonce, starts_install).await?;
     load(s, rec, headers).await
 }
 
@@ -156,8 +231,8 @@ impl Kind {
         }
     }
 
-    /// (content type, body, spec version if Ignition).
-    fn build(self, l: &Loaded) -> Result<(&'static str, String, Option<String>), String> {
+    /// (content type, body, spec version if Ignition). `nonce` is the claimed one.
+    fn build(self, l: &Loaded, nonce: &str) -> Result<(&'static str, String, Option<String>), String> {
         const IGN: &str = "application/vnd.coreos.ignition+json";
         match self {
             Kind::Ignition => {
@@ -167,7 +242,7 @@ impl Kind {
             Kind::Installer => {
                 let cfg = match &l.bundle {
                     Some(b) if b.os == OsKind::Flatcar => {
-                        bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.credential, &l.ssh_keys)
+                        bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.credential, nonce, &l.ssh_keys)
                             .map_err(|e| e.to_string())?
                     }
                     Some(b) if b.os == OsKind::Fcos => bootplane_core::os::fcos::live_config(&l.record.spec, &l.server, &l.credential),
@@ -189,13 +264,13 @@ impl Kind {
     }
 }
 
-async fn serve(s: Shared, peer: SocketAddr, headers: HeaderMap, name: String, kind: Kind) -> Response {
+async fn serve(s: Shared, peer: SocketAddr, headers: HeaderMap, name: String, nonce: Option<String>, kind: Kind) -> Response {
     let source = Some(peer.ip().to_string());
-    let loaded = match gated_load(&s, &name, source.clone(), &headers, kind.name(), kind.starts_install()).await {
+    let loaded = match gated_load(&s, &name, source.clone(), &headers, kind.name(), nonce.as_deref(), kind.starts_install()).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    match kind.build(&loaded) {
+    match kind.build(&loaded, nonce.as_deref().unwrap_or_default()) {
         Ok((ctype, body, spec)) => {
             event(&s, &name, "config.served", source, json!({ "kind": kind.name(), "spec": spec })).await;
             ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-store")], body).into_response()
@@ -204,21 +279,28 @@ async fn serve(s: Shared, peer: SocketAddr, headers: HeaderMap, name: String, ki
     }
 }
 
-pub async fn ignition(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
-    serve(s, p, h, name, Kind::Ignition).await
+/// `?nonce=`: the attempt's nonce, from the config URL in the machine's boot answer.
+#[derive(serde::Deserialize)]
+pub struct NonceQuery {
+    nonce: Option<String>,
 }
 
-pub async fn installer(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
-    serve(s, p, h, name, Kind::Installer).await
+pub async fn ignition(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<NonceQuery>) -> Response {
+    serve(s, p, h, name, q.nonce, Kind::Ignition).await
 }
 
-pub async fn user_data(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>) -> Response {
-    serve(s, p, h, name, Kind::UserData).await
+pub async fn installer(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<NonceQuery>) -> Response {
+    serve(s, p, h, name, q.nonce, Kind::Installer).await
+}
+
+/// NoCloud `user-data` under the seed URL the boot answer names (`.../seed/{nonce}/`).
+pub async fn user_data(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path((name, nonce)): Path<(String, String)>) -> Response {
+    serve(s, p, h, name, Some(nonce), Kind::UserData).await
 }
 
 /// NoCloud `meta-data`.
-pub async fn meta_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path(name): Path<String>) -> Response {
-    match gated(&s, &name, Some(peer.ip().to_string()), "meta-data", false).await {
+pub async fn meta_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path((name, nonce)): Path<(String, String)>) -> Response {
+    match gated(&s, &name, Some(peer.ip().to_string()), "meta-data", Some(&nonce), false).await {
         Ok(r) => {
             let text = bootplane_core::os::ubuntu::meta_data(&name, r.credential_generation, r.spec.short_hostname());
             ([(header::CONTENT_TYPE, "text/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response()
@@ -228,9 +310,10 @@ pub async fn meta_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<S
 }
 
 /// NoCloud `vendor-data`: cloud-init asks for it; bootplane has none to give.
-pub async fn vendor_data(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path(name): Path<String>) -> Response {
-    match gated(&s, &name, Some(peer.ip().to_string()), "vendor-data", false).await {
-        Ok(_) => ([(header::CACHE_CONTROL, "no-store")], "").into_response(),
-        Err(r) => r,
+pub async fn vendor_data(State(s): State<Shared>, Path((name, _nonce)): Path<(String, String)>) -> Response {
+    match s.store.machine(&name).await {
+        Ok(Some(r)) if r.state.serves_installer() => ([(header::CACHE_CONTROL, "no-store")], "").into_response(),
+        Ok(_) => error(StatusCode::NOT_FOUND, "no config is being served for this machine"),
+        Err(e) => store_error(e),
     }
 }

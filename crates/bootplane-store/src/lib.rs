@@ -164,6 +164,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key`, replacing what was there.
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
     async fn delete_setting(&self, key: &str) -> Result<()>;
+    /// Replaces `key`'s value with `new` only if it is still `old`; false when another
+    /// writer got there first (single-use claims across instances).
+    async fn replace_setting(&self, key: &str, old: &str, new: &str) -> Result<bool>;
 
     async fn leases(&self) -> Result<Vec<Lease>>;
     /// Upserts leases (by address) in one transaction; each MAC's other leases go.

@@ -21,8 +21,7 @@ fn report_body(ca: &str, kubeconfig: &str) -> String {
 /// Provisions `name`, plays its boot and config fetch, and returns its credential.
 fn install_credential(srv: &Server, name: &str, mac: &str) -> String {
     assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
-    assert_eq!(srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64")).0, 200);
-    let (code, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+    let (_, code, ign) = srv.boot_and_fetch(name, mac);
     assert_eq!(code, 200, "{ign}");
     credential_from_ignition(&ign)
 }
@@ -115,11 +114,12 @@ fn credentials_die_with_retired_and_failed_machines() {
     assert_eq!(srv.admin("POST", "/v1/machines/a1/retire").0, 200);
     assert_eq!(req("GET", &format!("{}/v1/machines/a1/join", srv.url), Some(&cred), None).0, 401);
     assert_eq!(srv.post("/v1/machines/a1/report", Some(&cred), r#"{"state":"failed"}"#).0, 401);
-    // Attempts exhausted (the fixture allows 3).
+    // Attempts exhausted (the fixture allows 3, each counted at its config fetch).
     let cred = install_credential(&srv, "a2", "52:54:00:00:01:05");
-    for _ in 0..4 {
-        srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:05&arch=x86_64");
+    for _ in 0..2 {
+        assert_eq!(srv.boot_and_fetch("a2", "52:54:00:00:01:05").1, 200);
     }
+    srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:05&arch=x86_64");
     assert_eq!(srv.machine("a2")["state"], "failed");
     assert_eq!(srv.post("/v1/machines/a2/report", Some(&cred), r#"{"state":"installed"}"#).0, 401);
 }
@@ -219,4 +219,70 @@ fn tftp_clients_cannot_hold_transfer_slots_for_hours() {
         let text = String::from_utf8_lossy(o);
         assert!(text.contains("tsize") && !text.contains("timeout"), "a 255 s timeout must be declined: {text:?}");
     }
+}
+
+/// GET `url` from source address `from` (a loopback alias): (status, body).
+fn get_from(from: &str, url: &str) -> (u16, String) {
+    let o = std::process::Command::new("curl").args(["-s", "--interface", from, "-w", "\n%{http_code}", url]).output().expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Finding 1: while a machine was provisioning, anyone who could reach the HTTP port got
+/// its Ignition (its credential, and with it the cluster's tokens) by name alone.
+#[test]
+fn a_bystander_cannot_fetch_a_machines_config_by_name() {
+    let (_d, srv) = lab();
+    assert_eq!(srv.admin("POST", "/v1/machines/s1/provision").0, 200);
+    let (_, script) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:01&arch=x86_64");
+    let nonce = nonce_in(&script);
+    for path in ["/v1/machines/s1/ignition", "/v1/machines/s1/ignition?nonce=0123456789abcdef0123456789abcdef", "/v1/machines/s1/installer"] {
+        let (code, body) = srv.get(path);
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(!body.contains("BOOTPLANE_CREDENTIAL"), "{body}");
+    }
+    assert_eq!(srv.machine("s1")["state"], "provision", "refused fetches start nothing");
+    // A newer answer retires the older nonce.
+    let (_, again) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:01&arch=x86_64");
+    assert_ne!(nonce_in(&again), nonce);
+    assert_eq!(srv.get(&format!("/v1/machines/s1/ignition?nonce={nonce}")).0, 403);
+    assert_eq!(srv.get(&format!("/v1/machines/s1/ignition?nonce={}", nonce_in(&again))).0, 200);
+}
+
+/// Finding 1: a host that saw the boot answer (the nonce is in a plain-HTTP script) gets
+/// nothing from another address, and its try is an alarm the operator sees; the
+/// machine's own fetch still works, and a second fetch of the same config is refused.
+#[test]
+fn a_sniffed_nonce_is_useless_from_another_host_and_raises_an_alarm() {
+    let (_d, srv) = lab();
+    assert_eq!(srv.admin("POST", "/v1/machines/s1/provision").0, 200);
+    let (_, script) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:01&arch=x86_64");
+    let url = format!("{}/v1/machines/s1/ignition?nonce={}", srv.url, nonce_in(&script));
+    let (code, body) = get_from("127.0.0.2", &url);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("fetched from 127.0.0.2"), "{body}");
+    let (code, ign) = get_from("127.0.0.1", &url);
+    assert_eq!(code, 200, "{ign}");
+    let (code, _) = get_from("127.0.0.2", &url);
+    assert_eq!(code, 403);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = srv.machine("s1")["events"].clone();
+    let alarms = events.as_array().unwrap().iter().filter(|e| e["kind"] == "config.alarm").count();
+    assert_eq!(alarms, 2, "{events}");
+}
+
+/// Finding 6: every installer answer counted an attempt, so four unauthenticated boot
+/// requests with a machine's MAC marked it `failed`. Attempts count at the nonce-bound
+/// config fetch now.
+#[test]
+fn boot_requests_alone_cannot_use_up_a_machines_attempts() {
+    let (_d, srv) = lab();
+    assert_eq!(srv.admin("POST", "/v1/machines/a1/provision").0, 200);
+    for _ in 0..10 {
+        let (_, script) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:01:04&arch=x86_64");
+        assert!(script.contains("kernel "), "{script}");
+    }
+    let m = srv.machine("a1");
+    assert_eq!((m["state"].as_str(), m["install_attempts"].as_u64()), (Some("provision"), Some(0)));
 }

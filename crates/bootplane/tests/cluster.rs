@@ -316,7 +316,7 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
         assert_eq!(code, 200);
         assert!(script.contains("coreos.inst.ignition_url="), "{script}");
         public += &script;
-        let (code, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        let (code, ign) = srv.get(&format!("/v1/machines/{name}/ignition?nonce={}", nonce_in(&script)));
         assert_eq!(code, 200, "{ign}");
         public += &ign;
         creds.insert(name, credential_from_ignition(&ign));
@@ -345,7 +345,7 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     assert_eq!(join("s1", Some(&creds["s1"])).0, 401);
     // Reinstalling the bootstrap server must not found a second cluster.
     assert_eq!(srv.admin("POST", "/v1/machines/s1/provision").0, 200);
-    let (_, ign) = srv.get("/v1/machines/s1/ignition");
+    let (_, _, ign) = srv.boot_and_fetch("s1", "52:54:00:00:01:01");
     let (code, body) = join("s1", Some(&credential_from_ignition(&ign)));
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("already bootstrapped"), "{body}");
@@ -417,38 +417,45 @@ fn flatcar_installer_and_ubuntu_seed_are_served_while_installing() {
     let d = tempfile::tempdir().unwrap();
     std::fs::copy(fixture(), d.path().join("bootplane.yaml")).unwrap();
     let srv = Server::start(d.path());
-    // Not provisioning yet: nothing.
-    for path in ["/v1/machines/f2/installer", "/v1/machines/u2/user-data", "/v1/machines/u2/meta-data", "/v1/machines/nope/installer"] {
-        assert_eq!(srv.get(path).0, 404, "{path}");
+    // Not provisioning yet: nothing, whatever the nonce.
+    let any = "0123456789abcdef0123456789abcdef";
+    for path in ["/v1/machines/f2/installer?nonce=", "/v1/machines/u2/seed/N/user-data", "/v1/machines/u2/seed/N/meta-data", "/v1/machines/nope/installer?nonce="] {
+        let path = path.replace("nonce=", &format!("nonce={any}")).replace("/N/", &format!("/{any}/"));
+        assert_eq!(srv.get(&path).0, 404, "{path}");
     }
     for n in ["f2", "u2"] {
         assert_eq!(srv.admin("POST", &format!("/v1/machines/{n}/provision")).0, 200);
     }
     let (code, ipxe) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:02:02");
     assert_eq!(code, 200);
-    assert!(ipxe.contains("flatcar.first_boot=1 ignition.config.url=http://198.18.0.10:8080/v1/machines/f2/installer"), "{ipxe}");
-    let (code, inst) = srv.get("/v1/machines/f2/installer");
+    let nonce = nonce_in(&ipxe);
+    assert!(ipxe.contains(&format!("flatcar.first_boot=1 ignition.config.url=http://198.18.0.10:8080/v1/machines/f2/installer?nonce={nonce}")), "{ipxe}");
+    let (code, inst) = srv.get(&format!("/v1/machines/f2/installer?nonce={nonce}"));
     assert_eq!(code, 200, "{inst}");
     real_validate(&inst).unwrap();
     let v: Value = serde_json::from_str(&inst).unwrap();
     let files = ignition_files(&v);
     let env = &files.iter().find(|f| f.0 == "/etc/bootplane/installer.env").unwrap().2;
+    assert!(env.contains(&format!("BOOTPLANE_IGNITION_URL=http://198.18.0.10:8080/v1/machines/f2/ignition?nonce={nonce}\n")), "{env}");
     assert!(env.contains("INSTALL_DISK=/dev/disk/by-id/ata-disk-f2\n"), "{env}");
     assert!(env.contains("IMAGE_URL=http://198.18.0.10:8080/artifacts/flatcar-3815/image\nIMAGE_SHA256=4444"), "{env}");
     assert!(files.iter().any(|f| f.0 == "/opt/bootplane/install" && f.2.contains("flatcar-install \"${args[@]}\"")));
     // The installer config does not start the install; the machine's own Ignition does.
     assert_eq!(srv.machine("f2")["state"], "provision");
-    assert_eq!(srv.get("/v1/machines/f2/ignition").0, 200);
+    assert_eq!(srv.get(&format!("/v1/machines/f2/ignition?nonce={nonce}")).0, 200);
     assert_eq!(srv.machine("f2")["state"], "installing");
+    assert_eq!(srv.machine("f2")["install_attempts"], 1, "one attempt, however many configs it fetched");
 
     let (code, ipxe) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:03:02");
     assert_eq!(code, 200);
-    assert!(ipxe.contains("autoinstall ds=nocloud-net;s=http://198.18.0.10:8080/v1/machines/u2/"), "{ipxe}");
-    let (code, meta) = srv.get("/v1/machines/u2/meta-data");
+    let nonce = nonce_in(&ipxe);
+    let seed = format!("/v1/machines/u2/seed/{nonce}/");
+    assert!(ipxe.contains(&format!("autoinstall ds=nocloud-net;s=http://198.18.0.10:8080{seed} ")), "{ipxe}");
+    let (code, meta) = srv.get(&format!("{seed}meta-data"));
     assert_eq!(code, 200);
     assert!(meta.contains("local-hostname: u2\n"), "{meta}");
-    assert_eq!(srv.get("/v1/machines/u2/vendor-data").0, 200);
-    let (code, ud) = srv.get("/v1/machines/u2/user-data");
+    assert_eq!(srv.get(&format!("{seed}vendor-data")).0, 200);
+    let (code, ud) = srv.get(&format!("{seed}user-data"));
     assert_eq!(code, 200, "{ud}");
     assert_eq!(srv.machine("u2")["state"], "installing");
     let files = user_data_files(&ud);
@@ -457,7 +464,7 @@ fn flatcar_installer_and_ubuntu_seed_are_served_while_installing() {
     assert_eq!(req("GET", &format!("{}/v1/machines/u2/join", srv.url), Some(cred), None).0, 503, "u1 has not reported");
     let (code, _) = srv.post("/v1/machines/u2/report", Some(cred), r#"{"state":"installed"}"#);
     assert_eq!(code, 200);
-    assert_eq!(srv.get("/v1/machines/u2/user-data").0, 404, "installed machines get no seed");
+    assert_eq!(srv.get(&format!("{seed}user-data")).0, 404, "installed machines get no seed");
     srv.stop();
 }
 
@@ -637,8 +644,7 @@ fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
     assert_eq!(srv.admin("POST", "/v1/machines/s2/provision").0, 200);
     let mut ign = std::collections::HashMap::new();
     for (name, mac) in [("s1", "52:54:00:00:01:01"), ("s2", "52:54:00:00:01:02")] {
-        assert_eq!(srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64")).0, 200);
-        let (code, body) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        let (_, code, body) = srv.boot_and_fetch(name, mac);
         assert_eq!(code, 200, "{body}");
         ign.insert(name, body);
     }
@@ -688,8 +694,9 @@ fn live_installers_report_the_disk_written_before_rebooting() {
     for (name, mac) in [("s2", "52:54:00:00:01:02"), ("f2", "52:54:00:00:02:02")] {
         assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
         let (_, ipxe) = srv.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
-        assert!(ipxe.contains(&format!("ignition.config.url=http://198.18.0.10:8080/v1/machines/{name}/installer")), "{ipxe}");
-        let (code, live) = srv.get(&format!("/v1/machines/{name}/installer"));
+        let nonce = nonce_in(&ipxe);
+        assert!(ipxe.contains(&format!("ignition.config.url=http://198.18.0.10:8080/v1/machines/{name}/installer?nonce={nonce}")), "{ipxe}");
+        let (code, live) = srv.get(&format!("/v1/machines/{name}/installer?nonce={nonce}"));
         assert_eq!(code, 200, "{live}");
         real_validate(&live).unwrap();
         let live: Value = serde_json::from_str(&live).unwrap();
@@ -707,7 +714,7 @@ fn live_installers_report_the_disk_written_before_rebooting() {
             assert!(file("/opt/bootplane/install").2.contains("bash /opt/bootplane/written\nsystemctl reboot"));
         }
         // The install itself starts when the machine's own Ignition is fetched.
-        let (_, ign) = srv.get(&format!("/v1/machines/{name}/ignition"));
+        let (_, ign) = srv.get(&format!("/v1/machines/{name}/ignition?nonce={nonce}"));
         assert_eq!(credential_from_ignition(&ign), env.lines().find_map(|l| l.strip_prefix("BOOTPLANE_CREDENTIAL=")).unwrap());
 
         let root = d.path().join(name);

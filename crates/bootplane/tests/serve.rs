@@ -32,10 +32,11 @@ fn install_lifecycle_survives_restart_and_kill_9() {
     assert_eq!(code, 200);
     assert_ipxe(&script);
     assert!(script.contains("kernel http://mirror.test/vmlinuz initrd=initrd.img console=ttyS0"), "{script}");
-    assert!(script.contains(&format!("bootplane.config={}/v1/machines/node1/ignition host=node1", s.url)), "{script}");
+    let nonce = nonce_in(&script);
+    assert!(script.contains(&format!("bootplane.config={}/v1/machines/node1/ignition?nonce={nonce} host=node1", s.url)), "{script}");
     assert_eq!(s.machine("node1")["state"], "provision");
 
-    let (code, ign) = s.get("/v1/machines/node1/ignition");
+    let (code, ign) = s.get(&format!("/v1/machines/node1/ignition?nonce={nonce}"));
     assert_eq!(code, 200, "{ign}");
     assert_eq!(s.machine("node1")["state"], "installing");
     let cred = credential_from_ignition(&ign);
@@ -55,7 +56,7 @@ fn install_lifecycle_survives_restart_and_kill_9() {
     // A used credential is retired.
     assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"failed"}"#).0, 401);
     // No config for an installed machine.
-    assert_eq!(s.get("/v1/machines/node1/ignition").0, 404);
+    assert_eq!(s.get(&format!("/v1/machines/node1/ignition?nonce={nonce}")).0, 404);
 
     let local = |s: &Server| {
         let (code, body) = s.get(boot);
@@ -101,8 +102,7 @@ fn a_written_disk_boots_locally_until_the_installed_system_reports() {
     let d = workdir(CONFIG);
     let s = Server::start(d.path());
     let boot = "/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64";
-    assert!(s.get(boot).1.contains("kernel "));
-    let (_, ign) = s.get("/v1/machines/node1/ignition");
+    let (script, _, ign) = s.boot_and_fetch("node1", "52:54:00:12:34:56");
     let cred = credential_from_ignition(&ign);
     // `written` before the config was fetched is out of order.
     let (code, body) = s.post("/v1/machines/node2/report", None, r#"{"state":"written"}"#);
@@ -118,7 +118,7 @@ fn a_written_disk_boots_locally_until_the_installed_system_reports() {
         assert!(!script.contains("kernel ") && script.contains("booting local disk"), "{script}");
     }
     assert_eq!(s.machine("node1")["install_attempts"], 1);
-    assert_eq!(s.get("/v1/machines/node1/ignition").0, 404, "no config once the disk is written");
+    assert_eq!(s.get(&format!("/v1/machines/node1/ignition?nonce={}", nonce_in(&script))).0, 404, "no config once the disk is written");
     let (code, body) = s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed","detail":"from the disk"}"#);
     assert_eq!(code, 200, "{body}");
     assert_eq!(s.machine("node1")["state"], "installed");
@@ -129,8 +129,7 @@ fn a_written_disk_boots_locally_until_the_installed_system_reports() {
 fn a_written_machine_that_never_reports_is_marked_failed_with_the_reason() {
     let d = workdir(&CONFIG.replace("  max_install_attempts: 3\n", "  max_install_attempts: 3\n  report_timeout: 2s\n"));
     let s = Server::start(d.path());
-    assert!(s.get("/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64").1.contains("kernel "));
-    let cred = credential_from_ignition(&s.get("/v1/machines/node1/ignition").1);
+    let cred = credential_from_ignition(&s.boot_and_fetch("node1", "52:54:00:12:34:56").2);
     assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#).0, 200);
     let mut state = String::new();
     for _ in 0..50 {
@@ -194,8 +193,10 @@ fn installer_attempts_run_out_into_failed() {
     let d = workdir(CONFIG);
     let s = Server::start(d.path());
     let boot = "/v1/boot/ipxe?mac=52:54:00:12:34:57&arch=x86_64";
+    // An attempt counts when its config is fetched, not when a boot is answered.
     for _ in 0..3 {
-        assert!(s.get(boot).1.contains("kernel "));
+        let (script, code, _) = s.boot_and_fetch("node2", "52:54:00:12:34:57");
+        assert!(script.contains("kernel ") && code == 200, "{script}");
     }
     let (_, body) = s.get(boot);
     assert!(body.contains("marked failed") && !body.contains("kernel "), "{body}");
@@ -263,7 +264,7 @@ fn a_machines_butane_is_compiled_into_its_ignition() {
     );
     let d = workdir(&cfg);
     let s = Server::start(d.path());
-    let (code, ign) = s.get("/v1/machines/node3/ignition");
+    let (_, code, ign) = s.boot_and_fetch("node3", "52:54:00:12:34:58");
     assert_eq!(code, 200, "{ign}");
     let v: serde_json::Value = serde_json::from_str(&ign).unwrap();
     assert_eq!(v["ignition"]["version"], "3.3.0");

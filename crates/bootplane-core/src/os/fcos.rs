@@ -30,7 +30,7 @@ impl OsInstaller for Fcos {
             format!("coreos.inst.ignition_url={}", ctx.ignition_url()),
             "ignition.firstboot".to_string(),
             "ignition.platform.id=metal".to_string(),
-            format!("ignition.config.url={}/v1/machines/{}/installer", ctx.server, ctx.machine.name),
+            format!("ignition.config.url={}", ctx.installer_url()),
         ];
         // coreos-installer fetches `<image_url>.sig`: bootplane serves it as `image.sig`
         // right beside `image`, and a mirror URL is expected to have it beside the image
@@ -88,7 +88,7 @@ mod tests {
 
     fn plan_for(b: &Bundle) -> Result<InstallerPlan, PlanError> {
         let m = MachineSpec { name: "n1".into(), install_disk: Some("/dev/disk/by-id/x".into()), ..Default::default() };
-        Fcos.plan(&InstallContext { machine: &m, bundle: b, server: "http://bp:8080" })
+        Fcos.plan(&InstallContext { machine: &m, bundle: b, server: "http://bp:8080", nonce: "0123456789abcdef0123456789abcdef" })
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl OsInstaller for Flatcar {
         install_disk(ctx.machine)?;
         let mut args = vec![
             "flatcar.first_boot=1".to_string(),
-            format!("ignition.config.url={}/v1/machines/{}/installer", ctx.server, ctx.machine.name),
+            format!("ignition.config.url={}", ctx.installer_url()),
         ];
         if let Some(extra) = &b.args {
             args.push(extra.clone());
@@ -38,10 +38,11 @@ fn install_disk(m: &MachineSpec) -> Result<&str, PlanError> {
 }
 
 /// The live system's Ignition (spec 3.3.0, which every Flatcar since 3185 reads).
-pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, credential: &str, ssh_keys: &[String]) -> Result<Value, PlanError> {
+/// `nonce` is the attempt's, as presented by the live system's own fetch.
+pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, credential: &str, nonce: &str, ssh_keys: &[String]) -> Result<Value, PlanError> {
     let disk = install_disk(m)?;
     let mut env = vec![
-        ("BOOTPLANE_IGNITION_URL", format!("{server}/v1/machines/{}/ignition", m.name)),
+        ("BOOTPLANE_IGNITION_URL", format!("{server}/v1/machines/{}/ignition?nonce={nonce}", m.name)),
         ("INSTALL_DISK", disk.to_string()),
     ];
     if let Some(img) = &b.image {

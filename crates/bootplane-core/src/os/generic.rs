@@ -58,10 +58,10 @@ mod tests {
     fn template_variables() {
         let m = MachineSpec { name: "n1".into(), ..Default::default() };
         let b = bundle("console=ttyS0 name={{ machine.name }} cfg={{ ignition_url }}");
-        let p = Generic.plan(&InstallContext { machine: &m, bundle: &b, server: "http://s:8080" }).unwrap();
+        let p = Generic.plan(&InstallContext { machine: &m, bundle: &b, server: "http://s:8080", nonce: "abc0" }).unwrap();
         assert_eq!(p.kernel_url, "http://m/vmlinuz");
         assert_eq!(p.initrds[0].1, "http://s:8080/artifacts/rescue/initrd");
-        assert_eq!(p.args, "console=ttyS0 name=n1 cfg=http://s:8080/v1/machines/n1/ignition");
+        assert_eq!(p.args, "console=ttyS0 name=n1 cfg=http://s:8080/v1/machines/n1/ignition?nonce=abc0");
     }
 
     #[test]
@@ -69,7 +69,7 @@ mod tests {
         let m = MachineSpec { name: "n1".into(), ..Default::default() };
         let b = bundle("x={{ machine.nmae }}");
         assert!(matches!(
-            Generic.plan(&InstallContext { machine: &m, bundle: &b, server: "http://s" }),
+            Generic.plan(&InstallContext { machine: &m, bundle: &b, server: "http://s", nonce: "abc0" }),
             Err(PlanError::BadTemplate { .. })
         ));
     }

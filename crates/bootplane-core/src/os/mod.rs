@@ -16,11 +16,23 @@ pub struct InstallContext<'a> {
     pub bundle: &'a Bundle,
     /// The advertise URL, without trailing slash.
     pub server: &'a str,
+    /// This attempt's config nonce (see [`crate::attempt`]); single-use, bound to the
+    /// requester, so it may appear in the plan.
+    pub nonce: &'a str,
 }
 
 impl InstallContext<'_> {
+    /// The machine's own config (Ignition) for this attempt.
     pub fn ignition_url(&self) -> String {
-        format!("{}/v1/machines/{}/ignition", self.server, self.machine.name)
+        format!("{}/v1/machines/{}/ignition?nonce={}", self.server, self.machine.name, self.nonce)
+    }
+    /// The live installer system's config (fcos, flatcar) for this attempt.
+    pub fn installer_url(&self) -> String {
+        format!("{}/v1/machines/{}/installer?nonce={}", self.server, self.machine.name, self.nonce)
+    }
+    /// The NoCloud seed directory (cloud-init appends `user-data`, `meta-data`).
+    pub fn seed_url(&self) -> String {
+        format!("{}/v1/machines/{}/seed/{}/", self.server, self.machine.name, self.nonce)
     }
     /// Where a machine downloads one of the bundle's files: the artifact's own URL, or
     /// bootplane's artifact endpoint.

@@ -29,7 +29,7 @@ impl OsInstaller for Ubuntu {
             "ip=dhcp".to_string(),
             format!("url={}", ctx.artifact_url("image", iso)),
             "autoinstall".to_string(),
-            format!("ds=nocloud-net;s={}/v1/machines/{}/", ctx.server, ctx.machine.name),
+            format!("ds=nocloud-net;s={}", ctx.seed_url()),
             "cloud-config-url=/dev/null".to_string(),
         ];
         if let Some(extra) = &b.args {

@@ -747,6 +747,16 @@ impl Store for SqliteStore {
         self.write(move |tx| tx.execute("DELETE FROM settings WHERE key = ?1", [key]).map(|_| ()).map_err(be)).await
     }
 
+    async fn replace_setting(&self, key: &str, old: &str, new: &str) -> Result<bool> {
+        let (key, old, new) = (key.to_string(), old.to_string(), new.to_string());
+        self.write(move |tx| {
+            tx.execute("UPDATE settings SET value = ?1 WHERE key = ?2 AND value = ?3", params![new, key, old])
+                .map(|n| n == 1)
+                .map_err(be)
+        })
+        .await
+    }
+
     async fn leases(&self) -> Result<Vec<Lease>> {
         self.run(|c| {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;

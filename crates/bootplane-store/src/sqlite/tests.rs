@@ -135,6 +135,11 @@ async fn settings_first_writer_wins() {
     let (_d, s) = store();
     assert_eq!(s.setting_or_insert("k", "one").await.unwrap(), "one");
     assert_eq!(s.setting_or_insert("k", "two").await.unwrap(), "one");
+    // Compare-and-set: only the writer that saw the current value wins.
+    assert!(s.replace_setting("k", "one", "two").await.unwrap());
+    assert!(!s.replace_setting("k", "one", "three").await.unwrap());
+    assert!(!s.replace_setting("missing", "", "x").await.unwrap());
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("two"));
 }
 
 #[tokio::test]

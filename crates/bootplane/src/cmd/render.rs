@@ -26,6 +26,9 @@ pub struct RenderWhat {
     k3s_config: bool,
 }
 
+/// Stands in for the per-attempt config nonce, which only the server issues, per boot.
+const NONCE_PLACEHOLDER: &str = "issued-per-boot";
+
 /// Stands in for the per-machine credential, which only the server can issue.
 const CREDENTIAL_PLACEHOLDER: &str = "issued-by-the-server-at-install-time";
 
@@ -95,6 +98,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
     };
     let observed = Observed { mac: record.spec.macs.first().copied(), ..Default::default() };
     let decision = decide(&DecisionContext {
+        nonce: NONCE_PLACEHOLDER,
         observed: &observed,
         identity: &IdentityMatch::Known(name.to_string()),
         machine: Some(&record),

@@ -267,3 +267,24 @@ pub fn run_under_root(root: &Path, script: &str, prefixes: &[&str], stubs: Optio
 
 /// A kubeconfig in the shape k3s writes to /etc/rancher/k3s/k3s.yaml.
 pub const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+
+/// The config nonce in a boot answer (`...?nonce=HEX` or `.../seed/HEX/`).
+pub fn nonce_in(script: &str) -> String {
+    let at = script
+        .find("nonce=")
+        .map(|i| i + "nonce=".len())
+        .or_else(|| script.find("/seed/").map(|i| i + "/seed/".len()))
+        .unwrap_or_else(|| panic!("no nonce in:\n{script}"));
+    script[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+}
+
+impl Server {
+    /// Plays a machine's network boot (`mac`) and the fetch of its Ignition with the
+    /// answer's nonce: (boot script, HTTP status, Ignition).
+    pub fn boot_and_fetch(&self, name: &str, mac: &str) -> (String, u16, String) {
+        let (code, script) = self.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
+        assert_eq!(code, 200, "{script}");
+        let (code, ign) = self.get(&format!("/v1/machines/{name}/ignition?nonce={}", nonce_in(&script)));
+        (script, code, ign)
+    }
+}

@@ -1,0 +1,157 @@
+//! Install attempts and their config nonces. Every installer answer carries a fresh
+//! random nonce in the config URLs it names; a per-machine config (Ignition, live
+//! installer config, NoCloud seed) is served only against the current attempt's nonce,
+//! from the address that received the answer (or one bootplane's own DHCP leased to the
+//! machine), and once per kind. The requester's retry after a lost answer is allowed for
+//! [`REFETCH_WINDOW_SECS`]; any other second fetch is refused and raised as an alarm, so
+//! a bystander who saw the nonce and won the race is at least seen. Pure: the caller
+//! keeps the [`Attempt`] in the store and supplies the clock.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// How long the first requester may fetch the same config again (Ignition and
+/// coreos-installer retry a fetch whose answer was lost).
+pub const REFETCH_WINDOW_SECS: i64 = 120;
+
+/// The current install attempt of one machine, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// SHA-256 (hex) of the nonce: the store never holds a usable nonce.
+    pub nonce_sha256: String,
+    /// Who received the installer answer.
+    pub ip: Option<IpAddr>,
+    /// Unix seconds.
+    pub issued: i64,
+    /// Whether this attempt was counted against `max_install_attempts` (at its first fetch).
+    #[serde(default)]
+    pub counted: bool,
+    /// First fetch of each config kind.
+    #[serde(default)]
+    pub fetched: BTreeMap<String, Fetch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    pub ip: Option<IpAddr>,
+    pub at: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The first fetch of this kind: serve it.
+    First,
+    /// The first requester again, within the window: serve it, it is a retry.
+    Retry,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no install attempt is open: the machine must network-boot and be answered with its installer first")]
+    NoAttempt,
+    #[error("the nonce is not the current attempt's (an old attempt, or a guess)")]
+    WrongNonce,
+    #[error("fetched from {got}, but the installer answer went to {expected}")]
+    OtherAddress { expected: String, got: String },
+    #[error("{kind} was already fetched by {first} at {at}; a second fetch is refused")]
+    SecondFetch { kind: String, first: String, at: i64 },
+}
+
+impl Refusal {
+    /// Whether this looks like someone else using the machine's nonce (an alarm), as
+    /// opposed to a stale or missing one.
+    pub fn is_alarm(&self) -> bool {
+        matches!(self, Refusal::OtherAddress { .. } | Refusal::SecondFetch { .. })
+    }
+}
+
+fn digest(nonce: &str) -> String {
+    hex::encode(Sha256::digest(nonce.as_bytes()))
+}
+
+/// True for what [`Attempt::new`] accepts as a nonce (what goes into URLs unescaped).
+pub fn is_nonce(s: &str) -> bool {
+    (16..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl Attempt {
+    pub fn new(nonce: &str, ip: Option<IpAddr>, now: i64) -> Self {
+        Attempt { nonce_sha256: digest(nonce), ip, issued: now, counted: false, fetched: BTreeMap::new() }
+    }
+
+    /// Whether `presented` may fetch `kind` from `from` at `now`. `leased_to_machine`
+    /// says whether bootplane's own DHCP leased `from` to this machine (its live system
+    /// may have renewed to another address than its firmware had).
+    pub fn check(&self, presented: &str, kind: &str, from: Option<IpAddr>, leased_to_machine: bool, now: i64) -> Result<Claim, Refusal> {
+        if !subtle_eq(&digest(presented), &self.nonce_sha256) {
+            return Err(Refusal::WrongNonce);
+        }
+        let show = |ip: Option<IpAddr>| ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into());
+        if let (Some(expected), Some(got)) = (self.ip, from) {
+            if expected != got && !leased_to_machine {
+                return Err(Refusal::OtherAddress { expected: expected.to_string(), got: got.to_string() });
+            }
+        }
+        match self.fetched.get(kind) {
+            None => Ok(Claim::First),
+            Some(f) if f.ip == from && now - f.at <= REFETCH_WINDOW_SECS => Ok(Claim::Retry),
+            Some(f) => Err(Refusal::SecondFetch { kind: kind.to_string(), first: show(f.ip), at: f.at }),
+        }
+    }
+
+    /// This attempt after a first fetch of `kind`.
+    pub fn with_fetch(&self, kind: &str, from: Option<IpAddr>, now: i64) -> Attempt {
+        let mut a = self.clone();
+        a.counted = true;
+        a.fetched.entry(kind.to_string()).or_insert(Fetch { ip: from, at: now });
+        a
+    }
+}
+
+/// Constant-time comparison of two hex digests.
+fn subtle_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: &str = "0123456789abcdef0123456789abcdef";
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn one_fetch_per_kind_from_the_answered_address() {
+        let a = Attempt::new(N, ip("198.18.0.50"), 1000);
+        assert!(!a.nonce_sha256.contains(N));
+        assert_eq!(a.check(N, "ignition", ip("198.18.0.50"), false, 1001), Ok(Claim::First));
+        assert_eq!(a.check("f".repeat(32).as_str(), "ignition", ip("198.18.0.50"), false, 1001), Err(Refusal::WrongNonce));
+        let stolen = a.check(N, "ignition", ip("198.18.0.66"), false, 1001).unwrap_err();
+        assert!(stolen.is_alarm() && stolen.to_string().contains("198.18.0.66"), "{stolen}");
+        // The machine's live system on another address bootplane leased to it.
+        assert_eq!(a.check(N, "ignition", ip("198.18.0.51"), true, 1001), Ok(Claim::First));
+
+        let a = a.with_fetch("ignition", ip("198.18.0.50"), 1001);
+        assert!(a.counted);
+        // The requester's retry after a lost answer, within the window.
+        assert_eq!(a.check(N, "ignition", ip("198.18.0.50"), false, 1050), Ok(Claim::Retry));
+        let late = a.check(N, "ignition", ip("198.18.0.50"), false, 1001 + REFETCH_WINDOW_SECS + 1).unwrap_err();
+        assert!(matches!(late, Refusal::SecondFetch { .. }) && late.is_alarm());
+        // Another kind of the same attempt is its own first fetch.
+        assert_eq!(a.check(N, "installer", ip("198.18.0.50"), false, 1002), Ok(Claim::First));
+        // A second first-fetch record never replaces the first.
+        let b = a.with_fetch("ignition", ip("198.18.0.99"), 1003);
+        assert_eq!(b.fetched["ignition"].ip, ip("198.18.0.50"));
+        assert!(!Refusal::WrongNonce.is_alarm() && !Refusal::NoAttempt.is_alarm());
+    }
+
+    #[test]
+    fn nonces_are_url_safe_hex() {
+        assert!(is_nonce(N) && !is_nonce("0123") && !is_nonce(&"G".repeat(32)) && !is_nonce("../../../../etc/passwd/xx"));
+    }
+}
