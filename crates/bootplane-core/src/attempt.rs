@@ -39,6 +39,20 @@ pub struct Fetch {
     pub at: i64,
 }
 
+impl Fetch {
+    /// Whether a fetch from `from` at `now` is the first requester's retry.
+    pub fn is_retry(&self, from: Option<IpAddr>, now: i64) -> bool {
+        self.ip == from && now - self.at <= REFETCH_WINDOW_SECS
+    }
+}
+
+/// A machine's `/join` of one credential generation: single-use like a config fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinServed {
+    pub generation: u32,
+    pub first: Fetch,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
     /// The first fetch of this kind: serve it.
@@ -96,7 +110,7 @@ impl Attempt {
         }
         match self.fetched.get(kind) {
             None => Ok(Claim::First),
-            Some(f) if f.ip == from && now - f.at <= REFETCH_WINDOW_SECS => Ok(Claim::Retry),
+            Some(f) if f.is_retry(from, now) => Ok(Claim::Retry),
             Some(f) => Err(Refusal::SecondFetch { kind: kind.to_string(), first: show(f.ip), at: f.at }),
         }
     }

@@ -296,8 +296,9 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
                 }
             }
         }
+        // RFC 2131 4.3.3: a DECLINE names us (option 54) and the address it refuses.
         MessageType::Decline => {
-            let Some(ip) = requested_ip(msg) else { return Outcome::default() };
+            let Some(ip) = requested_ip(msg).filter(|_| server_id(msg) == Some(s.server_ip)) else { return Outcome::default() };
             let lease = pool.decline(mac, ip, now, s.decline_hold);
             Outcome { lease, event: Some(("dhcp.decline", json!({ "ip": ip }))), ..Default::default() }
         }
@@ -399,6 +400,24 @@ mod tests {
         r.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
         r.opts_mut().insert(DhcpOption::ServerIdentifier("198.18.0.1".parse().unwrap()));
         r
+    }
+
+    #[test]
+    fn a_decline_must_name_this_server_and_come_from_the_holder() {
+        let s = settings(Mode::Full);
+        let mut p = pool();
+        let d = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), None);
+        let (offer, _) = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let decline = |mac: [u8; 6], server: &str| {
+            let mut m = request_for(&offer, mac);
+            m.opts_mut().insert(DhcpOption::MessageType(MessageType::Decline));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(server.parse().unwrap()));
+            m
+        };
+        let run = |m: &Message, p: &mut LeasePool| handle(&Request { msg: m, port: 67, hostname: None, now: 1 }, &s, p).lease;
+        assert!(run(&decline(MAC, "198.18.0.2"), &mut p).is_none(), "another server's address");
+        assert!(run(&decline([0x52, 0x54, 0, 0, 0, 10], "198.18.0.1"), &mut p).is_none(), "not the holder");
+        assert!(run(&decline(MAC, "198.18.0.1"), &mut p).is_some_and(|l| l.state == bootplane_core::model::LeaseState::Declined));
     }
 
     #[test]

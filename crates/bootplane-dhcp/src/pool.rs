@@ -265,9 +265,11 @@ impl LeasePool {
         Some(l)
     }
 
-    /// The client saw `ip` in use: withhold it for `hold` seconds.
+    /// The client saw `ip` in use: withhold it for `hold` seconds. Only the client the
+    /// address was offered or leased to may decline it, so a DECLINE cannot withhold
+    /// free addresses nor grow the table with addresses outside the range.
     pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: i64, hold: i64) -> Option<Lease> {
-        if self.by_ip.get(&ip).is_some_and(|l| l.mac != mac) {
+        if !self.by_ip.get(&ip).is_some_and(|l| l.mac == mac && l.state != LeaseState::Declined) {
             return None;
         }
         let l = Lease { ip, mac, state: LeaseState::Declined, expires: now + hold, hostname: None };
@@ -345,6 +347,25 @@ mod tests {
         // Another client cannot decline someone else's lease.
         p.bind(mac(1), b, 1, 600, None).unwrap();
         assert!(p.decline(mac(3), b, 2, 600).is_none());
+    }
+
+    #[test]
+    fn declines_of_addresses_nobody_was_given_change_nothing() {
+        // Finding 8: one DECLINE per free address withheld the range, and out-of-range
+        // DECLINEs grew the table without bound.
+        let mut p = LeasePool::new(ip("198.18.0.10"), ip("198.18.0.11"));
+        for n in 0..=255u8 {
+            assert!(p.decline(mac(n), ip("198.18.0.10"), 0, 600).is_none());
+            assert!(p.decline(mac(n), Ipv4Addr::new(10, 0, 0, n), 0, 600).is_none());
+        }
+        assert_eq!(p.by_ip.len(), 0);
+        assert!(p.choose(mac(1), None, 0).is_ok());
+        // A second DECLINE does not extend the hold.
+        let a = p.choose(mac(1), None, 0).unwrap();
+        p.offer(mac(1), a, 0, 60, None);
+        let first = p.decline(mac(1), a, 0, 600).unwrap();
+        assert!(p.decline(mac(1), a, 500, 600).is_none());
+        assert_eq!(p.by_ip[&a].expires, first.expires);
     }
 
     #[test]

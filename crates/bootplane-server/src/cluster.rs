@@ -66,6 +66,7 @@ pub async fn join(
         event(&s, &name, "join.refused", source, json!({ "reason": "not installing", "state": rec.state })).await;
         return error(StatusCode::NOT_FOUND, "join material is only served while the machine is being installed");
     }
+    let generation = rec.credential_generation;
     let loaded = match load(&s, rec, &headers).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -98,6 +99,9 @@ pub async fn join(
     }
     match k3s::join_material(node.role, &t, ca.as_deref()) {
         Join::Ready(text) => {
+            if let Err(r) = claim_join(&s, &name, generation, source.clone()).await {
+                return r;
+            }
             let form = if node.role == NodeRole::Bootstrap { "short (bootstrap)" } else { "secure K10" };
             event(&s, &name, "join.served", source, json!({ "cluster": cluster, "role": format!("{:?}", node.role).to_lowercase(), "token_form": form })).await;
             ([(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-store")], text).into_response()
@@ -107,6 +111,46 @@ pub async fn join(
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "15")], "the cluster's bootstrap server has not reported yet; retry\n").into_response()
         }
     }
+}
+
+/// Join material goes out once per credential generation: the first answer is
+/// recorded, and only its requester's retry (a lost answer) within the window gets it
+/// again; anyone else holding the credential is refused and raises `join.alarm`.
+async fn claim_join(s: &Shared, name: &str, generation: u32, source: Option<String>) -> Result<(), Response> {
+    use bootplane_core::attempt::{Fetch, JoinServed};
+    let from: Option<std::net::IpAddr> = source.as_deref().and_then(|s| s.parse().ok());
+    let now = chrono::Utc::now().timestamp();
+    let key = format!("join/{name}");
+    let ours = serde_json::to_string(&JoinServed { generation, first: Fetch { ip: from, at: now } }).expect("serializes");
+    for _ in 0..5 {
+        let stored = s.store.setting_or_insert(&key, &ours).await.map_err(store_error)?;
+        if stored == ours {
+            return Ok(());
+        }
+        match serde_json::from_str::<JoinServed>(&stored) {
+            // An earlier install's record: this generation has not been served yet.
+            Ok(j) if j.generation != generation => {
+                if s.store.replace_setting(&key, &stored, &ours).await.map_err(store_error)? {
+                    return Ok(());
+                }
+            }
+            Ok(j) if j.first.is_retry(from, now) => {
+                event(s, name, "join.refetched", source, json!({ "generation": generation })).await;
+                return Ok(());
+            }
+            Ok(j) => {
+                let first = j.first.ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into());
+                event(s, name, "join.alarm", source, json!({ "reason": format!("join material of this credential already went to {first}") })).await;
+                return Err(error(StatusCode::CONFLICT, format!("join material for {name} was already served (to {first}); reinstall the machine for a new credential")));
+            }
+            Err(_) => {
+                if s.store.replace_setting(&key, &stored, &ours).await.map_err(store_error)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(error(StatusCode::SERVICE_UNAVAILABLE, "join contended; retry"))
 }
 
 /// What an `installed` report from a bootstrap server hands over.
@@ -176,24 +220,47 @@ pub async fn kubeconfig(State(s): State<Shared>, headers: HeaderMap, Path(name):
     }
 }
 
-/// `POST /v1/clusters/{name}/reset` (admin): forgets the recorded CA and kubeconfig, so
-/// the bootstrap server may found the cluster anew. Tokens are kept.
-pub async fn reset(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(r) = require_admin(&s, &headers) {
-        return r;
-    }
-    match s.store.cluster(&name).await {
+/// Forgets `keys` of cluster `name` (admin) and records `what` as an event.
+async fn forget(s: &Shared, peer: SocketAddr, headers: &HeaderMap, name: &str, keys: &[String], what: &str) -> Result<(), Response> {
+    require_admin(s, headers)?;
+    match s.store.cluster(name).await {
         Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no cluster named `{name}`")),
-        Err(e) => return store_error(e),
+        Ok(None) => return Err(error(StatusCode::NOT_FOUND, format!("no cluster named `{name}`"))),
+        Err(e) => return Err(store_error(e)),
     }
-    for key in [ca_key(&name), kubeconfig_key(&name)] {
-        if let Err(e) = s.store.delete_setting(&key).await {
-            return store_error(e);
-        }
+    for key in keys {
+        s.store.delete_setting(key).await.map_err(store_error)?;
     }
     s.sink
-        .push(bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(None, "cluster.reset", Some(peer.ip().to_string()), json!({ "cluster": name }))))
+        .push(bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(None, what, Some(peer.ip().to_string()), json!({ "cluster": name }))))
         .await;
-    axum::Json(json!({ "cluster": name, "reset": true })).into_response()
+    Ok(())
+}
+
+/// `POST /v1/clusters/{name}/reset` (admin): forgets the recorded CA and kubeconfig, so
+/// the bootstrap server may found the cluster anew, and its tokens, so the new cluster
+/// shares nothing with the old one.
+pub async fn reset(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    match forget(&s, peer, &headers, &name, &[ca_key(&name), kubeconfig_key(&name), tokens_key(&name)], "cluster.reset").await {
+        Ok(()) => axum::Json(json!({ "cluster": name, "reset": true })).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /v1/clusters/{name}/rotate-tokens` (admin): new server and agent tokens for
+/// every later join. The running cluster still expects the old ones until an operator
+/// rotates them there, so the new values go to the admin (and nowhere else) with the
+/// commands to run.
+pub async fn rotate_tokens(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = forget(&s, peer, &headers, &name, &[tokens_key(&name)], "cluster.tokens_rotated").await {
+        return r;
+    }
+    match tokens(&s, &name).await {
+        Ok(t) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({ "cluster": name, "server_token": t.server, "agent_token": t.agent })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("cluster {name}: new tokens not stored: {e}")),
+    }
 }

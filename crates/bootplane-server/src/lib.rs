@@ -91,6 +91,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/machines/{name}/join", get(cluster::join))
         .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
         .route("/v1/clusters/{name}/reset", post(cluster::reset))
+        .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
         .route("/v1/events", get(api::events))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

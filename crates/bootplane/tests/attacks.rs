@@ -223,7 +223,16 @@ fn tftp_clients_cannot_hold_transfer_slots_for_hours() {
 
 /// GET `url` from source address `from` (a loopback alias): (status, body).
 fn get_from(from: &str, url: &str) -> (u16, String) {
-    let o = std::process::Command::new("curl").args(["-s", "--interface", from, "-w", "\n%{http_code}", url]).output().expect("curl");
+    get_from_with(from, url, None)
+}
+
+fn get_from_with(from: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "--interface", from, "-w", "\n%{http_code}", url]);
+    if let Some(b) = bearer {
+        c.args(["-H", &format!("Authorization: Bearer {b}")]);
+    }
+    let o = c.output().expect("curl");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -285,4 +294,51 @@ fn boot_requests_alone_cannot_use_up_a_machines_attempts() {
     }
     let m = srv.machine("a1");
     assert_eq!((m["state"].as_str(), m["install_attempts"].as_u64()), (Some("provision"), Some(0)));
+}
+
+/// Finding 1: `/join` handed out the cluster's tokens any number of times to whoever held
+/// the credential. Now once per credential generation, plus its requester's retry.
+#[test]
+fn join_material_goes_out_once_per_credential() {
+    let (_d, srv) = lab();
+    let cred = install_credential(&srv, "s1", "52:54:00:00:01:01");
+    let url = format!("{}/v1/machines/s1/join", srv.url);
+    let (code, first) = get_from_with("127.0.0.1", &url, Some(&cred));
+    assert_eq!(code, 200, "{first}");
+    let (code, body) = get_from_with("127.0.0.2", &url, Some(&cred));
+    assert_eq!(code, 409, "{body}");
+    assert!(!body.contains("K3S_TOKEN"), "{body}");
+    // The node's own retry after a lost answer.
+    assert_eq!(get_from_with("127.0.0.1", &url, Some(&cred)), (200, first));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = srv.machine("s1")["events"].clone();
+    assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == "join.alarm"), "{events}");
+}
+
+/// Finding 1: `cluster reset` kept the tokens, so whoever had them could still join the
+/// rebuilt cluster; and there was no way to rotate them.
+#[test]
+fn reset_and_rotate_replace_the_cluster_tokens() {
+    let (d, srv) = lab();
+    let join = |cred: &str| req("GET", &format!("{}/v1/machines/s1/join", srv.url), Some(cred), None);
+    let (code, before) = join(&install_credential(&srv, "s1", "52:54:00:00:01:01"));
+    assert_eq!(code, 200, "{before}");
+    let o = bootplane(d.path()).args(["cluster", "reset", "lab", "--server", &srv.url]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, after_reset) = join(&install_credential(&srv, "s1", "52:54:00:00:01:01"));
+    assert_eq!(code, 200, "{after_reset}");
+    assert_ne!(before, after_reset);
+
+    let o = bootplane(d.path()).args(["cluster", "rotate-tokens", "lab", "--server", &srv.url]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(printed.contains("k3s token rotate --new-token "), "{printed}");
+    let new_server = printed.split("--new-token ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(!after_reset.contains(&new_server));
+    // The next join hands out the new token.
+    let (code, after_rotate) = join(&install_credential(&srv, "s1", "52:54:00:00:01:01"));
+    assert_eq!(code, 200, "{after_rotate}");
+    assert!(after_rotate.contains(&format!("K3S_TOKEN={new_server}\n")), "{after_rotate}");
+    let log = srv.stop().join("\n");
+    assert!(!log.contains(&new_server), "rotated tokens never reach the log");
 }

@@ -16,8 +16,11 @@ pub enum ClusterCmd {
         #[arg(long, short, default_value = "-")]
         output: PathBuf,
     },
-    /// Forget the cluster's recorded CA and kubeconfig so its bootstrap server founds it
-    /// anew on its next install (for rebuilding a cluster from scratch).
+    /// New join tokens for every later join. The running cluster keeps the old ones until
+    /// you rotate them there: the new values are printed (to you only) with the commands.
+    RotateTokens { name: String },
+    /// Forget the cluster's recorded CA, kubeconfig and tokens so its bootstrap server
+    /// founds it anew on its next install (for rebuilding a cluster from scratch).
     Reset { name: String },
 }
 
@@ -48,7 +51,16 @@ pub fn run(cmd: ClusterCmd, client: ClientArgs) -> anyhow::Result<ExitCode> {
         }
         ClusterCmd::Reset { name } => {
             c.text("POST", &format!("/v1/clusters/{name}/reset"))?;
-            eprintln!("cluster {name}: CA and kubeconfig forgotten; its bootstrap server will run cluster-init on its next install");
+            eprintln!("cluster {name}: CA, kubeconfig and tokens forgotten; its bootstrap server will run cluster-init on its next install");
+        }
+        ClusterCmd::RotateTokens { name } => {
+            let v: serde_json::Value = serde_json::from_str(&c.text("POST", &format!("/v1/clusters/{name}/rotate-tokens"))?)?;
+            let (server, agent) = (v["server_token"].as_str().unwrap_or_default(), v["agent_token"].as_str().unwrap_or_default());
+            println!("# cluster {name}: bootplane now hands these tokens to every node that joins.");
+            println!("# The running cluster must accept them before the next join. On one server:");
+            println!("k3s token rotate --new-token {server}");
+            println!("# then on every server, put the new agent token in /etc/rancher/k3s/agent-token and restart k3s:");
+            println!("echo {agent} > /etc/rancher/k3s/agent-token && systemctl restart k3s");
         }
     }
     Ok(ExitCode::SUCCESS)
