@@ -40,6 +40,15 @@ pub struct ServerSettings {
     /// that installs k3s and pulls images on a slow link.
     #[serde(default = "default_report_timeout")]
     pub report_timeout: HumanDuration,
+    /// Open HTTP connections in all; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open HTTP connections per source address (a machine needs a few).
+    #[serde(default = "default_max_per_source")]
+    pub max_connections_per_source: usize,
+    /// Time a client has to send a request's headers (also between keep-alive requests).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
 }
 
 fn default_listen() -> SocketAddr {
@@ -53,6 +62,15 @@ fn default_events() -> u64 {
 }
 fn default_discovered() -> u64 {
     4096
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_per_source() -> usize {
+    32
+}
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
 }
 fn default_report_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60 * 60))
@@ -70,6 +88,9 @@ impl Default for ServerSettings {
             events_retained: default_events(),
             max_discovered: default_discovered(),
             report_timeout: default_report_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_per_source(),
+            header_timeout: default_header_timeout(),
         }
     }
 }

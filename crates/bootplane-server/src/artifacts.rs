@@ -121,13 +121,16 @@ pub mod fast {
     /// Serves artifact requests on `stream` until it closes or a request arrives that
     /// the fast path does not take. Returns `true` when the caller should hand the
     /// (untouched) rest of the connection to hyper.
-    pub async fn serve(s: &Shared, stream: &mut TcpStream) -> std::io::Result<bool> {
+    pub async fn serve(s: &Shared, stream: &mut TcpStream, header_timeout: std::time::Duration) -> std::io::Result<bool> {
         let mut buf = vec![0u8; 8192];
         loop {
-            // Peek until the headers are complete, without consuming anything yet.
+            // Peek until the headers are complete, without consuming anything yet; a
+            // client that sends nothing (or never ends its headers) is dropped.
+            let deadline = tokio::time::Instant::now() + header_timeout;
             let mut waited = 0;
             let (n, head_len) = loop {
-                let n = stream.peek(&mut buf).await?;
+                let Ok(peeked) = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await else { return Ok(false) };
+                let n = peeked?;
                 if n == 0 {
                     return Ok(false);
                 }

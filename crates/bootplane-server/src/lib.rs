@@ -11,6 +11,7 @@ pub mod artifacts;
 mod auth;
 mod boot;
 mod cluster;
+pub mod conn;
 pub mod dhcp;
 mod machine_config;
 mod metrics;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub first_stage: std::sync::OnceLock<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
     /// The artifact content store behind `/artifacts/...`.
     pub content: std::sync::OnceLock<bootplane_artifacts::ContentStore>,
+    /// Open HTTP connections, against the caps in `settings`.
+    pub connections: Arc<conn::Tracker>,
 }
 
 impl AppState {
@@ -122,6 +125,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         recent_ips: Default::default(),
         first_stage: Default::default(),
         content: Default::default(),
+        connections: Default::default(),
     }))
 }
 
@@ -148,11 +152,19 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
+        let limits = conn::Limits::from(&state.settings);
+        // Over a cap: closed at once, before anything is read or allocated for it.
+        let Some(slot) = state.connections.admit(peer.ip(), &limits) else {
+            state.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
-            match artifacts::fast::serve(&state, &mut stream).await {
+            match artifacts::fast::serve(&state, &mut stream, limits.header_timeout).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
@@ -160,8 +172,10 @@ pub async fn run(
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 tower::ServiceExt::oneshot(app.clone(), req)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
         });
     }

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub reports: Family<ResultLabels, Counter>,
     pub events_dropped: Counter,
     pub machines: Family<StateLabels, Gauge>,
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -46,7 +47,9 @@ impl Default for Metrics {
         r.register("reports", "Machine reports, by result", reports.clone());
         r.register("events_dropped", "Events dropped because the store fell behind", events_dropped.clone());
         r.register("machines", "Machines in the store, by state", machines.clone());
-        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines }
+        let connections_refused = Counter::default();
+        r.register("connections_refused", "HTTP connections closed at once: a connection cap was reached", connections_refused.clone());
+        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused }
     }
 }
 

@@ -342,3 +342,47 @@ fn reset_and_rotate_replace_the_cluster_tokens() {
     let log = srv.stop().join("\n");
     assert!(!log.contains(&new_server), "rotated tokens never reach the log");
 }
+
+/// Finding 4: with no header timeout and no connection cap, a few hundred idle sockets
+/// made `/healthz` and boot requests time out, the artifact fast path's peek waited
+/// forever, and h2c was accepted with no timeouts at all.
+#[test]
+fn idle_and_slow_sockets_cannot_take_the_boot_path_down() {
+    use std::io::{Read, Write};
+    let cfg = CONFIG.replace("  max_install_attempts: 3\n", "  max_install_attempts: 3\n  header_timeout: 1s\n  max_connections_per_source: 16\n");
+    let d = workdir(&cfg);
+    let srv = Server::start(d.path());
+    let addr: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..40).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /artifacts/rescue/kernel HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut h2 = std::net::TcpStream::connect(addr).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    // Another host still gets answers at once.
+    let t0 = std::time::Instant::now();
+    assert_eq!(get_from("127.0.0.2", &format!("{}/healthz", srv.url)).0, 200);
+    let (code, script) = get_from("127.0.0.2", &format!("{}/v1/boot/ipxe?mac=52:54:00:12:34:58&arch=x86_64", srv.url));
+    assert!(code == 200 && script.starts_with("#!ipxe"), "{code} {script}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "answers took {:?}", t0.elapsed());
+    // Every idle or slow socket is closed by the server within the header timeout.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let closed = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => true,
+            Ok(n) => String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1"),
+        }
+    };
+    for (i, mut s) in idle.into_iter().enumerate() {
+        assert!(closed(&mut s), "idle socket {i} still open");
+    }
+    assert!(closed(&mut slow), "a request whose headers never end is dropped");
+    let mut b = [0u8; 9];
+    h2.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let n = h2.read(&mut b).unwrap_or(0);
+    assert!(n == 0 || b.starts_with(b"HTTP/1.1"), "no HTTP/2 frames: {:?}", &b[..n]);
+    // 42 sockets from one address, 16 admitted: the rest were closed on arrival.
+    let metrics = srv.get("/metrics").1;
+    assert!(metrics.contains("bootplane_connections_refused_total 26\n"), "{metrics}");
+}

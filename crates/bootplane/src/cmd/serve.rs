@@ -104,6 +104,9 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
     if let Some(l) = listen {
         cfg.server.listen = l;
     }
+    if let Some(n) = bootplane_server::conn::raise_fd_limit() {
+        tracing::debug!(open_files = n, "file descriptor limit");
+    }
     let dir = data_dir(&args, &cfg, config.as_deref());
     let store = open_store(&args, &dir)?;
     let rt = runtime()?;
