@@ -1,7 +1,8 @@
 //! YAML into a tree that remembers where every node was, so every report can say
 //! `line L col C` as Butane does. Built from yaml-rust2's event parser (anchors and
 //! aliases resolved); scalars stay text with their style, because Butane's decoder
-//! (yaml.v3) decides their type from the field they land in.
+//! (yaml.v3) decides their type from the field they land in. Alias expansion is budgeted
+//! ([`MAX_NODES`]): a "billion laughs" document is an error, not an allocation failure.
 
 use yaml_rust2::parser::{MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -94,6 +95,18 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// Nodes a document may expand to, aliases included. Butane configs have hundreds.
+pub const MAX_NODES: usize = 100_000;
+
+/// Nodes in `n`, itself included.
+fn size(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Map(m) => m.iter().map(|(_, _, v)| size(v)).sum(),
+        Value::Seq(items) => items.iter().map(size).sum(),
+        Value::Scalar(..) => 0,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct YamlError {
     pub message: String,
@@ -107,16 +120,20 @@ enum Frame {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: std::collections::HashMap<usize, Node>,
+    /// Each anchored node with its size.
+    anchors: std::collections::HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     error: Option<String>,
     docs: usize,
+    /// Nodes built so far, aliases counted at their full size.
+    nodes: usize,
 }
 
 impl Builder {
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
         }
         match self.stack.last_mut() {
             None => {
@@ -154,12 +171,21 @@ impl MarkedEventReceiver for Builder {
         let pos = Pos { line: m.line(), col: m.col() + 1 };
         match ev {
             Event::DocumentStart => self.docs += 1,
+            // Once in error, nothing more is built (an alias bomb stops here).
+            _ if self.error.is_some() => {}
             Event::Scalar(v, style, anchor, _) => {
+                self.nodes += 1;
                 let plain = matches!(style, TScalarStyle::Plain);
                 self.push(Node { value: Value::Scalar(v, plain), pos }, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), pos, anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Vec::new(), None, pos, anchor)),
+            Event::SequenceStart(anchor, _) => {
+                self.nodes += 1;
+                self.stack.push(Frame::Seq(Vec::new(), pos, anchor))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.nodes += 1;
+                self.stack.push(Frame::Map(Vec::new(), None, pos, anchor))
+            }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, p, anchor)) = self.stack.pop() {
                     self.push(Node { value: Value::Seq(items), pos: p }, anchor);
@@ -170,8 +196,18 @@ impl MarkedEventReceiver for Builder {
                     self.push(Node { value: Value::Map(entries), pos: p }, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(n) => self.push(Node { pos, ..n }, 0),
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((_, n)) if self.nodes + n > MAX_NODES => {
+                    self.error.get_or_insert(format!(
+                        "line {}: aliases expand this document past {MAX_NODES} nodes; refused (an alias bomb?)",
+                        pos.line
+                    ));
+                }
+                Some((node, n)) => {
+                    self.nodes += n;
+                    let node = node.clone();
+                    self.push(Node { pos, ..node }, 0)
+                }
                 None => {
                     self.error.get_or_insert(format!("line {}: unknown anchor", pos.line));
                 }
@@ -212,5 +248,18 @@ mod tests {
         assert!(parse("a: 1\na: 2\n").unwrap_err().message.contains("already defined"));
         assert!(parse("a: [\n").is_err());
         assert_eq!(parse("").unwrap().value, Value::Map(vec![]));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_an_error_not_an_allocation() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            doc += &format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n");
+        }
+        let err = parse(&doc).unwrap_err().message;
+        assert!(err.contains("alias bomb"), "{err}");
+        // Modest reuse is fine.
+        assert!(parse("a: &a [1, 2]\nb: [*a, *a, *a]\n").is_ok());
     }
 }

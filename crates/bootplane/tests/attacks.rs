@@ -386,3 +386,21 @@ fn idle_and_slow_sockets_cannot_take_the_boot_path_down() {
     let metrics = srv.get("/metrics").1;
     assert!(metrics.contains("bootplane_connections_refused_total 26\n"), "{metrics}");
 }
+
+/// Finding 11: a Butane alias bomb in a machine's snippet passed `check`, and one
+/// unauthenticated Ignition GET aborted the server (allocation failure). Snippets are
+/// now compiled at `check`/`apply` with a node budget.
+#[test]
+fn a_butane_alias_bomb_is_refused_at_check_and_apply() {
+    let mut bomb = String::from("      a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        bomb += &format!("      a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", "));
+    }
+    let cfg = CONFIG.replace("    serial: SN-3\n", &format!("    serial: SN-3\n    provision: true\n    butane: |\n      variant: fcos\n      version: 1.4.0\n{bomb}"));
+    let d = workdir(&cfg);
+    let o = bootplane(d.path()).args(["check", "bootplane.yaml"]).output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success() && out.contains("node3") && out.contains("alias bomb"), "{out}");
+    let o = bootplane(d.path()).args(["apply", "-f", "bootplane.yaml"]).output().unwrap();
+    assert!(!o.status.success(), "apply must refuse it too");
+}

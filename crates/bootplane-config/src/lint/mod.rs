@@ -153,6 +153,27 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 out.error(format!("{w}: template `{t}` is not defined in `templates`"));
             }
         }
+        // Compile the machine's own Butane now (with a stand-in credential, without its
+        // k3s files), so a broken or hostile snippet stops `check`/`apply` instead of
+        // failing at the machine's first config fetch.
+        let ubuntu = bundle.and_then(|(_, b)| b).is_some_and(|b| b.os == OsKind::Ubuntu);
+        if !ubuntu && (m.butane.is_some() || !m.templates.is_empty()) {
+            let templates: Vec<(String, String)> =
+                cfg.templates.iter().filter(|t| m.templates.contains(&t.name)).map(|t| (t.name.clone(), t.butane.clone())).collect();
+            let server = cfg.server.advertise_url().unwrap_or_else(|| format!("http://{}", cfg.server.listen));
+            let inputs = bootplane_core::config::Inputs {
+                spec: m,
+                templates: &templates,
+                bundle: bundle.and_then(|(_, b)| b),
+                server: &server,
+                credential: "check",
+                ssh_keys: &[],
+                k3s: None,
+            };
+            if let Err(e) = bootplane_core::config::assemble(&inputs) {
+                out.error(format!("{w}: {e}"));
+            }
+        }
         if let (Some(ip), Some(range)) = (m.ip, cfg.dhcp.range) {
             if range.contains(ip) {
                 out.warn(format!("{w}: ip {ip} lies inside the DHCP range {}-{}; it is reserved for this machine", range.first, range.last));
