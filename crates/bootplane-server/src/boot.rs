@@ -239,18 +239,28 @@ pub async fn first_stage_file(
         Err(e) => return (StatusCode::NOT_FOUND, format!("first-stage root: {e}\n")).into_response(),
     };
     match bootplane_tftp::path::resolve(&root, &rel, allowed) {
-        Ok(Some(path)) => match tokio::fs::read(&path).await {
-            Ok(bytes) => {
+        // Streamed from the file: slow readers of a big file never each hold a copy.
+        Ok(Some(path)) => match tokio::fs::File::open(&path).await {
+            Ok(f) => {
+                let len = match f.metadata().await {
+                    Ok(m) if m.is_file() && m.len() <= bootplane_tftp::server::MAX_FILE => m.len(),
+                    Ok(m) if m.is_file() => {
+                        refused(format!("{} bytes is over the first-stage limit", m.len())).await;
+                        return (StatusCode::PAYLOAD_TOO_LARGE, "first-stage file too large\n").into_response();
+                    }
+                    _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+                };
                 let machine = s.machine_at(peer.ip());
                 s.sink
                     .push(BatchItem::Event(NewEvent::new(
                         machine.as_deref(),
                         "http.boot_file",
                         Some(peer.ip().to_string()),
-                        json!({ "file": file, "bytes": bytes.len() }),
+                        json!({ "file": file, "bytes": len }),
                     )))
                     .await;
-                ([(header::CONTENT_TYPE, "application/efi")], bytes).into_response()
+                let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024));
+                ([(header::CONTENT_TYPE, "application/efi".to_string()), (header::CONTENT_LENGTH, len.to_string())], body).into_response()
             }
             Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         },

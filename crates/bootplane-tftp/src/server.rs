@@ -76,6 +76,47 @@ pub enum TransferEvent {
     Declined { client: SocketAddr, file: String, code: u16, message: String },
 }
 
+/// What a transfer sends: shared bytes (generated, cached or converted), or a file too
+/// large to cache read block by block, so slow clients of a big file never each hold a
+/// copy of it.
+pub enum Body {
+    Bytes(Arc<Vec<u8>>),
+    File { file: Arc<std::fs::File>, len: u64 },
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    /// Bytes `start..start + out.len()` (fewer at the end); `out` is at most one block.
+    fn read_at(&self, start: u64, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Body::Bytes(b) => {
+                let from = (start as usize).min(b.len());
+                let n = out.len().min(b.len() - from);
+                out[..n].copy_from_slice(&b[from..from + n]);
+                Ok(n)
+            }
+            // One pread per block, from the page cache for a file being served.
+            Body::File { file, len } => {
+                let want = out.len().min(len.saturating_sub(start) as usize);
+                let mut got = 0;
+                while got < want {
+                    match std::os::unix::fs::FileExt::read_at(&**file, &mut out[got..want], start + got as u64)? {
+                        0 => break,
+                        n => got += n,
+                    }
+                }
+                Ok(got)
+            }
+        }
+    }
+}
+
 /// Why a transfer did not complete.
 enum SendError {
     Declined { code: u16, message: String },
@@ -141,7 +182,7 @@ pub struct TftpServer {
 }
 
 enum Opened {
-    Content(Arc<Vec<u8>>),
+    Content(Body),
     Error(u16, String, TransferEvent),
 }
 
@@ -241,7 +282,7 @@ impl TftpServer {
             Err(e) => return refused(e.to_string()),
         };
         if let Some(bytes) = self.source.generated(&rel, client).await {
-            return Opened::Content(Arc::new(if netascii { to_netascii(&bytes) } else { bytes }));
+            return Opened::Content(Body::Bytes(Arc::new(if netascii { to_netascii(&bytes) } else { bytes })));
         }
         let path = match resolve(&self.root, &rel, &self.cfg.allowed_outside) {
             Ok(Some(p)) => p,
@@ -259,16 +300,22 @@ impl TftpServer {
         if !netascii {
             if let Some((k, data)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
                 if *k == key {
-                    return Opened::Content(data.clone());
+                    return Opened::Content(Body::Bytes(data.clone()));
                 }
             }
+        }
+        if !netascii && meta.len() > CACHE_FILE {
+            return match std::fs::File::open(&path) {
+                Ok(f) => Opened::Content(Body::File { file: Arc::new(f), len: meta.len() }),
+                Err(e) => refused(format!("cannot read: {e}")),
+            };
         }
         let data = match tokio::fs::read(&path).await {
             Ok(d) => d,
             Err(e) => return refused(format!("cannot read: {e}")),
         };
         if netascii {
-            return Opened::Content(Arc::new(to_netascii(&data)));
+            return Opened::Content(Body::Bytes(Arc::new(to_netascii(&data))));
         }
         let data = Arc::new(data);
         if meta.len() <= CACHE_FILE {
@@ -278,7 +325,7 @@ impl TftpServer {
             }
             cache.insert(path, (key, data.clone()));
         }
-        Opened::Content(data)
+        Opened::Content(Body::Bytes(data))
     }
 
     async fn transfer(&self, local_ip: std::net::IpAddr, client: SocketAddr, name: String, mode: String, options: Vec<(String, String)>) {
@@ -316,13 +363,13 @@ impl TftpServer {
                 return;
             }
         };
-        let n = negotiate(&options, Some(data.len() as u64), &self.cfg.limits);
+        let n = negotiate(&options, Some(data.len()), &self.cfg.limits);
         let started = Instant::now();
         match self.send_file(&sock, &data, &n).await {
             Ok(retransmits) => self.observer.event(TransferEvent::Served {
                 client,
                 file: name,
-                bytes: data.len() as u64,
+                bytes: data.len(),
                 blksize: n.blksize,
                 windowsize: n.windowsize,
                 elapsed: started.elapsed(),
@@ -336,7 +383,7 @@ impl TftpServer {
     }
 
     /// Sends `data`; returns the number of retransmissions.
-    async fn send_file(&self, sock: &UdpSocket, data: &[u8], n: &crate::options::Negotiated) -> Result<u32, SendError> {
+    async fn send_file(&self, sock: &UdpSocket, data: &Body, n: &crate::options::Negotiated) -> Result<u32, SendError> {
         let mut buf = vec![0u8; 65536];
         let mut retry = Retry::new(n.timeout, self.cfg.max_retries);
 
@@ -367,15 +414,15 @@ impl TftpServer {
 
         let bs = n.blksize;
         // The last block is shorter than blksize, possibly empty.
-        let total: u64 = data.len() as u64 / bs as u64 + 1;
+        let total: u64 = data.len() / bs as u64 + 1;
         let mut acked: u64 = 0;
         let mut pkt = Vec::with_capacity(bs + 4);
+        let mut block = vec![0u8; bs];
         while acked < total {
             let end = (acked + n.windowsize as u64).min(total);
             for b in acked + 1..=end {
-                let start = ((b - 1) * bs as u64) as usize;
-                let stop = (start + bs).min(data.len());
-                encode_data(&mut pkt, b as u16, &data[start..stop]);
+                let got = data.read_at((b - 1) * bs as u64, &mut block)?;
+                encode_data(&mut pkt, b as u16, &block[..got]);
                 sock.send(&pkt).await?;
             }
             let deadline = tokio::time::Instant::now() + retry.timeout;

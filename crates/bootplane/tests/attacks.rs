@@ -404,3 +404,45 @@ fn a_butane_alias_bomb_is_refused_at_check_and_apply() {
     let o = bootplane(d.path()).args(["apply", "-f", "bootplane.yaml"]).output().unwrap();
     assert!(!o.status.success(), "apply must refuse it too");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+}
+
+/// Finding 10: first-stage files over HTTP (`/boot/{file}`) and large TFTP files were
+/// read whole into memory per request: 10 slow readers of a 100 MB file took the server
+/// from 42 MB to 1 GB. Both are streamed now.
+#[test]
+fn slow_readers_of_a_big_boot_file_cannot_balloon_the_server() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("tftproot");
+    std::fs::create_dir(&root).unwrap();
+    // Sparse: costs no disk, but reading it whole would cost its full size in memory.
+    std::fs::File::create(root.join("big.img")).unwrap().set_len(200 * 1024 * 1024).unwrap();
+    let cfg = CONFIG.replace("server:\n", &format!("tftp:\n  enabled: true\n  listen: 127.0.0.1:0\n  root: {}\nserver:\n", root.display()));
+    std::fs::write(d.path().join("bootplane.yaml"), cfg).unwrap();
+    let srv = Server::start(d.path());
+    let pid = srv.child.id();
+    let before = rss_kib(pid);
+    let t = srv.tftp.expect("TFTP address in the log");
+    let addr: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    let mut socks = Vec::new();
+    for _ in 0..8 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&rrq("big.img", &[]), t).unwrap();
+        socks.push(s); // never ACKs: the transfer stays open
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /boot/big.img HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        held.push(c); // never reads: the response stays open
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let during = rss_kib(pid);
+    assert!(during < before + 100 * 1024, "RSS grew from {before} KiB to {during} KiB with 16 slow readers of a 200 MB file");
+    // The file itself still arrives whole.
+    let (code, body) = srv.get_bytes("/boot/big.img");
+    assert_eq!((code, body.len()), (200, 200 * 1024 * 1024));
+}
