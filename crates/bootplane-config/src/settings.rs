@@ -228,6 +228,10 @@ pub struct DhcpSettings {
     pub lease_time: Option<HumanDuration>,
     #[serde(default)]
     pub boot_files: BootFiles,
+    /// DHCP relay agents (their giaddr) whose relayed requests are answered; requests
+    /// relayed by anyone else are ignored, so a host on the LAN cannot pose as a relay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Settings {
     pub offer_hold: i64,
     /// How long a declined address is withheld, seconds.
     pub decline_hold: i64,
+    /// Relay agents (giaddr) whose relayed requests are answered.
+    pub relays: Vec<Ipv4Addr>,
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
@@ -224,12 +226,19 @@ pub fn handle(req: &Request<'_>, s: &Settings, pool: &mut LeasePool) -> Outcome 
     let Some(mac) = client_mac(msg) else { return Outcome::default() };
     let Some(mtype) = msg.opts().msg_type() else { return Outcome::default() };
     let kind = classify::classify(msg);
-    // A relayed request must come from our subnet's relay; we serve one subnet.
-    if !msg.giaddr().is_unspecified() && subnet(msg.giaddr(), s.netmask) != subnet(s.server_ip, s.netmask) {
-        return Outcome {
-            event: Some(("dhcp.ignored", json!({ "reason": "relay from a subnet this server does not serve", "giaddr": msg.giaddr() }))),
-            ..Default::default()
+    // A relayed request must come from a configured relay of our subnet (we serve one);
+    // anyone can put an address in giaddr.
+    if !msg.giaddr().is_unspecified() {
+        let why = if !s.relays.contains(&msg.giaddr()) {
+            Some("relay is not in dhcp.relays")
+        } else if subnet(msg.giaddr(), s.netmask) != subnet(s.server_ip, s.netmask) {
+            Some("relay from a subnet this server does not serve")
+        } else {
+            None
         };
+        if let Some(reason) = why {
+            return Outcome { event: Some(("dhcp.ignored", json!({ "reason": reason, "giaddr": msg.giaddr() }))), ..Default::default() };
+        }
     }
     match s.mode {
         Mode::Full => full(req, s, pool, mac, mtype, kind),
@@ -305,6 +314,11 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
         MessageType::Release => {
             let lease = pool.release(mac, msg.ciaddr(), now);
             Outcome { lease, event: Some(("dhcp.release", json!({ "ip": msg.ciaddr() }))), ..Default::default() }
+        }
+        // The ACK goes to ciaddr: only to addresses of the network we serve, so a forged
+        // INFORM cannot aim replies at any host.
+        MessageType::Inform if subnet(msg.ciaddr(), s.netmask) != subnet(s.server_ip, s.netmask) || msg.ciaddr().is_unspecified() => {
+            Outcome { event: Some(("dhcp.ignored", json!({ "reason": "INFORM from outside the served network", "ciaddr": msg.ciaddr() }))), ..Default::default() }
         }
         MessageType::Inform => {
             let mut m = base_reply(msg, MessageType::Ack, s);
@@ -384,6 +398,7 @@ mod tests {
             server_url: "http://198.18.0.1:8080".into(),
             offer_hold: 60,
             decline_hold: 600,
+            relays: vec!["198.18.0.254".parse().unwrap()],
         }
     }
 
@@ -488,6 +503,23 @@ mod tests {
         // A relay from a foreign subnet is not ours to answer.
         d.set_giaddr("10.0.0.1".parse::<Ipv4Addr>().unwrap());
         assert!(handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.is_none());
+        // Nor is a host of our subnet posing as a relay (finding 12).
+        d.set_giaddr("198.18.0.77".parse::<Ipv4Addr>().unwrap());
+        let o = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p);
+        assert!(o.reply.is_none() && o.event.is_some_and(|(_, e)| e["reason"] == "relay is not in dhcp.relays"));
+    }
+
+    #[test]
+    fn inform_answers_only_addresses_of_the_served_network() {
+        let s = settings(Mode::Full);
+        let mut p = pool();
+        let mut m = discover(MAC, None, None, None);
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Inform));
+        m.set_ciaddr("203.0.113.9".parse::<Ipv4Addr>().unwrap());
+        assert!(handle(&Request { msg: &m, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.is_none(), "a forged INFORM aims at nobody");
+        m.set_ciaddr("198.18.0.77".parse::<Ipv4Addr>().unwrap());
+        let (_, dest) = handle(&Request { msg: &m, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.unwrap();
+        assert_eq!(dest, Destination::Client("198.18.0.77".parse().unwrap()));
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub fn is_fast(peeked: &[u8]) -> Option<bool> {
 pub mod fast {
     use super::*;
 
+    fn get_header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+    }
+
     /// Serves artifact requests on `stream` until it closes or a request arrives that
     /// the fast path does not take. Returns `true` when the caller should hand the
     /// (untouched) rest of the connection to hyper.
@@ -162,10 +166,15 @@ pub mod fast {
                 respond_plain(stream, 400, "malformed request").await?;
                 return Ok(false);
             }
+            // GET and HEAD carry no body; one that does would be read as the next request.
+            let get = |name: &str| get_header(&req, name);
+            if get("content-length").is_some_and(|v| v.trim() != "0") || get("transfer-encoding").is_some() {
+                respond_plain(stream, 400, "a GET or HEAD request has no body").await?;
+                return Ok(false);
+            }
             let is_head = req.method == Some("HEAD");
             let path = req.path.unwrap_or("");
             let http10 = req.version == Some(0);
-            let get = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok());
             let close = get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) || (http10 && !get("connection").is_some_and(|c| c.eq_ignore_ascii_case("keep-alive")));
             let parts: Vec<&str> = path.trim_start_matches("/artifacts/").split('?').next().unwrap_or("").split('/').collect();
             let (bundle, role) = match parts.as_slice() {

@@ -130,6 +130,7 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         // (or clients that took another server's offer) drain the pool.
         offer_hold: 10,
         decline_hold: 600,
+        relays: cfg.relays.clone(),
     };
     let writer = state.store.lease_writer();
     let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer };

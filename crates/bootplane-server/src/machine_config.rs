@@ -207,10 +207,16 @@ async fn gated_load(s: &Shared, name: &str, source: Option<String>, headers: &He
     load(s, rec, headers).await
 }
 
-/// A config error names the machine and the problem; it carries no secret.
+/// A config that cannot be built: the detail (which may quote the machine's templates)
+/// goes to the event log for the operator; the unauthenticated requester only gets an
+/// incident id to look it up by.
 async fn config_error(s: &Shared, name: &str, source: Option<String>, msg: String) -> Response {
-    event(s, name, "config.error", source, json!(msg)).await;
-    error(StatusCode::INTERNAL_SERVER_ERROR, msg)
+    let incident = hex::encode(rand::random::<[u8; 6]>());
+    event(s, name, "config.error", source, json!({ "incident": incident, "error": msg })).await;
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the config of machine {name} could not be built (incident {incident}); see `bootplane machines show {name}`"),
+    )
 }
 
 #[derive(Clone, Copy)]

@@ -446,3 +446,38 @@ fn slow_readers_of_a_big_boot_file_cannot_balloon_the_server() {
     let (code, body) = srv.get_bytes("/boot/big.img");
     assert_eq!((code, body.len()), (200, 200 * 1024 * 1024));
 }
+
+/// Finding 12: the artifact fast path ignored a request body, which then was parsed as
+/// the next request on the connection (request smuggling past the router).
+#[test]
+fn a_body_on_an_artifact_request_is_refused_and_the_connection_closed() {
+    use std::io::{Read, Write};
+    let d = workdir(CONFIG);
+    let srv = Server::start(d.path());
+    let addr: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /artifacts/rescue/kernel HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\nGET /v1/machines HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut all = String::new();
+    let _ = c.read_to_string(&mut all);
+    assert!(all.starts_with("HTTP/1.1 400"), "{all}");
+    assert_eq!(all.matches("HTTP/1.1").count(), 1, "the body was not served as a second request: {all}");
+}
+
+/// Finding 12: an unauthenticated request that made a config fail got the error text,
+/// which quotes the machine's own snippet. A broken snippet is now refused at apply; and
+/// whatever fails at serve time answers with an incident id only.
+#[test]
+fn config_text_never_reaches_an_unauthenticated_requester() {
+    let marker = "SECRET-LOOKING-MARKER";
+    let cfg = CONFIG.replace("    serial: SN-3\n", &format!("    serial: SN-3\n    provision: true\n    butane: |\n      variant: fcos\n      version: 1.4.0\n      storage: {{ files: [{{ path: relative/{marker}, contents: {{ inline: x }} }}] }}\n"));
+    let d = workdir(&cfg);
+    let o = bootplane(d.path()).args(["apply", "-f", "bootplane.yaml"]).output().unwrap();
+    if o.status.success() {
+        let srv = Server::start(d.path());
+        let (_, _, body) = srv.boot_and_fetch("node3", "52:54:00:12:34:58");
+        assert!(!body.contains(marker), "{body}");
+    } else {
+        assert!(String::from_utf8_lossy(&o.stderr).contains("node3"));
+    }
+}
