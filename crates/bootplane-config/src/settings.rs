@@ -32,6 +32,14 @@ pub struct ServerSettings {
     /// Events kept in the store; older ones are dropped.
     #[serde(default = "default_events")]
     pub events_retained: u64,
+    /// Days audit events (state changes, configs and joins served or refused, alarms) are
+    /// kept; they do not count against `events_retained`.
+    #[serde(default = "default_audit_days")]
+    pub audit_events_days: u32,
+    /// Events (boot scripts, discoveries, refusals) one source address may cause per
+    /// minute without authenticating; the rest are counted, not written.
+    #[serde(default = "default_noise")]
+    pub unauthenticated_events_per_minute: u32,
     /// Unknown machines remembered as `discovered`; the least recently seen go first.
     #[serde(default = "default_discovered")]
     pub max_discovered: u64,
@@ -63,6 +71,12 @@ fn default_events() -> u64 {
 fn default_discovered() -> u64 {
     4096
 }
+fn default_noise() -> u32 {
+    120
+}
+fn default_audit_days() -> u32 {
+    90
+}
 fn default_max_connections() -> usize {
     4096
 }
@@ -86,6 +100,8 @@ impl Default for ServerSettings {
             secret_key_file: None,
             max_install_attempts: default_attempts(),
             events_retained: default_events(),
+            audit_events_days: default_audit_days(),
+            unauthenticated_events_per_minute: default_noise(),
             max_discovered: default_discovered(),
             report_timeout: default_report_timeout(),
             max_connections: default_max_connections(),

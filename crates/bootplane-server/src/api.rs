@@ -11,7 +11,7 @@ use axum::Json;
 use bootplane_core::model::MachineRecord;
 use bootplane_core::state::Trigger;
 use bootplane_core::{credential, MachineState};
-use bootplane_store::{Event, EventQuery, NewEvent, StoreError, Transitioned};
+use bootplane_store::{Event, EventQuery, StoreError, Transitioned};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -137,9 +137,7 @@ async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
     s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: "refused".into() }).inc();
     // A hostile name is not worth recording verbatim.
     let machine = Some(name).filter(|n| bootplane_core::model::is_dns_label(n));
-    s.sink
-        .push(bootplane_store::BatchItem::Event(NewEvent::new(machine, "report.refused", source, json!({ "reason": why }))))
-        .await;
+    crate::machine_config::refusal_event(s, machine, "report.refused", source, json!({ "reason": why })).await;
 }
 
 #[derive(Deserialize)]

@@ -178,7 +178,10 @@ pub async fn boot_decision(
         (IdentityMatch::Unknown, _) => discovered_name(observed),
         _ => None,
     };
+    // Within the source's budget only: a flood of made-up identities writes nothing.
+    let admitted = s.admit_noise(source.as_deref());
     match &identity {
+        IdentityMatch::Unknown if admitted.is_none() => {}
         IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }).await,
         // "Last seen" is refreshed at most once a minute unless the observation changed:
         // a machine in a boot loop must not turn every request into a row rewrite.
@@ -200,7 +203,12 @@ pub async fn boot_decision(
         _ => {}
     }
     let kind = if matches!(identity, IdentityMatch::Conflict(_)) { "identity.conflict" } else { "boot.script" };
-    s.sink.push(BatchItem::Event(NewEvent::new(event_machine.as_deref(), kind, source, detail))).await;
+    if let Some(suppressed) = admitted {
+        if suppressed > 0 {
+            detail["suppressed_before"] = json!(suppressed);
+        }
+        s.sink.push(BatchItem::Event(NewEvent::new(event_machine.as_deref(), kind, source, detail))).await;
+    }
     s.metrics
         .decisions
         .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })
@@ -222,9 +230,7 @@ pub async fn first_stage_file(
         let s = s.clone();
         let file = file.chars().take(256).collect::<String>();
         async move {
-            s.sink
-                .push(BatchItem::Event(NewEvent::new(None, "http.refused", Some(peer.ip().to_string()), json!({ "file": file, "reason": why }))))
-                .await;
+            crate::machine_config::refusal_event(&s, None, "http.refused", Some(peer.ip().to_string()), json!({ "file": file, "reason": why })).await;
         }
     };
     let rel = match bootplane_tftp::path::normalise(&file) {

@@ -58,7 +58,7 @@ pub async fn join(
     };
     let ok = bearer(&headers).is_some_and(|p| credential::verify(&s.credential_secret, &name, rec.credential_generation, p));
     if !ok {
-        event(&s, &name, "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
+        crate::machine_config::refusal_event(&s, Some(&name), "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
         return unauthorized("join material needs `Authorization: Bearer $BOOTPLANE_CREDENTIAL` from /etc/bootplane/machine.env (used credentials are retired)");
     }
     // The installed system joins after the installer reported the disk written.

@@ -11,6 +11,7 @@ pub mod artifacts;
 mod auth;
 mod boot;
 mod cluster;
+pub mod gate;
 pub mod conn;
 pub mod dhcp;
 mod machine_config;
@@ -50,9 +51,22 @@ pub struct AppState {
     pub content: std::sync::OnceLock<bootplane_artifacts::ContentStore>,
     /// Open HTTP connections, against the caps in `settings`.
     pub connections: Arc<conn::Tracker>,
+    /// What unauthenticated requests may write, per source.
+    pub noise: gate::Gate,
 }
 
 impl AppState {
+    /// Whether an unauthenticated request from `source` may write one more event (see
+    /// [`gate`]); `Some(n)`: yes, and `n` were suppressed before it.
+    pub fn admit_noise(&self, source: Option<&str>) -> Option<u64> {
+        let ip = source.and_then(|s| s.parse().ok());
+        let admitted = self.noise.admit(ip, std::time::Instant::now());
+        if admitted.is_none() {
+            self.metrics.events_suppressed.inc();
+        }
+        admitted
+    }
+
     pub fn machine_at(&self, ip: std::net::IpAddr) -> Option<String> {
         self.recent_ips.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).cloned()
     }
@@ -107,12 +121,13 @@ pub fn router(state: Shared) -> Router {
 /// Builds the shared state: derives the credential key from the sealing key, starts the sink.
 pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken, seal_key: [u8; 32]) -> anyhow::Result<Shared> {
     let credential_secret = bootplane_core::credential::key_from(&seal_key);
+    let settings_noise = settings.unauthenticated_events_per_minute;
     // Versions before 0.1 kept the credential key in the store in clear; it must not stay
     // readable beside the data it protects.
     store.delete_setting("credential_secret").await?;
     let metrics = metrics::Metrics::default();
     let sink = sink::EventSink::start(store.clone(), metrics.events_dropped.clone());
-    sink::start_pruner(store.clone(), settings.events_retained, settings.max_discovered);
+    sink::start_pruner(store.clone(), settings.events_retained, settings.audit_events_days, settings.max_discovered);
     watch::start(store.clone(), settings.report_timeout.0, Duration::from_secs(5).min(settings.report_timeout.0));
     Ok(Arc::new(AppState {
         store,
@@ -126,6 +141,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         first_stage: Default::default(),
         content: Default::default(),
         connections: Default::default(),
+        noise: gate::Gate::new(settings_noise),
     }))
 }
 

@@ -104,6 +104,16 @@ pub(crate) async fn event(s: &Shared, name: &str, kind: &str, source: Option<Str
     s.sink.push(BatchItem::Event(NewEvent::new(Some(name), kind, source, detail))).await;
 }
 
+/// An event an unauthenticated request caused (a refusal): written within the source's
+/// budget only (see `crate::gate`), so refusals cannot flood the audit log.
+pub(crate) async fn refusal_event(s: &Shared, name: Option<&str>, kind: &str, source: Option<String>, mut detail: serde_json::Value) {
+    let Some(suppressed) = s.admit_noise(source.as_deref()) else { return };
+    if suppressed > 0 {
+        detail = json!({ "detail": detail, "suppressed_before": suppressed });
+    }
+    s.sink.push(BatchItem::Event(NewEvent::new(name, kind, source, detail))).await;
+}
+
 /// Where a machine's current install attempt is kept (see `bootplane_core::attempt`).
 pub(crate) fn attempt_key(machine: &str) -> String {
     format!("attempt/{machine}")
@@ -117,7 +127,7 @@ async fn gated(s: &Shared, name: &str, source: Option<String>, what: &str, nonce
         Ok(Some(r)) if r.state.serves_installer() => r,
         Ok(other) => {
             if let Some(r) = other {
-                event(s, name, "config.refused", source, json!({ "kind": what, "state": r.state })).await;
+                refusal_event(s, Some(name), "config.refused", source, json!({ "kind": what, "state": r.state })).await;
             }
             return Err(error(StatusCode::NOT_FOUND, "no config is being served for this machine"));
         }
@@ -191,7 +201,7 @@ async fn refused_claim(s: &Shared, name: &str, source: Option<String>, kind: &st
         r if r.is_alarm() => ("config.alarm", StatusCode::FORBIDDEN),
         _ => ("config.refused", StatusCode::FORBIDDEN),
     };
-    event(s, name, event_kind, source, json!({ "kind": kind, "reason": r.to_string() })).await;
+    refusal_event(s, Some(name), event_kind, source, json!({ "kind": kind, "reason": r.to_string() })).await;
     error(status, format!("{kind} of {name} refused: {r}"))
 }
 

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub machines: Family<StateLabels, Gauge>,
     pub connections_refused: Counter,
+    pub events_suppressed: Counter,
 }
 
 impl Default for Metrics {
@@ -49,7 +50,9 @@ impl Default for Metrics {
         r.register("machines", "Machines in the store, by state", machines.clone());
         let connections_refused = Counter::default();
         r.register("connections_refused", "HTTP connections closed at once: a connection cap was reached", connections_refused.clone());
-        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused }
+        let events_suppressed = Counter::default();
+        r.register("events_suppressed", "Events from unauthenticated requests not written: their source was over its budget", events_suppressed.clone());
+        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused, events_suppressed }
     }
 }
 

@@ -145,12 +145,12 @@ fn machine_key(item: &BatchItem) -> Option<String> {
 }
 
 /// Keeps the event log and the discovered machines within their caps.
-pub fn start_pruner(store: Arc<dyn Store>, events_retained: u64, max_discovered: u64) {
+pub fn start_pruner(store: Arc<dyn Store>, events_retained: u64, audit_days: u32, max_discovered: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            match store.prune(events_retained, max_discovered).await {
+            match store.prune(events_retained, audit_days, max_discovered).await {
                 Ok(r) if r.events_deleted + r.discovered_deleted > 0 => {
                     tracing::debug!(events = r.events_deleted, discovered = r.discovered_deleted, "pruned")
                 }

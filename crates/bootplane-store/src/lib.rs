@@ -119,6 +119,26 @@ pub struct PruneReport {
     pub discovered_deleted: u64,
 }
 
+/// Events kept by age rather than by count: what happened to machines, their configs,
+/// credentials and clusters. A flood of boot requests (which only produces boot and
+/// discovery events) can never push these out of the log.
+pub const AUDIT_KINDS: &[&str] = &[
+    "state.changed",
+    "config.served",
+    "config.refetched",
+    "config.refused",
+    "config.alarm",
+    "config.error",
+    "join.served",
+    "join.refetched",
+    "join.refused",
+    "join.alarm",
+    "report.refused",
+    "identity.conflict",
+    "cluster.reset",
+    "cluster.tokens_rotated",
+];
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn apply(&self, set: ApplySet) -> Result<ApplyReport>;
@@ -179,6 +199,8 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Keeps the newest `events_retained` events and `max_discovered` discovered machines.
-    async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport>;
+    /// Keeps the newest `events_retained` events that are not [`AUDIT_KINDS`], the
+    /// audit events of the last `audit_days` days, and `max_discovered` discovered
+    /// machines.
+    async fn prune(&self, events_retained: u64, audit_days: u32, max_discovered: u64) -> Result<PruneReport>;
 }

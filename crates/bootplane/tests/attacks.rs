@@ -481,3 +481,33 @@ fn config_text_never_reaches_an_unauthenticated_requester() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("node3"));
     }
 }
+
+/// Finding 7: a flood of unauthenticated boot requests rotated the event log within
+/// seconds (erasing every state.changed, config.served and join.served record) and
+/// evicted discovered machines. Audit events are now kept by age, and what one source
+/// may write without authenticating is budgeted.
+#[test]
+fn a_boot_flood_erases_no_audit_event_and_evicts_no_real_discovery() {
+    let cfg = CONFIG.replace("  max_install_attempts: 3\n", "  max_install_attempts: 3\n  events_retained: 50\n  unauthenticated_events_per_minute: 30\n");
+    let d = workdir(&cfg);
+    let srv = Server::start(d.path());
+    let (_, code, _) = srv.boot_and_fetch("node1", "52:54:00:12:34:56");
+    assert_eq!(code, 200);
+    // A real unknown machine shows up before the flood.
+    assert_eq!(get_from("127.0.0.3", &format!("{}/v1/boot/ipxe?mac=52:54:00:aa:bb:cc&arch=x86_64", srv.url)).0, 200);
+    let urls: Vec<String> = (0..600).map(|i| format!("{}/v1/boot/ipxe?mac=02:00:00:00:{:02x}:{:02x}&arch=x86_64", srv.url, i / 256, i % 256)).collect();
+    let o = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--interface", "127.0.0.2"]).args(&urls).output().unwrap();
+    assert!(o.status.success());
+    // Past the pruner's next round.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let node1 = srv.machine("node1");
+    let kinds: Vec<&str> = node1["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"state.changed") && kinds.contains(&"config.served"), "{kinds:?}");
+    let list: serde_json::Value = serde_json::from_str(&srv.admin("GET", "/v1/machines").1).unwrap();
+    let discovered: Vec<&str> = list.as_array().unwrap().iter().filter(|m| m["state"] == "discovered").filter_map(|m| m["name"].as_str()).collect();
+    assert!(discovered.len() <= 31, "{} discovered", discovered.len());
+    assert!(discovered.contains(&"discovered-525400aabbcc"), "the real one is still there: {discovered:?}");
+    let metrics = srv.get("/metrics").1;
+    let suppressed: u64 = metrics.lines().find_map(|l| l.strip_prefix("bootplane_events_suppressed_total ")).and_then(|v| v.trim().parse().ok()).unwrap();
+    assert!(suppressed >= 560, "{suppressed}");
+}

@@ -823,14 +823,22 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn prune(&self, events_retained: u64, max_discovered: u64) -> Result<PruneReport> {
+    async fn prune(&self, events_retained: u64, audit_days: u32, max_discovered: u64) -> Result<PruneReport> {
+        let audit = crate::AUDIT_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+        let cutoff = (Utc::now() - chrono::Duration::days(audit_days.into())).to_rfc3339_opts(SecondsFormat::Millis, true);
         self.write(move |tx| {
-            let events_deleted = tx
+            let noise = tx
                 .execute(
-                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                    &format!(
+                        "DELETE FROM events WHERE kind NOT IN ({audit}) AND id <= \
+                         (SELECT id FROM events WHERE kind NOT IN ({audit}) ORDER BY id DESC LIMIT 1 OFFSET ?1)"
+                    ),
                     [events_retained as i64],
                 )
                 .map_err(be)? as u64;
+            let old_audit =
+                tx.execute(&format!("DELETE FROM events WHERE kind IN ({audit}) AND time < ?1"), [&cutoff]).map_err(be)? as u64;
+            let events_deleted = noise + old_audit;
             let discovered_deleted = tx
                 .execute(
                     "DELETE FROM machines WHERE name IN (SELECT name FROM machines WHERE state = 'discovered' \

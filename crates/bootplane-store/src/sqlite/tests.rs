@@ -123,11 +123,20 @@ async fn prune_caps_events_and_discovered() {
         items.push(BatchItem::Discovered { observed: obs(&mac), source: None });
         items.push(BatchItem::Event(NewEvent::new(None, "boot.script", None, json!(i))));
     }
+    // Audit events among the noise survive any amount of it.
+    items.insert(3, BatchItem::Event(NewEvent::new(Some("m1"), "state.changed", None, json!("audit"))));
+    items.insert(7, BatchItem::Event(NewEvent::new(Some("m1"), "config.alarm", None, json!("audit"))));
     s.write_batch(items).await.unwrap();
-    let r = s.prune(10, 20).await.unwrap();
+    let r = s.prune(10, 90, 20).await.unwrap();
     assert_eq!(r.discovered_deleted, 30);
-    assert_eq!(s.event_count().await.unwrap(), 10);
+    assert_eq!(s.event_count().await.unwrap(), 12);
+    let kept = s.events(EventQuery { machine: Some("m1".into()), after: None, limit: 10 }).await.unwrap();
+    assert_eq!(kept.len(), 2);
     assert_eq!(s.machines().await.unwrap().len(), 20);
+    // Audit events go by age: none is older than 0 days... once it is, it goes too.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.prune(10, 0, 20).await.unwrap();
+    assert_eq!(s.event_count().await.unwrap(), 10);
 }
 
 #[tokio::test]
