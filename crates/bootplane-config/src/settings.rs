@@ -57,6 +57,26 @@ pub struct ServerSettings {
     /// Time a client has to send a request's headers (also between keep-alive requests).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
+    /// An HTTPS listener for everything that carries a secret (see [`TlsSettings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// HTTPS: machines fetch their join material, post their reports and (once installed)
+/// everything else over it, pinning the CA they were given in their config. Without
+/// `cert_file`/`key_file` bootplane creates a site CA in `<data>/tls/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    /// How machines reach it, e.g. `https://10.20.0.10:8443`; default from `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// The operator's certificate chain (PEM), instead of the site CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -107,6 +127,7 @@ impl Default for ServerSettings {
             max_connections: default_max_connections(),
             max_connections_per_source: default_max_per_source(),
             header_timeout: default_header_timeout(),
+            tls: None,
         }
     }
 }
@@ -118,6 +139,17 @@ impl ServerSettings {
         match &self.advertise {
             Some(a) => Some(a.trim_end_matches('/').to_string()),
             None if !self.listen.ip().is_unspecified() => Some(format!("http://{}", self.listen)),
+            None => None,
+        }
+    }
+
+    /// The HTTPS URL machines use for their secrets, when HTTPS is on and its address is
+    /// known (its `advertise`, or a concrete `listen`).
+    pub fn secure_url(&self) -> Option<String> {
+        let t = self.tls.as_ref()?;
+        match &t.advertise {
+            Some(a) => Some(a.trim_end_matches('/').to_string()),
+            None if !t.listen.ip().is_unspecified() => Some(format!("https://{}", t.listen)),
             None => None,
         }
     }

@@ -23,6 +23,9 @@ pub struct Inputs<'a> {
     pub ssh_keys: &'a [String],
     /// Set for cluster members.
     pub k3s: Option<K3sInputs<'a>>,
+    /// The CA of bootplane's HTTPS listener, when `server` is that listener: written to
+    /// [`crate::ignition::CA_PATH`] and trusted by Ignition and bootplane's scripts.
+    pub ca_pem: Option<&'a str>,
 }
 
 impl Inputs<'_> {
@@ -135,6 +138,12 @@ pub fn assemble(inp: &Inputs<'_>) -> Result<(J, String), ConfigError> {
     let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
     let env = ignition::machine_env(server, &spec.name, credential);
     let mut cfg = ignition::base_config(&version, &hostname, &env);
+    if let Some(ca) = inp.ca_pem {
+        // `merge` leaves the `ignition` section alone (it is bootplane's), so set it here.
+        let mut trust = ignition::trust_ca(ca);
+        cfg["ignition"]["security"] = trust["ignition"]["security"].take();
+        merge(&mut cfg, json!({ "storage": trust["storage"].take() }));
+    }
     if !ssh_keys.is_empty() {
         cfg["passwd"] = json!({ "users": [{ "name": "core", "sshAuthorizedKeys": ssh_keys }] });
     }
@@ -169,7 +178,7 @@ mod tests {
     use super::*;
 
     fn inputs<'a>(spec: &'a MachineSpec, templates: &'a [(String, String)], credential: &'a str, ssh_keys: &'a [String]) -> Inputs<'a> {
-        Inputs { spec, templates, bundle: None, server: "http://s", credential, ssh_keys, k3s: None }
+        Inputs { spec, templates, bundle: None, server: "http://s", credential, ssh_keys, k3s: None, ca_pem: None }
     }
 
     fn spec(butane: Option<&str>) -> MachineSpec {

@@ -16,6 +16,19 @@ pub fn machine_env(server_url: &str, machine: &str, credential: &str) -> String 
     format!("BOOTPLANE_URL={server_url}\nBOOTPLANE_MACHINE={machine}\nBOOTPLANE_CREDENTIAL={credential}\n")
 }
 
+/// Where a machine keeps the CA of bootplane's HTTPS listener; bootplane's scripts pin
+/// it for every call to bootplane.
+pub const CA_PATH: &str = "/etc/bootplane/ca.crt";
+
+/// The Ignition fragment that trusts `ca_pem`: for Ignition's own fetches
+/// (`ignition.security.tls.certificateAuthorities`) and, as [`CA_PATH`], for the scripts.
+pub fn trust_ca(ca_pem: &str) -> Value {
+    json!({
+        "ignition": { "security": { "tls": { "certificateAuthorities": [{ "source": data_url(ca_pem.as_bytes()) }] } } },
+        "storage": { "files": [{ "path": CA_PATH, "mode": 0o644, "overwrite": true, "contents": { "source": data_url(ca_pem.as_bytes()) } }] }
+    })
+}
+
 /// True when `v` can stand unquoted in `machine.env`.
 pub fn env_safe(v: &str) -> bool {
     v.bytes()

@@ -176,10 +176,14 @@ enum ReportState {
 pub async fn report(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(secure): axum::Extension<crate::Secure>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(r) = s.refuse_insecure(secure) {
+        return r;
+    }
     let source = Some(peer.ip().to_string());
     let refuse = |why: &'static str| refused(&s, &name, source.clone(), why);
     let rec = match s.store.machine(&name).await {

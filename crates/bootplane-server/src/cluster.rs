@@ -47,9 +47,13 @@ pub async fn tokens(s: &Shared, cluster: &str) -> anyhow::Result<Tokens> {
 pub async fn join(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(secure): axum::Extension<crate::Secure>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
+    if let Some(r) = s.refuse_insecure(secure) {
+        return r;
+    }
     let source = Some(peer.ip().to_string());
     let rec = match s.store.machine(&name).await {
         Ok(Some(r)) => r,

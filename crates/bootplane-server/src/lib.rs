@@ -18,6 +18,7 @@ mod machine_config;
 mod metrics;
 pub mod sink;
 pub mod tftp;
+pub mod tls;
 mod watch;
 
 use axum::extract::DefaultBodyLimit;
@@ -53,6 +54,9 @@ pub struct AppState {
     pub connections: Arc<conn::Tracker>,
     /// What unauthenticated requests may write, per source.
     pub noise: gate::Gate,
+    /// The CA of the HTTPS listener, when there is one: machines get it in their config
+    /// and use `settings.secure_url()` for everything that carries a secret.
+    pub tls_ca: std::sync::OnceLock<String>,
 }
 
 impl AppState {
@@ -142,31 +146,50 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         content: Default::default(),
         connections: Default::default(),
         noise: gate::Gate::new(settings_noise),
+        tls_ca: Default::default(),
     }))
 }
 
-/// Serves until `shutdown` resolves, then flushes pending events. Each connection first
-/// goes to the sendfile fast path for artifact requests; anything else is handed,
-/// untouched, to hyper and the axum router.
+/// A socket the server answers on. Plain HTTP serves firmware, iPXE and everything
+/// else; HTTPS serves the same routes for the machines' secrets and the admin.
+pub enum Listener {
+    Plain(tokio::net::TcpListener),
+    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+}
+
+/// Serves on every listener until `shutdown` resolves, then flushes pending events.
 pub async fn run(
     state: Shared,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<Listener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(state.clone());
-    tokio::pin!(shutdown);
+    let loops: Vec<_> = listeners.into_iter().map(|l| tokio::spawn(accept_loop(state.clone(), app.clone(), l))).collect();
+    shutdown.await;
+    for l in loops {
+        l.abort();
+    }
+    state.sink.flush().await;
+    Ok(())
+}
+
+/// Accepts connections within the caps. On plain HTTP each connection first goes to the
+/// sendfile fast path for artifact requests; anything else (and everything over TLS)
+/// is handed, untouched, to hyper and the axum router.
+async fn accept_loop(state: Shared, app: axum::Router, listener: Listener) {
+    let (tcp, tls) = match listener {
+        Listener::Plain(l) => (l, None),
+        Listener::Tls(l, a) => (l, Some(a)),
+    };
     loop {
-        let (mut stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
+        let (mut stream, peer) = match tcp.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let limits = conn::Limits::from(&state.settings);
         // Over a cap: closed at once, before anything is read or allocated for it.
@@ -177,24 +200,64 @@ pub async fn run(
         };
         let state = state.clone();
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
-            match artifacts::fast::serve(&state, &mut stream, limits.header_timeout).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) => return,
+            match tls {
+                None => {
+                    match artifacts::fast::serve(&state, &mut stream, limits.header_timeout).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => return,
+                    }
+                    serve_http(stream, app, peer, limits, false).await
+                }
+                Some(acceptor) => {
+                    // The handshake is held to the same deadline as request headers.
+                    if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        serve_http(s, app, peer, limits, true).await
+                    }
+                }
             }
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
         });
     }
-    state.sink.flush().await;
-    Ok(())
+}
+
+/// Whether a request arrived over TLS (the HTTPS listener).
+#[derive(Clone, Copy, Debug)]
+pub struct Secure(pub bool);
+
+impl AppState {
+    /// With HTTPS on, what carries a secret is refused over plain HTTP, so it never
+    /// crosses the LAN in clear; the answer says where to go instead.
+    /// `Some(refusal)` for a plain-HTTP request when HTTPS is on.
+    pub fn refuse_insecure(&self, secure: Secure) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        match (self.tls_ca.get(), self.settings.secure_url()) {
+            (Some(_), Some(url)) if !secure.0 => Some(
+                (
+                    axum::http::StatusCode::FORBIDDEN,
+                    format!("this carries secrets and is served over HTTPS only: use {url} with the CA in /etc/bootplane/ca.crt\n"),
+                )
+                    .into_response(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+async fn serve_http<I>(io: I, app: axum::Router, peer: std::net::SocketAddr, limits: conn::Limits, secure: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req.extensions_mut().insert(Secure(secure));
+        tower::ServiceExt::oneshot(app.clone(), req)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
 }

@@ -27,8 +27,11 @@ pub struct Loaded {
     pub templates: Vec<(String, String)>,
     pub ssh_keys: Vec<String>,
     pub cluster: Option<(Cluster, Option<MachineSpec>, Option<Bundle>)>,
+    /// Where the machine reaches bootplane for its secrets: the HTTPS listener when
+    /// there is one (see `ca_pem`), else the advertise URL.
     pub server: String,
     pub credential: String,
+    pub ca_pem: Option<String>,
 }
 
 impl Loaded {
@@ -54,6 +57,7 @@ impl Loaded {
             credential: &self.credential,
             ssh_keys: &self.ssh_keys,
             k3s,
+            ca_pem: self.ca_pem.as_deref(),
         })
     }
 }
@@ -97,7 +101,11 @@ pub async fn load(s: &Shared, record: MachineRecord, headers: &HeaderMap) -> Res
         None => None,
     };
     let credential = credential::derive(&s.credential_secret, &spec.name, record.credential_generation);
-    Ok(Loaded { bundle, templates, ssh_keys, cluster, server: server_url(s, headers), credential, record })
+    let (server, ca_pem) = match (s.tls_ca.get(), s.settings.secure_url()) {
+        (Some(ca), Some(url)) => (url, Some(ca.clone())),
+        _ => (server_url(s, headers), None),
+    };
+    Ok(Loaded { bundle, templates, ssh_keys, cluster, server, credential, record, ca_pem })
 }
 
 pub(crate) async fn event(s: &Shared, name: &str, kind: &str, source: Option<String>, detail: serde_json::Value) {
@@ -258,10 +266,10 @@ impl Kind {
             Kind::Installer => {
                 let cfg = match &l.bundle {
                     Some(b) if b.os == OsKind::Flatcar => {
-                        bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.credential, nonce, &l.ssh_keys)
+                        bootplane_core::os::flatcar::installer_config(&l.record.spec, b, &l.server, &l.credential, nonce, l.ca_pem.as_deref(), &l.ssh_keys)
                             .map_err(|e| e.to_string())?
                     }
-                    Some(b) if b.os == OsKind::Fcos => bootplane_core::os::fcos::live_config(&l.record.spec, &l.server, &l.credential),
+                    Some(b) if b.os == OsKind::Fcos => bootplane_core::os::fcos::live_config(&l.record.spec, &l.server, &l.credential, l.ca_pem.as_deref()),
                     _ => return Err("only fcos and flatcar bundles have an installer (live system) config".into()),
                 };
                 let spec = cfg["ignition"]["version"].as_str().map(str::to_string);

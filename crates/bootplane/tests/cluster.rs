@@ -733,3 +733,113 @@ fn live_installers_report_the_disk_written_before_rebooting() {
         assert_eq!(code, 503, "{name} waits for lab's bootstrap server, not refused: {body}");
     }
 }
+
+/// curl with `args`: (status, body).
+fn curl_status(args: &[&str]) -> (u16, String) {
+    let o = Command::new("curl").args(["-s", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// With `server.tls`, a full join runs over HTTPS with the site CA the machines got in
+/// their Ignition: a packet capture of the whole exchange holds no token, the secret
+/// endpoints refuse plain HTTP, and the CA is not one anyone else's client trusts.
+#[test]
+fn join_over_https_never_shows_a_token_on_the_wire() {
+    let d = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture()).unwrap().replacen("server:\n", "server:\n  tls: { listen: 127.0.0.1:0 }\n", 1);
+    std::fs::write(d.path().join("bootplane.yaml"), text).unwrap();
+    let srv = Server::start(d.path());
+    let https = srv
+        .startup
+        .iter()
+        .find_map(|l| l.strip_prefix("bootplane: serving HTTPS on "))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an HTTPS listener")
+        .to_string();
+    let port = |u: &str| u.rsplit(':').next().unwrap().to_string();
+    let pcap = d.path().join("lan.pcap");
+    let dump = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg(format!("tcp port {} or tcp port {}", port(&srv.url), port(&https)))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump (apt-get install tcpdump)");
+    let mut dump = Capture(Some(dump));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    for n in ["s1", "s2"] {
+        assert_eq!(srv.admin("POST", &format!("/v1/machines/{n}/provision")).0, 200);
+    }
+    let mut creds = std::collections::HashMap::new();
+    let mut ca = String::new();
+    for (name, mac) in [("s1", "52:54:00:00:01:01"), ("s2", "52:54:00:00:01:02")] {
+        let (_, code, ign) = srv.boot_and_fetch(name, mac);
+        assert_eq!(code, 200, "{ign}");
+        let v: Value = serde_json::from_str(&ign).unwrap();
+        assert!(v["ignition"]["security"]["tls"]["certificateAuthorities"][0]["source"].as_str().is_some(), "Ignition trusts the site CA");
+        let files = ignition_files(&v);
+        let env = &files.iter().find(|f| f.0 == "/etc/bootplane/machine.env").unwrap().2;
+        assert!(env.contains(&format!("BOOTPLANE_URL={https}\n")), "{env}");
+        ca = files.iter().find(|f| f.0 == "/etc/bootplane/ca.crt").expect("the CA on the disk").2.clone();
+        creds.insert(name, credential_from_ignition(&ign));
+    }
+    let ca_file = d.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let ca_arg = ca_file.to_str().unwrap();
+    let auth = |n: &str| format!("Authorization: Bearer {}", creds[n]);
+
+    // Plain HTTP is refused for join material, whoever asks.
+    let (code, body) = curl_status(&["-H", &auth("s1"), &format!("{}/v1/machines/s1/join", srv.url)]);
+    assert_eq!(code, 403, "{body}");
+    // Nobody else's trust store accepts the site CA's certificate.
+    assert_eq!(curl_status(&["-H", &auth("s1"), &format!("{https}/v1/machines/s1/join")]).0, 0);
+
+    let (code, boot) = curl_status(&["--cacert", ca_arg, "-H", &auth("s1"), &format!("{https}/v1/machines/s1/join")]);
+    assert_eq!(code, 200, "{boot}");
+    let token = |text: &str, key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap().to_string();
+    let (server_token, agent_token) = (token(&boot, "K3S_TOKEN="), token(&boot, "K3S_AGENT_TOKEN="));
+    use base64::Engine as _;
+    let report = format!(
+        r#"{{"state":"installed","ca_hash":"{}","kubeconfig":"{}"}}"#,
+        "c".repeat(64),
+        base64::engine::general_purpose::STANDARD.encode(K3S_YAML)
+    );
+    let (code, body) = curl_status(&["--cacert", ca_arg, "-H", &auth("s1"), "-H", "Content-Type: application/json", "--data", &report, &format!("{https}/v1/machines/s1/report")]);
+    assert_eq!(code, 200, "{body}");
+    let (code, joined) = curl_status(&["--cacert", ca_arg, "-H", &auth("s2"), &format!("{https}/v1/machines/s2/join")]);
+    assert_eq!(code, 200, "{joined}");
+    let secure_token = token(&joined, "K3S_TOKEN=");
+    assert!(secure_token.starts_with("K10"));
+
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    dump.stop();
+    let wire = std::fs::read(&pcap).unwrap();
+    let seen = |needle: &str| wire.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(seen("GET /v1/boot/ipxe"), "the capture saw the plain-HTTP boot traffic");
+    for (what, secret) in [("server token", &server_token), ("agent token", &agent_token), ("secure token", &secure_token)] {
+        assert!(!seen(secret), "the {what} crossed the wire in clear");
+    }
+    // The kubeconfig's client key went over HTTPS too.
+    assert!(!seen("client-key-data"));
+}
+
+/// A running tcpdump, stopped (SIGINT, so it flushes) when the test ends either way.
+struct Capture(Option<std::process::Child>);
+
+impl Capture {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

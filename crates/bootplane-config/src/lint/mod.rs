@@ -169,6 +169,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 credential: "check",
                 ssh_keys: &[],
                 k3s: None,
+                ca_pem: None,
             };
             if let Err(e) = bootplane_core::config::assemble(&inputs) {
                 out.error(format!("{w}: {e}"));

@@ -57,7 +57,7 @@ impl OsInstaller for Fcos {
 
 /// The live system's Ignition (spec 3.3.0): `machine.env` and the unit that reports the
 /// disk written between coreos-installer's install and its reboot.
-pub fn live_config(m: &MachineSpec, server: &str, credential: &str) -> Value {
+pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Option<&str>) -> Value {
     let file = |path: &str, mode: u32, text: &str| {
         json!({ "path": path, "overwrite": true, "contents": { "source": data_url(text.as_bytes()) }, "mode": mode })
     };
@@ -67,12 +67,16 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str) -> Value {
                 Requires=coreos-installer.service\nBefore=coreos-installer.target coreos-installer-reboot.service\n\n\
                 [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/bash /etc/bootplane/written\n\
                 StandardOutput=journal+console\n\n[Install]\nRequiredBy=coreos-installer.target\n";
+    let mut files = vec![
+        file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
+        file("/etc/bootplane/written", 0o700, WRITTEN_SCRIPT),
+    ];
+    if let Some(ca) = ca_pem {
+        files.push(file(crate::ignition::CA_PATH, 0o644, ca));
+    }
     json!({
         "ignition": { "version": "3.3.0" },
-        "storage": { "files": [
-            file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
-            file("/etc/bootplane/written", 0o700, WRITTEN_SCRIPT),
-        ]},
+        "storage": { "files": files },
         "systemd": { "units": [{ "name": "bootplane-written.service", "enabled": true, "contents": unit }] }
     })
 }

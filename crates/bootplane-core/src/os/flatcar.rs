@@ -39,7 +39,15 @@ fn install_disk(m: &MachineSpec) -> Result<&str, PlanError> {
 
 /// The live system's Ignition (spec 3.3.0, which every Flatcar since 3185 reads).
 /// `nonce` is the attempt's, as presented by the live system's own fetch.
-pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, credential: &str, nonce: &str, ssh_keys: &[String]) -> Result<Value, PlanError> {
+pub fn installer_config(
+    m: &MachineSpec,
+    b: &Bundle,
+    server: &str,
+    credential: &str,
+    nonce: &str,
+    ca_pem: Option<&str>,
+    ssh_keys: &[String],
+) -> Result<Value, PlanError> {
     let disk = install_disk(m)?;
     let mut env = vec![
         ("BOOTPLANE_IGNITION_URL", format!("{server}/v1/machines/{}/ignition?nonce={nonce}", m.name)),
@@ -58,14 +66,18 @@ pub fn installer_config(m: &MachineSpec, b: &Bundle, server: &str, credential: &
     let file = |path: &str, mode: u32, text: &str| {
         json!({ "path": path, "overwrite": true, "contents": { "compression": "", "source": data_url(text.as_bytes()) }, "mode": mode })
     };
+    let mut files = vec![
+        file("/etc/bootplane/installer.env", 0o644, &env),
+        file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
+        file("/opt/bootplane/install", 0o755, FLATCAR_INSTALLER_SCRIPT),
+        file("/opt/bootplane/written", 0o755, WRITTEN_SCRIPT),
+    ];
+    if let Some(ca) = ca_pem {
+        files.push(file(crate::ignition::CA_PATH, 0o644, ca));
+    }
     let mut cfg = json!({
         "ignition": { "version": "3.3.0" },
-        "storage": { "files": [
-            file("/etc/bootplane/installer.env", 0o644, &env),
-            file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
-            file("/opt/bootplane/install", 0o755, FLATCAR_INSTALLER_SCRIPT),
-            file("/opt/bootplane/written", 0o755, WRITTEN_SCRIPT),
-        ]},
+        "storage": { "files": files },
         "systemd": { "units": [{
             "name": "bootplane-install.service",
             "enabled": true,

@@ -66,6 +66,9 @@ pub fn user_data(inp: &Inputs<'_>) -> Result<String, ConfigError> {
     let setup = node::setup(m, crate::model::OsKind::Ubuntu, inp.server, inp.k3s.as_ref())?;
     let file = |path: &str, mode: u32, content: &str| json!({ "path": path, "permissions": format!("{mode:04o}"), "content": content });
     let mut files = vec![file("/etc/bootplane/machine.env", 0o600, &machine_env(inp.server, &m.name, inp.credential))];
+    if let Some(ca) = inp.ca_pem {
+        files.push(file(crate::ignition::CA_PATH, 0o644, ca));
+    }
     for f in &setup.files {
         files.push(file(&f.path, f.mode, &f.contents));
     }

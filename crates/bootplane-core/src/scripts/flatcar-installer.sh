@@ -6,10 +6,25 @@ set -euo pipefail
 
 # shellcheck source=/dev/null
 . /etc/bootplane/installer.env
+# shellcheck source=/dev/null
+. /etc/bootplane/machine.env
 umask 077
 
+# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
+bp_curl() {
+    case "$*" in
+        *"$BOOTPLANE_URL"/*)
+            if [ -r /etc/bootplane/ca.crt ]; then
+                curl --cacert /etc/bootplane/ca.crt "$@"
+                return
+            fi
+            ;;
+    esac
+    curl "$@"
+}
+
 fetch() {
-    curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$2.part" "$1"
+    bp_curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$2.part" "$1"
     if [ -n "${3:-}" ]; then
         echo "$3  $2.part" | sha256sum -c --quiet -
     fi

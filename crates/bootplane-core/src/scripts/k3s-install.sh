@@ -15,9 +15,22 @@ STAMP=/var/lib/bootplane/k3s-installed
 umask 077
 mkdir -p /var/lib/bootplane /etc/rancher/k3s /run/bootplane
 
+# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
+bp_curl() {
+    case "$*" in
+        *"$BOOTPLANE_URL"/*)
+            if [ -r /etc/bootplane/ca.crt ]; then
+                curl --cacert /etc/bootplane/ca.crt "$@"
+                return
+            fi
+            ;;
+    esac
+    curl "$@"
+}
+
 # fetch URL FILE [SHA256]: download with retries, verify, then move into place.
 fetch() {
-    curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$2.part" "$1"
+    bp_curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$2.part" "$1"
     if [ -n "${3:-}" ]; then
         echo "$3  $2.part" | sha256sum -c --quiet -
     fi
@@ -32,7 +45,7 @@ printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
 join=/run/bootplane/join
 code=000
 for _ in $(seq 1 360); do
-    code=$(curl -sS -o "$join" -w '%{http_code}' -H "@$auth" \
+    code=$(bp_curl -sS -o "$join" -w '%{http_code}' -H "@$auth" \
         "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/join" || true)
     case "$code" in
         200) break ;;

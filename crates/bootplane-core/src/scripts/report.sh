@@ -12,6 +12,19 @@ if [ -r /etc/bootplane/k3s.env ]; then
     . /etc/bootplane/k3s.env
 fi
 
+# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
+bp_curl() {
+    case "$*" in
+        *"$BOOTPLANE_URL"/*)
+            if [ -r /etc/bootplane/ca.crt ]; then
+                curl --cacert /etc/bootplane/ca.crt "$@"
+                return
+            fi
+            ;;
+    esac
+    curl "$@"
+}
+
 STAMP=/var/lib/bootplane/reported
 [ -e "$STAMP" ] && exit 0
 umask 077
@@ -64,7 +77,7 @@ auth=/run/bootplane/auth
 printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
 printf '%s' "$body" > /run/bootplane/report.json
 for _ in $(seq 1 60); do
-    code=$(curl -sS -o /run/bootplane/report.out -w '%{http_code}' -X POST -H "@$auth" \
+    code=$(bp_curl -sS -o /run/bootplane/report.out -w '%{http_code}' -X POST -H "@$auth" \
         -H 'Content-Type: application/json' --data-binary @/run/bootplane/report.json \
         "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/report" || true)
     case "$code" in

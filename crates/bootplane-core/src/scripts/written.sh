@@ -8,6 +8,18 @@ set -uo pipefail
 
 # shellcheck source=/dev/null
 . /etc/bootplane/machine.env
+# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
+bp_curl() {
+    case "$*" in
+        *"$BOOTPLANE_URL"/*)
+            if [ -r /etc/bootplane/ca.crt ]; then
+                curl --cacert /etc/bootplane/ca.crt "$@"
+                return
+            fi
+            ;;
+    esac
+    curl "$@"
+}
 umask 077
 mkdir -p /run/bootplane
 # The credential goes in a header file so it never shows in the process list.
@@ -15,7 +27,7 @@ auth=/run/bootplane/auth
 printf 'Authorization: Bearer %s\n' "$BOOTPLANE_CREDENTIAL" > "$auth"
 code=000
 for _ in $(seq 1 30); do
-    code=$(curl -sS -o /run/bootplane/written.out -w '%{http_code}' -X POST -H "@$auth" \
+    code=$(bp_curl -sS -o /run/bootplane/written.out -w '%{http_code}' -X POST -H "@$auth" \
         -H 'Content-Type: application/json' --data-binary '{"state":"written"}' \
         "$BOOTPLANE_URL/v1/machines/$BOOTPLANE_MACHINE/report" || true)
     case "$code" in

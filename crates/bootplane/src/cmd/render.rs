@@ -75,6 +75,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
             credential: CREDENTIAL_PLACEHOLDER,
             ssh_keys: &cfg.ssh_authorized_keys,
             k3s: node.clone().map(|node| K3sInputs { node, airgap }),
+            ca_pem: None,
         };
         if os == OsKind::Ubuntu {
             eprintln!("# {name} installs Ubuntu: this is its cloud-init user-data");

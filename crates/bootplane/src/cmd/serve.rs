@@ -126,8 +126,33 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         let mut settings = cfg.server.clone();
         // With port 0 (or any implicit advertise URL), tell machines the real address.
         settings.listen = addr;
+        let mut listeners = vec![bootplane_server::Listener::Plain(listener)];
+        let tls = match &cfg.server.tls {
+            Some(t) => {
+                let l = tokio::net::TcpListener::bind(t.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (server.tls.listen)", t.listen))?;
+                let at = l.local_addr()?;
+                if let Some(st) = settings.tls.as_mut() {
+                    st.listen = at;
+                }
+                let names = tls_names(settings.secure_url().as_deref(), at);
+                let identity = match (&t.cert_file, &t.key_file) {
+                    (Some(c), Some(k)) => bootplane_server::tls::operator_identity(c, k)?,
+                    (None, None) => bootplane_server::tls::site_identity(&dir.join("tls"), &names)?,
+                    _ => anyhow::bail!("server.tls: set both cert_file and key_file, or neither (bootplane then creates a site CA)"),
+                };
+                listeners.push(bootplane_server::Listener::Tls(l, identity.acceptor));
+                Some((at, identity.ca_pem))
+            }
+            None => None,
+        };
         let key = secret_key(&cfg, config.as_deref(), &dir)?;
         let state = bootplane_server::state(store, settings, token, key).await?;
+        if let Some((at, ca)) = tls {
+            let _ = state.tls_ca.set(ca);
+            eprintln!("bootplane: serving HTTPS on https://{at} (site CA in {})", dir.join("tls/ca.crt").display());
+        }
         let _ = state.content.set(bootplane_artifacts::ContentStore::new(&dir));
         let _ = state.first_stage.set((cfg.tftp.root.clone(), cfg.tftp.allow_symlinks_to.clone()));
         if cfg.tftp.enabled {
@@ -149,7 +174,7 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             );
         }
         eprintln!("bootplane: serving on http://{addr} (data in {})", dir.display());
-        let served = bootplane_server::run(state, listener, shutdown_signal()).await;
+        let served = bootplane_server::run(state, listeners, shutdown_signal()).await;
         if let Some((_, handle)) = dhcp {
             // Its last events are written before the process ends.
             tokio::task::spawn_blocking(move || handle.stop()).await?;
@@ -159,6 +184,21 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names the HTTPS certificate must carry: the advertised host, and the listening
+/// address when it is a concrete one.
+fn tls_names(advertise: Option<&str>, at: std::net::SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(host) = advertise.and_then(|u| u.split_once("://")).map(|(_, r)| r.split(['/', ':']).next().unwrap_or("")) {
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    if !at.ip().is_unspecified() && !names.contains(&at.ip().to_string()) {
+        names.push(at.ip().to_string());
+    }
+    names
 }
 
 async fn shutdown_signal() {
