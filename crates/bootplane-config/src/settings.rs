@@ -57,6 +57,10 @@ pub struct ServerSettings {
     /// Time a client has to send a request's headers (also between keep-alive requests).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
+    /// A listener for the admin API alone (e.g. `127.0.0.1:8081`); with it, the
+    /// machines' listeners do not serve the admin API at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
     /// An HTTPS listener for everything that carries a secret (see [`TlsSettings`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
@@ -127,6 +131,7 @@ impl Default for ServerSettings {
             max_connections: default_max_connections(),
             max_connections_per_source: default_max_per_source(),
             header_timeout: default_header_timeout(),
+            admin_listen: None,
             tls: None,
         }
     }

@@ -91,18 +91,27 @@ pub type Shared = Arc<AppState>;
 /// Longest query string accepted on the boot path; iPXE's own is far shorter.
 pub const MAX_QUERY: usize = 2048;
 
-pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/healthz", get(api::healthz))
+/// Every route; the admin API (machines, events, clusters) only when `admin` is set, so
+/// a listener of its own can keep it off the machines' listeners.
+pub fn router(state: Shared, admin: bool) -> Router {
+    let mut r = Router::new();
+    if admin {
+        r = r
+            .route("/v1/machines", get(api::list_machines))
+            .route("/v1/machines/{name}", get(api::show_machine))
+            .route("/v1/machines/{name}/provision", post(api::provision))
+            .route("/v1/machines/{name}/retire", post(api::retire))
+            .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
+            .route("/v1/clusters/{name}/reset", post(cluster::reset))
+            .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
+            .route("/v1/events", get(api::events));
+    }
+    r.route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::handler))
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))
         .route("/boot/{file}", get(boot::first_stage_file))
         .route("/artifacts/{bundle}/{role}", get(artifacts::handler))
-        .route("/v1/machines", get(api::list_machines))
-        .route("/v1/machines/{name}", get(api::show_machine))
-        .route("/v1/machines/{name}/provision", post(api::provision))
-        .route("/v1/machines/{name}/retire", post(api::retire))
         .route("/v1/machines/{name}/report", post(api::report))
         .route("/v1/machines/{name}/ignition", get(machine_config::ignition))
         .route("/v1/machines/{name}/installer", get(machine_config::installer))
@@ -110,10 +119,6 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/machines/{name}/seed/{nonce}/meta-data", get(machine_config::meta_data))
         .route("/v1/machines/{name}/seed/{nonce}/vendor-data", get(machine_config::vendor_data))
         .route("/v1/machines/{name}/join", get(cluster::join))
-        .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
-        .route("/v1/clusters/{name}/reset", post(cluster::reset))
-        .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
-        .route("/v1/events", get(api::events))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -155,6 +160,8 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
 pub enum Listener {
     Plain(tokio::net::TcpListener),
     Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+    /// The admin API alone (e.g. on loopback); with one, the others do not serve it.
+    Admin(tokio::net::TcpListener),
 }
 
 /// Serves on every listener until `shutdown` resolves, then flushes pending events.
@@ -163,8 +170,14 @@ pub async fn run(
     listeners: Vec<Listener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone());
-    let loops: Vec<_> = listeners.into_iter().map(|l| tokio::spawn(accept_loop(state.clone(), app.clone(), l))).collect();
+    let separate_admin = listeners.iter().any(|l| matches!(l, Listener::Admin(_)));
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let admin = !separate_admin || matches!(l, Listener::Admin(_));
+            tokio::spawn(accept_loop(state.clone(), router(state.clone(), admin), l))
+        })
+        .collect();
     shutdown.await;
     for l in loops {
         l.abort();
@@ -178,7 +191,7 @@ pub async fn run(
 /// is handed, untouched, to hyper and the axum router.
 async fn accept_loop(state: Shared, app: axum::Router, listener: Listener) {
     let (tcp, tls) = match listener {
-        Listener::Plain(l) => (l, None),
+        Listener::Plain(l) | Listener::Admin(l) => (l, None),
         Listener::Tls(l, a) => (l, Some(a)),
     };
     loop {

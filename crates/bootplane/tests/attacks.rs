@@ -511,3 +511,18 @@ fn a_boot_flood_erases_no_audit_event_and_evicts_no_real_discovery() {
     let suppressed: u64 = metrics.lines().find_map(|l| l.strip_prefix("bootplane_events_suppressed_total ")).and_then(|v| v.trim().parse().ok()).unwrap();
     assert!(suppressed >= 560, "{suppressed}");
 }
+
+/// Finding 5: the admin API shared the listener machines (and everyone on their LAN)
+/// reach. With `server.admin_listen` it is served there only.
+#[test]
+fn the_admin_api_can_live_on_its_own_listener() {
+    let d = workdir(&CONFIG.replace("server:\n", "server:\n  admin_listen: 127.0.0.1:0\n"));
+    let srv = Server::start(d.path());
+    let admin = srv.startup.iter().find_map(|l| l.strip_prefix("bootplane: admin API on ")).expect("an admin listener").trim().to_string();
+    assert_eq!(srv.admin("GET", "/v1/machines").0, 404, "not on the machines' listener, even with the token");
+    assert_eq!(srv.admin("POST", "/v1/machines/node2/provision").0, 404);
+    assert_eq!(req("GET", &format!("{admin}/v1/machines"), Some(TOKEN), None).0, 200);
+    assert_eq!(req("GET", &format!("{admin}/v1/machines"), None, None).0, 401, "and still needs the token there");
+    // The boot path is unchanged.
+    assert!(srv.get("/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64").1.contains("kernel "));
+}

@@ -69,6 +69,12 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
     let mut out = Findings(Vec::new());
     let who = |i: usize| cfg.describe_machine(i);
 
+    if !cfg.server.listen.ip().is_loopback() && cfg.server.admin_listen.is_none() {
+        out.warn(format!(
+            "server.listen {} serves the admin API to the whole network; set server.admin_listen (e.g. 127.0.0.1:8081) to keep it apart",
+            cfg.server.listen
+        ));
+    }
     duplicates(&mut out, "machine name", cfg.machines.iter().enumerate().map(|(i, m)| (m.name.clone(), who(i))));
     duplicates(
         &mut out,

@@ -127,6 +127,11 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         // With port 0 (or any implicit advertise URL), tell machines the real address.
         settings.listen = addr;
         let mut listeners = vec![bootplane_server::Listener::Plain(listener)];
+        if let Some(a) = cfg.server.admin_listen {
+            let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (server.admin_listen)"))?;
+            eprintln!("bootplane: admin API on http://{}", l.local_addr()?);
+            listeners.push(bootplane_server::Listener::Admin(l));
+        }
         let tls = match &cfg.server.tls {
             Some(t) => {
                 let l = tokio::net::TcpListener::bind(t.listen)
