@@ -41,7 +41,7 @@ pub async fn entry(State(s): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 /// Parses the boot query. Only the known keys are read; each at most once.
-fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
+pub(crate) fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
     let raw = raw.unwrap_or("");
     if raw.len() > MAX_QUERY {
         return Err(format!("query string is {} bytes; at most {MAX_QUERY} are accepted", raw.len()));

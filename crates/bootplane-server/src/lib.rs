@@ -88,6 +88,11 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// The boot query's parser (`/v1/boot/ipxe?...`), for fuzzing.
+pub fn parse_boot_query(raw: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    boot::parse_query(Some(raw))
+}
+
 /// Longest query string accepted on the boot path; iPXE's own is far shorter.
 pub const MAX_QUERY: usize = 2048;
 

@@ -1,0 +1,38 @@
+//! Any datagram on port 67 or 4011: decoded the way the server decodes it (dhcproto,
+//! behind `policy::decode`'s guards), then answered by the full and the proxy policy.
+//! Must never panic, whatever the bytes.
+#![no_main]
+use bootplane_dhcp::policy::{decode, handle, Request};
+use bootplane_dhcp::{BootFiles, LeasePool, Mode, Settings};
+use libfuzzer_sys::fuzz_target;
+
+fn settings(mode: Mode) -> Settings {
+    Settings {
+        mode,
+        server_ip: "198.18.0.1".parse().unwrap(),
+        netmask: "255.255.255.0".parse().unwrap(),
+        router: Some("198.18.0.1".parse().unwrap()),
+        dns: vec!["198.18.0.1".parse().unwrap()],
+        domain: Some("lab.internal".into()),
+        lease_time: 3600,
+        boot_files: BootFiles::default(),
+        server_url: "http://198.18.0.1:8080".into(),
+        offer_hold: 10,
+        decline_hold: 600,
+        relays: vec!["198.18.0.254".parse().unwrap()],
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(msg) = decode(data) else { return };
+    let mut pool = LeasePool::new("198.18.0.50".parse().unwrap(), "198.18.0.60".parse().unwrap());
+    for mode in [Mode::Full, Mode::Proxy] {
+        for port in [67, 4011] {
+            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), now: 1000 }, &settings(mode), &mut pool);
+            if let Some((reply, _)) = out.reply {
+                // Whatever we answer must encode.
+                let _ = dhcproto::Encodable::to_vec(&reply);
+            }
+        }
+    }
+});

@@ -1,0 +1,14 @@
+//! Any datagram to the TFTP port: parsed, and a read request's options negotiated and
+//! its file name normalised as the server does. Must never panic.
+#![no_main]
+use bootplane_tftp::options::{negotiate, Limits};
+use bootplane_tftp::packet::Packet;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Packet::Rrq { filename, options, .. }) = Packet::parse(data) {
+        let n = negotiate(&options, Some(1_000_000), &Limits::default());
+        assert!(n.timeout <= Limits::default().max_timeout.max(Limits::default().default_timeout));
+        let _ = bootplane_tftp::path::normalise(&filename);
+    }
+});
