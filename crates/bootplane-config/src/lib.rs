@@ -154,7 +154,7 @@ impl Config {
             let file: ConfigFile = if text.trim().is_empty() {
                 ConfigFile::default()
             } else {
-                serde_yaml::from_str(text).map_err(|e| syntax_error(path, &e))?
+                yaml_serde::from_str(text).map_err(|e| syntax_error(path, &e))?
             };
             let once = |seen: &mut Option<PathBuf>, what: &str| -> Result<(), ConfigError> {
                 if let Some(prev) = seen {
@@ -267,9 +267,9 @@ impl Config {
     }
 }
 
-fn syntax_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+fn syntax_error(path: &Path, e: &yaml_serde::Error) -> ConfigError {
     let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    // serde_yaml appends " at line L column C"; the prefix already says where.
+    // yaml_serde appends " at line L column C"; the prefix already says where.
     let mut message = e.to_string();
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);

@@ -1,5 +1,5 @@
 //! Where each entry of a top-level list (`machines`, `bundles`) starts in the YAML text.
-//! serde_yaml reports positions only for parse errors; findings about well-formed files
+//! yaml_serde reports positions only for parse errors; findings about well-formed files
 //! (a duplicate MAC, an unstable disk) need them too, so this walks the text once with
 //! yaml-rust2's event parser, which carries a position on every event.
 
@@ -58,7 +58,7 @@ impl MarkedEventReceiver for Walker<'_> {
 }
 
 /// (line, column), both 1-based, of each entry of the top-level list `section`. Empty
-/// when the text does not parse (serde_yaml has reported that already).
+/// when the text does not parse (yaml_serde has reported that already).
 pub fn item_positions(text: &str, section: &str) -> Vec<(usize, usize)> {
     let mut w = Walker { section, depth: 0, expect_key: true, last_key: None, in_section: false, out: Vec::new() };
     let mut p = Parser::new_from_str(text);

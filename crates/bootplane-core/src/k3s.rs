@@ -251,7 +251,7 @@ pub fn join_material(role: NodeRole, tokens: &Tokens, ca_hash: Option<&str>) -> 
 /// dropped, so a tampered report shows up as an error. Loopback API addresses become
 /// `api` (a VIP or the bootstrap server) when `api` is given.
 pub fn reduce_kubeconfig(text: &str, api: Option<&str>) -> Result<String, String> {
-    let v: Value = serde_yaml::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
+    let v: Value = yaml_serde::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
     let list = |key: &str| -> Result<Vec<Value>, String> {
         match &v[key] {
             Value::Null => Ok(Vec::new()),
@@ -406,7 +406,7 @@ mod tests {
     fn kubeconfig_points_at_the_api() {
         let r = reduce_kubeconfig(K3S_YAML, Some("https://10.20.0.5:6443/")).unwrap();
         assert!(r.contains("    server: https://10.20.0.5:6443\n") && !r.contains("127.0.0.1"), "{r}");
-        let back: Value = serde_yaml::from_str(&r).unwrap();
+        let back: Value = yaml_serde::from_str(&r).unwrap();
         assert_eq!(back["users"][0]["user"]["client-key-data"], "S0VZ");
         assert_eq!(back["current-context"], "default");
         assert_eq!(api_host("https://[fd00::1]:6443"), Some("fd00::1"));

@@ -1,7 +1,7 @@
 //! YAML for readers that speak YAML 1.1: subiquity and cloud-init (PyYAML) and k3s's
 //! config-file parser (go-yaml v2). Under 1.1, plain scalars such as `52:54:00:00:03:01`
 //! (a base-60 integer), `on`/`off`/`y`/`n` (booleans), `0755` (octal) or `2024-01-01` (a
-//! timestamp) are not strings, so a YAML 1.2 emitter's output (serde_yaml's) changes
+//! timestamp) are not strings, so a YAML 1.2 emitter's output (serde_yaml's, yaml_serde's) changes
 //! meaning on the way. This emitter writes a string plain only when it cannot be
 //! anything but a string under 1.1 and 1.2 alike, and double-quotes everything else.
 //! Hand-written because no maintained crate emits 1.1-safe YAML; it only writes (block
@@ -118,7 +118,7 @@ fn value(out: &mut String, v: &Value, indent: usize, in_seq: bool) {
             out.push('\n');
             map(out, m, indent + 2);
         }
-        // Sequences under a key sit at the key's indentation, as serde_yaml and kubectl write them.
+        // Sequences under a key sit at the key's indentation, as yaml_serde and kubectl write them.
         Value::Array(a) => {
             out.push('\n');
             seq(out, a, indent);
@@ -189,7 +189,7 @@ mod tests {
     fn a_yaml_1_2_reader_reads_back_what_was_written() {
         let v = json!({"mac": "52:54:00:00:03:01", "host": "on", "mode": "0600", "script": "#!/bin/sh\necho \"$x\"\n\nexit 0\n",
             "nested": [{"a": ["b", 1, false]}, [[]]], "tab": "a\tb\nc\n", "uni": "ü — ok"});
-        let back: Value = serde_yaml::from_str(&to_string(&v)).unwrap();
+        let back: Value = yaml_serde::from_str(&to_string(&v)).unwrap();
         assert_eq!(back, v);
     }
 }

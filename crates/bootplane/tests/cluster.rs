@@ -67,7 +67,7 @@ fn ignition_files(ign: &Value) -> Vec<(String, u64, String)> {
 
 /// Every file of a cloud-init user-data document: (path, text).
 fn user_data_files(text: &str) -> Vec<(String, String)> {
-    let v: Value = serde_yaml::from_str(text).unwrap();
+    let v: Value = yaml_serde::from_str(text).unwrap();
     v["autoinstall"]["user-data"]["write_files"]
         .as_array()
         .unwrap()
@@ -161,7 +161,7 @@ fn every_config_validates_and_every_script_passes_shellcheck() {
     for name in MACHINES {
         let out = rendered(&cfg, name, "--ignition");
         let files: Vec<(String, String)> = if name.starts_with('u') {
-            let v: Value = serde_yaml::from_str(&out).expect("user-data is YAML");
+            let v: Value = yaml_serde::from_str(&out).expect("user-data is YAML");
             assert_eq!(v["autoinstall"]["version"], 1);
             assert!(out.starts_with("#cloud-config\n"));
             user_data_files(&out)
@@ -515,7 +515,7 @@ fn yaml_1_1_readers_see_what_bootplane_meant() {
             docs.push(rendered(&cfg, name, "--ignition"));
         }
         for doc in docs {
-            let meant: Value = serde_yaml::from_str(&doc).unwrap();
+            let meant: Value = yaml_serde::from_str(&doc).unwrap();
             let read = pyyaml(&doc);
             assert_eq!(read, meant, "{name}: a YAML 1.1 reader sees something else in:\n{doc}");
             checked += 1;
