@@ -205,7 +205,7 @@ async def main():
     sent, idle = (await att) if att else (0, 0)
     print(f"clients: {len(done)}/{args.clients} completed in {wall:.1f} s (power-ons at {args.rate:g}/s)")
     print(f"power-on to boot script: p50 {pct(done, 50):.2f} s  p90 {pct(done, 90):.2f} s  p99 {pct(done, 99):.2f} s  max {max(done or [0]):.2f} s")
-    print(f"attacker: {sent} unknown-MAC boot requests answered during the storm, {idle} idle sockets held")
+    print(f"attacker: {sent} unknown-MAC boot requests answered during the storm; {idle} idle sockets opened (the server keeps at most server.max_connections_per_source of them)")
     if failures:
         print(f"failures ({len(failures)}): " + "; ".join(sorted(set(failures))[:5]))
 
