@@ -57,6 +57,8 @@ pub struct AppState {
     /// The CA of the HTTPS listener, when there is one: machines get it in their config
     /// and use `settings.secure_url()` for everything that carries a secret.
     pub tls_ca: std::sync::OnceLock<String>,
+    /// Each machine's last compiled config, by a digest of everything it was built from.
+    pub config_cache: machine_config::Cache,
 }
 
 impl AppState {
@@ -157,6 +159,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         connections: Default::default(),
         noise: gate::Gate::new(settings_noise),
         tls_ca: Default::default(),
+        config_cache: Default::default(),
     }))
 }
 

@@ -288,13 +288,59 @@ impl Kind {
     }
 }
 
+/// Each machine's last compiled Ignition or seed, keyed by a digest of everything it was
+/// built from (spec, templates, bundle, cluster, credential generation, server, CA), so a
+/// retry or a second kind of the same attempt does not compile Butane again. One entry
+/// per machine; emptied when it holds more machines than a large site has.
+#[derive(Default)]
+pub struct Cache(std::sync::Mutex<std::collections::HashMap<String, (String, Built)>>);
+
+type Built = (&'static str, String, Option<String>);
+
+impl Cache {
+    fn get(&self, machine: &str, key: &str) -> Option<Built> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(machine).filter(|(k, _)| k == key).map(|(_, b)| b.clone())
+    }
+    fn put(&self, machine: &str, key: String, built: Built) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 16_384 {
+            m.clear();
+        }
+        m.insert(machine.to_string(), (key, built));
+    }
+}
+
+/// The digest of what `kind` of `l` is built from; `None` for what is not cached (the
+/// live installer config, which names the attempt's nonce).
+fn cache_key(l: &Loaded, kind: Kind) -> Option<String> {
+    use sha2::Digest as _;
+    if matches!(kind, Kind::Installer) {
+        return None;
+    }
+    let inputs = json!([kind.name(), l.record.spec, l.record.credential_generation, l.templates, l.bundle, l.cluster, l.ssh_keys, l.server, l.ca_pem]);
+    Some(hex::encode(sha2::Sha256::digest(inputs.to_string().as_bytes())))
+}
+
 async fn serve(s: Shared, peer: SocketAddr, headers: HeaderMap, name: String, nonce: Option<String>, kind: Kind) -> Response {
     let source = Some(peer.ip().to_string());
     let loaded = match gated_load(&s, &name, source.clone(), &headers, kind.name(), nonce.as_deref(), kind.starts_install()).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    match kind.build(&loaded, nonce.as_deref().unwrap_or_default()) {
+    let key = cache_key(&loaded, kind);
+    let built = match key.as_deref().and_then(|k| s.config_cache.get(&name, k)) {
+        Some(hit) => Ok(hit),
+        None => {
+            s.metrics.configs_compiled.inc();
+            let b = kind.build(&loaded, nonce.as_deref().unwrap_or_default());
+            if let (Ok(b), Some(k)) = (&b, key) {
+                s.config_cache.put(&name, k, b.clone());
+            }
+            b
+        }
+    };
+    match built {
         Ok((ctype, body, spec)) => {
             event(&s, &name, "config.served", source, json!({ "kind": kind.name(), "spec": spec })).await;
             ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-store")], body).into_response()

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub machines: Family<StateLabels, Gauge>,
     pub connections_refused: Counter,
     pub events_suppressed: Counter,
+    pub configs_compiled: Counter,
 }
 
 impl Default for Metrics {
@@ -52,7 +53,9 @@ impl Default for Metrics {
         r.register("connections_refused", "HTTP connections closed at once: a connection cap was reached", connections_refused.clone());
         let events_suppressed = Counter::default();
         r.register("events_suppressed", "Events from unauthenticated requests not written: their source was over its budget", events_suppressed.clone());
-        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused, events_suppressed }
+        let configs_compiled = Counter::default();
+        r.register("configs_compiled", "Machine configs built (Butane compiled); cache hits are not counted", configs_compiled.clone());
+        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused, events_suppressed, configs_compiled }
     }
 }
 

@@ -280,3 +280,25 @@ fn a_machines_butane_is_compiled_into_its_ignition() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("data:,node3%0A"));
 }
+
+/// The requester's retry of a config fetch gets the same config without compiling its
+/// Butane again; a new credential generation compiles anew (issue 13, finding 11).
+#[test]
+fn a_retried_config_fetch_is_served_from_the_cache() {
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    let compiled = |s: &Server| -> u64 {
+        s.get("/metrics").1.lines().find_map(|l| l.strip_prefix("bootplane_configs_compiled_total ")).and_then(|v| v.trim().parse().ok()).unwrap()
+    };
+    let (script, code, first) = s.boot_and_fetch("node1", "52:54:00:12:34:56");
+    assert_eq!(code, 200);
+    assert_eq!(compiled(&s), 1);
+    let (code, again) = s.get(&format!("/v1/machines/node1/ignition?nonce={}", nonce_in(&script)));
+    assert_eq!((code, &again), (200, &first));
+    assert_eq!(compiled(&s), 1, "the retry was not compiled again");
+    assert_eq!(s.admin("POST", "/v1/machines/node1/provision").0, 200);
+    let (_, code, third) = s.boot_and_fetch("node1", "52:54:00:12:34:56");
+    assert_eq!(code, 200);
+    assert_ne!(credential_from_ignition(&third), credential_from_ignition(&first));
+    assert_eq!(compiled(&s), 2);
+}
