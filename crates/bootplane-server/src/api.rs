@@ -244,17 +244,29 @@ pub async fn report(
         },
         _ => None,
     };
-    if let Some(h) = handover {
-        match crate::cluster::record_handover(&s, &rec.spec, h).await {
-            Ok(true) => detail["cluster_ca"] = json!("recorded"),
-            Ok(false) => {}
+    let (cluster, writes) = match handover {
+        Some(h) => match crate::cluster::handover_settings(&s, &rec.spec, h).await {
+            Ok(Some((c, w))) => {
+                detail["cluster_ca"] = json!("recorded");
+                (Some(c), w)
+            }
+            Ok(None) => (None, Vec::new()),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("report: {e}")),
-        }
-    }
-    match s.store.transition(&name, to, Trigger::Report, source, detail).await {
+        },
+        None => (None, Vec::new()),
+    };
+    // The handover and the state change commit together or not at all.
+    match s.store.transition_with_settings(&name, to, Trigger::Report, source, detail, writes).await {
         Ok(t) => {
             s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: to.as_str().into() }).inc();
             Json(json!({ "machine": name, "state": t.record().state })).into_response()
+        }
+        Err(StoreError::Conflict(_)) if cluster.is_some() => {
+            let c = cluster.unwrap_or_default();
+            error(
+                StatusCode::CONFLICT,
+                format!("report: cluster {c} already has a CA hash from its bootstrap server; it is kept until `bootplane cluster reset {c}`"),
+            )
         }
         Err(e) => store_error(e),
     }

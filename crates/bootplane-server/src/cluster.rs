@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bootplane_core::k3s::{self, Join, NodeRole, Tokens};
 use bootplane_core::{credential, sealed};
+use bootplane_store::SettingWrite;
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -163,33 +164,32 @@ pub struct Handover {
     pub kubeconfig: Vec<u8>,
 }
 
-/// Records the bootstrap server's CA hash and kubeconfig (sealed) when `machine` is its
-/// cluster's bootstrap; reports from other machines are ignored for this.
-pub async fn record_handover(s: &Shared, machine: &bootplane_core::MachineSpec, h: Handover) -> Result<bool, String> {
-    let Some(c) = &machine.cluster else { return Ok(false) };
+/// What the bootstrap server's report hands over, as settings to write in the same
+/// transaction as its `installed` state change: the CA hash (first writer wins until
+/// `cluster reset`: joiners pin it) and the kubeconfig, reduced and sealed. Empty when
+/// `machine` is not its cluster's bootstrap server; `(cluster, writes)` otherwise.
+pub async fn handover_settings(s: &Shared, machine: &bootplane_core::MachineSpec, h: Handover) -> Result<Option<(String, Vec<SettingWrite>)>, String> {
+    let Some(c) = &machine.cluster else { return Ok(None) };
     let cluster = match s.store.cluster(c).await {
         Ok(Some(c)) => c,
-        _ => return Ok(false),
+        _ => return Ok(None),
     };
     if cluster.k3s.bootstrap.as_deref() != Some(&machine.name) {
-        return Ok(false);
+        return Ok(None);
     }
     if !k3s::is_ca_hash(&h.ca_hash) {
         return Err("ca_hash is not a lowercase hex SHA-256".into());
     }
     let kubeconfig = k3s::reduce_kubeconfig(&String::from_utf8_lossy(&h.kubeconfig), None)?;
-    // First writer wins until `cluster reset`: joiners pin this hash, so replacing it
-    // would hand every later join to whoever replaced it.
-    let recorded = s.store.setting_or_insert(&ca_key(c), &h.ca_hash).await.map_err(|e| e.to_string())?;
-    if recorded != h.ca_hash {
-        return Err(format!(
-            "cluster {c} already has a CA hash from its bootstrap server; it is kept until `bootplane cluster reset {c}`"
-        ));
-    }
     let key = kubeconfig_key(c);
     let sealed_kc = seal(s, &key, kubeconfig.as_bytes());
-    s.store.set_setting(&key, &sealed_kc).await.map_err(|e| e.to_string())?;
-    Ok(true)
+    Ok(Some((
+        c.clone(),
+        vec![
+            SettingWrite { key: ca_key(c), value: h.ca_hash, first_writer_wins: true },
+            SettingWrite { key, value: sealed_kc, first_writer_wins: false },
+        ],
+    )))
 }
 
 /// `GET /v1/clusters/{name}/kubeconfig` (admin): the bootstrap server's kubeconfig,

@@ -119,6 +119,15 @@ pub struct PruneReport {
     pub discovered_deleted: u64,
 }
 
+/// A setting written together with a state change.
+#[derive(Clone, Debug)]
+pub struct SettingWrite {
+    pub key: String,
+    pub value: String,
+    /// Keep an existing different value and fail instead of replacing it.
+    pub first_writer_wins: bool,
+}
+
 /// Events kept by age rather than by count: what happened to machines, their configs,
 /// credentials and clusters. A flood of boot requests (which only produces boot and
 /// discovery events) can never push these out of the log.
@@ -168,6 +177,20 @@ pub trait Store: Send + Sync + 'static {
         trigger: Trigger,
         source: Option<String>,
         detail: serde_json::Value,
+    ) -> Result<Transitioned>;
+
+    /// [`Store::transition`] that also writes `settings` in the same transaction, and
+    /// refuses a move to the state the machine is already in (a replayed report). A
+    /// setting with `first_writer_wins` that already holds another value fails the whole
+    /// transaction with `Conflict`.
+    async fn transition_with_settings(
+        &self,
+        machine: &str,
+        to: MachineState,
+        trigger: Trigger,
+        source: Option<String>,
+        detail: serde_json::Value,
+        settings: Vec<SettingWrite>,
     ) -> Result<Transitioned>;
 
     /// Counts one more installer served; only valid in `provision`/`installing`.

@@ -62,8 +62,10 @@ fn a_second_bootstrap_report_cannot_replace_the_pinned_ca() {
     // A reinstall of the bootstrap server reporting another CA.
     let again = install_credential(&srv, "s1", "52:54:00:00:01:01");
     let (code, body) = srv.post("/v1/machines/s1/report", Some(&again), &report_body(&"c".repeat(64), K3S_YAML));
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 409, "{body}");
     assert!(body.contains("already has a CA hash"), "{body}");
+    // Refused together: the reinstalled server's state did not move either.
+    assert_eq!(srv.machine("s1")["state"], "installing");
     let s2 = install_credential(&srv, "s2", "52:54:00:00:01:02");
     let (code, join) = s2_join(&srv, &s2);
     assert_eq!(code, 200, "{join}");

@@ -635,6 +635,38 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn transition_with_settings(
+        &self,
+        machine: &str,
+        to: MachineState,
+        trigger: Trigger,
+        source: Option<String>,
+        detail: serde_json::Value,
+        settings: Vec<crate::SettingWrite>,
+    ) -> Result<Transitioned> {
+        let machine = machine.to_string();
+        self.write(move |tx| {
+            let rec = get_machine(tx, &machine)?.ok_or_else(|| StoreError::NotFound(machine.clone()))?;
+            if rec.state == to {
+                return Err(TransitionError { from: rec.state, to, trigger }.into());
+            }
+            rec.state.check(to, trigger)?;
+            for w in &settings {
+                if w.first_writer_wins {
+                    tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![w.key, w.value]).map_err(be)?;
+                    let held: String = tx.query_row("SELECT value FROM settings WHERE key = ?1", [&w.key], |r| r.get(0)).map_err(be)?;
+                    if held != w.value {
+                        return Err(StoreError::Conflict(format!("{} is already set to another value", w.key)));
+                    }
+                } else {
+                    tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![w.key, w.value]).map_err(be)?;
+                }
+            }
+            transition_in(tx, rec, to, trigger, source, detail)
+        })
+        .await
+    }
+
     async fn note_install_attempt(&self, machine: &str) -> Result<MachineRecord> {
         let machine = machine.to_string();
         self.write(move |tx| {

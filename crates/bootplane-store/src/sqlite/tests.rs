@@ -213,3 +213,23 @@ async fn lease_writer_commits_leases_with_their_events_and_checkpoints_elsewhere
     }
     assert!(size() > before + 500 * 2000, "the WAL was not checkpointed: {} -> {} bytes", before, size());
 }
+
+#[tokio::test]
+async fn settings_written_with_a_transition_commit_or_roll_back_with_it() {
+    let (_d, s) = store();
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", true)], ..Default::default() }).await.unwrap();
+    s.transition("a", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    s.set_setting("ca", "theirs").await.unwrap();
+    let w = |k: &str, v: &str, fww: bool| crate::SettingWrite { key: k.into(), value: v.into(), first_writer_wins: fww };
+    // A first-writer-wins setting held by another value fails the whole transaction.
+    let e = s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![w("kc", "mine", false), w("ca", "mine", true)]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Installing);
+    assert_eq!(s.setting("kc").await.unwrap(), None, "rolled back with the state change");
+    s.delete_setting("ca").await.unwrap();
+    s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![w("kc", "mine", false), w("ca", "mine", true)]).await.unwrap();
+    assert_eq!(s.setting("ca").await.unwrap().as_deref(), Some("mine"));
+    // A replay to the same state is refused, not "unchanged".
+    let e = s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Transition(_)), "{e}");
+}
