@@ -40,6 +40,9 @@ pub struct ServerSettings {
     /// minute without authenticating; the rest are counted, not written.
     #[serde(default = "default_noise")]
     pub unauthenticated_events_per_minute: u32,
+    /// Boot decisions (`/v1/boot/ipxe`) one source address gets per minute; more get 429.
+    #[serde(default = "default_boots")]
+    pub boot_requests_per_minute: u32,
     /// Unknown machines remembered as `discovered`; the least recently seen go first.
     #[serde(default = "default_discovered")]
     pub max_discovered: u64,
@@ -95,6 +98,9 @@ fn default_events() -> u64 {
 fn default_discovered() -> u64 {
     4096
 }
+fn default_boots() -> u32 {
+    600
+}
 fn default_noise() -> u32 {
     120
 }
@@ -126,6 +132,7 @@ impl Default for ServerSettings {
             events_retained: default_events(),
             audit_events_days: default_audit_days(),
             unauthenticated_events_per_minute: default_noise(),
+            boot_requests_per_minute: default_boots(),
             max_discovered: default_discovered(),
             report_timeout: default_report_timeout(),
             max_connections: default_max_connections(),

@@ -85,6 +85,12 @@ pub async fn decision(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    // A machine asks a few times per boot; one address asking far more is answered
+    // "later" before any store work (firmware retries the chain).
+    if s.boot_requests.admit(Some(peer.ip()), std::time::Instant::now()).is_none() {
+        s.metrics.boot_requests_limited.inc();
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "5")], "too many boot requests from this address; retry\n").into_response();
+    }
     let q = match parse_query(raw.as_deref()) {
         Ok(q) => q,
         Err(e) => return bad_request(e),

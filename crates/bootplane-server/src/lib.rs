@@ -54,6 +54,8 @@ pub struct AppState {
     pub connections: Arc<conn::Tracker>,
     /// What unauthenticated requests may write, per source.
     pub noise: gate::Gate,
+    /// Boot decisions answered per source.
+    pub boot_requests: gate::Gate,
     /// The CA of the HTTPS listener, when there is one: machines get it in their config
     /// and use `settings.secure_url()` for everything that carries a secret.
     pub tls_ca: std::sync::OnceLock<String>,
@@ -138,6 +140,7 @@ pub fn router(state: Shared, admin: bool) -> Router {
 pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token: AdminToken, seal_key: [u8; 32]) -> anyhow::Result<Shared> {
     let credential_secret = bootplane_core::credential::key_from(&seal_key);
     let settings_noise = settings.unauthenticated_events_per_minute;
+    let settings_boots = settings.boot_requests_per_minute;
     // Versions before 0.1 kept the credential key in the store in clear; it must not stay
     // readable beside the data it protects.
     store.delete_setting("credential_secret").await?;
@@ -158,6 +161,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         content: Default::default(),
         connections: Default::default(),
         noise: gate::Gate::new(settings_noise),
+        boot_requests: gate::Gate::new(settings_boots),
         tls_ca: Default::default(),
         config_cache: Default::default(),
     }))

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub events_suppressed: Counter,
     pub configs_compiled: Counter,
+    pub boot_requests_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -55,7 +56,19 @@ impl Default for Metrics {
         r.register("events_suppressed", "Events from unauthenticated requests not written: their source was over its budget", events_suppressed.clone());
         let configs_compiled = Counter::default();
         r.register("configs_compiled", "Machine configs built (Butane compiled); cache hits are not counted", configs_compiled.clone());
-        Metrics { registry: Arc::new(r), decisions, reports, events_dropped, machines, connections_refused, events_suppressed, configs_compiled }
+        let boot_requests_limited = Counter::default();
+        r.register("boot_requests_limited", "Boot decisions refused (429): their source asked more than server.boot_requests_per_minute", boot_requests_limited.clone());
+        Metrics {
+            registry: Arc::new(r),
+            decisions,
+            reports,
+            events_dropped,
+            machines,
+            connections_refused,
+            events_suppressed,
+            configs_compiled,
+            boot_requests_limited,
+        }
     }
 }
 

@@ -528,3 +528,16 @@ fn the_admin_api_can_live_on_its_own_listener() {
     // The boot path is unchanged.
     assert!(srv.get("/v1/boot/ipxe?mac=52:54:00:12:34:56&arch=x86_64").1.contains("kernel "));
 }
+
+/// Finding 6: boot requests were answered without limit per source. One address gets
+/// `server.boot_requests_per_minute`; more get 429, others are unaffected.
+#[test]
+fn one_address_cannot_take_all_the_boot_answers() {
+    let d = workdir(&CONFIG.replace("  max_install_attempts: 3\n", "  max_install_attempts: 3\n  boot_requests_per_minute: 20\n"));
+    let srv = Server::start(d.path());
+    let url = |i: u32| format!("{}/v1/boot/ipxe?mac=02:00:00:00:00:{:02x}&arch=x86_64", srv.url, i);
+    let codes: Vec<u16> = (0..30).map(|i| get_from("127.0.0.2", &url(i)).0).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 20, "{codes:?}");
+    assert!(codes[20..].iter().all(|c| *c == 429), "{codes:?}");
+    assert_eq!(get_from("127.0.0.3", &url(99)).0, 200, "another address is not affected");
+}
