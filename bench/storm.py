@@ -15,13 +15,13 @@ import argparse, asyncio, os, random, socket, struct, subprocess, time
 MAGIC = b"\x63\x82\x53\x63"
 
 
-def dhcp_packet(mac, xid, mtype, requested=None, server=None):
+def dhcp_packet(mac, xid, mtype, arch=0, requested=None, server=None):
     b = bytearray(236)
     b[0], b[1], b[2] = 1, 1, 6
     b[4:8] = struct.pack("!I", xid)
     b[10:12] = b"\x80\x00"  # broadcast flag: we have no address yet
     b[28:34] = mac
-    opts = [(53, bytes([mtype])), (93, b"\x00\x00"), (60, b"PXEClient:Arch:00000:UNDI:002001"), (55, bytes([1, 3, 6, 66, 67]))]
+    opts = [(53, bytes([mtype])), (93, struct.pack("!H", arch)), (60, b"PXEClient:Arch:%05d:UNDI:002001" % arch), (55, bytes([1, 3, 6, 66, 67]))]
     if requested:
         opts.append((50, socket.inet_aton(requested)))
     if server:
@@ -119,11 +119,13 @@ async def http_get(host, port, path, local_ip):
 
 async def client(i, args, dhcp, transport, done, failures, ip_lock):
     mac = bytes([0x02, 0x5B, 0x00, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+    # A mixed rack: legacy BIOS (option 93 = 0, undionly.kpxe) and x86-64 UEFI (7, ipxe.efi).
+    arch = random.choice([0, 7])
     t0 = time.monotonic()
     try:
         xid = random.getrandbits(32)
-        offer = await dhcp.exchange(transport, dhcp_packet(mac, xid, 1), xid, 2.0)
-        ack = await dhcp.exchange(transport, dhcp_packet(mac, xid, 3, offer[1], socket.inet_ntoa(offer[5] or b"\0\0\0\0")), xid, 2.0)
+        offer = await dhcp.exchange(transport, dhcp_packet(mac, xid, 1, arch), xid, 2.0)
+        ack = await dhcp.exchange(transport, dhcp_packet(mac, xid, 3, arch, offer[1], socket.inet_ntoa(offer[5] or b"\0\0\0\0")), xid, 2.0)
         ip = ack[1]
         async with ip_lock:
             await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", args.dev], check=False))
@@ -132,7 +134,8 @@ async def client(i, args, dhcp, transport, done, failures, ip_lock):
         entry = await http_get(args.server, args.port, "/boot.ipxe", ip)
         assert b"#!ipxe" in entry
         m = ":".join(f"{b:02x}" for b in mac)
-        script = await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64&platform=pcbios", ip)
+        platform = "efi" if arch == 7 else "pcbios"
+        script = await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64&platform={platform}", ip)
         assert b"#!ipxe" in script
         done.append(time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - every failure is counted and shown
@@ -196,7 +199,9 @@ async def main():
     done, failures, ip_lock = [], [], asyncio.Lock()
     t0 = time.monotonic()
     tasks = []
-    for i in range(args.clients):
+    order = list(range(args.clients))
+    random.shuffle(order)  # machines power on in no particular order
+    for i in order:
         tasks.append(asyncio.create_task(client(i, args, dhcp, transport, done, failures, ip_lock)))
         await asyncio.sleep(1.0 / args.rate)
     await asyncio.gather(*tasks)

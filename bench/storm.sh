@@ -57,6 +57,7 @@ for i in range(n):
     print(f"  - {{ name: node{i}, hostname: node{i}, macs: [\"{mac}\"], bundle: rescue }}")
 PY
 BOOTPLANE_TOKEN=storm ip netns exec "$S" "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/data" 2>"$WORK/server.log" &
+disown  # stopped by the namespace cleanup; no job notice
 for _ in $(seq 100); do ip netns exec "$C" python3 -c "import urllib.request; urllib.request.urlopen('http://198.18.0.1:8080/healthz', timeout=1)" 2>/dev/null && break; sleep 0.2; done
 ip netns exec "$C" python3 bench/storm.py --clients "$CLIENTS" --rate "$RATE" --dev stormc
 echo "server: $(grep -c . "$WORK/server.log") log lines, peak RSS $(grep VmHWM /proc/"$(ip netns pids "$S" | head -1)"/status | awk '{print $2 $3}')"
