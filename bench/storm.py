@@ -151,15 +151,16 @@ async def attacker(args, stop):
             idle.append(w)
         except OSError:
             break
-    sent = 0
+    sent, answered = 0, 0
 
     async def flood():
-        nonlocal sent
+        nonlocal sent, answered
         while not stop.is_set():
             m = ":".join(f"{random.getrandbits(8):02x}" for _ in range(6))
             try:
-                await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64", args.attacker_ip)
+                body = await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64", args.attacker_ip)
                 sent += 1
+                answered += b"#!ipxe" in body
             except OSError:
                 await asyncio.sleep(0.05)
 
@@ -169,7 +170,7 @@ async def attacker(args, stop):
         t.cancel()
     for w in idle:
         w.close()
-    return sent, len(idle)
+    return sent, answered, len(idle)
 
 
 def pct(v, p):
@@ -188,6 +189,10 @@ async def main():
     ap.add_argument("--no-attack", action="store_true")
     args = ap.parse_args()
     loop = asyncio.get_running_loop()
+    # TFTP clients run in threads: enough of them that the simulator, not the server,
+    # is never the queue.
+    import concurrent.futures
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -207,10 +212,10 @@ async def main():
     await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
     stop.set()
-    sent, idle = (await att) if att else (0, 0)
+    sent, answered, idle = (await att) if att else (0, 0, 0)
     print(f"clients: {len(done)}/{args.clients} completed in {wall:.1f} s (power-ons at {args.rate:g}/s)")
     print(f"power-on to boot script: p50 {pct(done, 50):.2f} s  p90 {pct(done, 90):.2f} s  p99 {pct(done, 99):.2f} s  max {max(done or [0]):.2f} s")
-    print(f"attacker: {sent} unknown-MAC boot requests answered during the storm; {idle} idle sockets opened (the server keeps at most server.max_connections_per_source of them)")
+    print(f"attacker: {sent} unknown-MAC boot requests sent, {answered} answered with a script (the rest 429); {idle} idle sockets opened (the server keeps at most server.max_connections_per_source of them)")
     if failures:
         print(f"failures ({len(failures)}): " + "; ".join(sorted(set(failures))[:5]))
 
