@@ -15,6 +15,14 @@ pub const REPORT_SCRIPT: &str = include_str!("scripts/report.sh");
 pub const FLATCAR_INSTALLER_SCRIPT: &str = include_str!("scripts/flatcar-installer.sh");
 /// Posts `written` from an installer's live environment (see docs/states.md).
 pub const WRITTEN_SCRIPT: &str = include_str!("scripts/written.sh");
+/// The curl wrapper every machine script uses to pin bootplane's HTTPS CA.
+const BP_CURL: &str = include_str!("scripts/bp-curl.sh");
+
+/// A machine script as it is delivered: each goes to the machine on its own, so the
+/// shared helpers are put in place of their include line.
+pub fn script(text: &str) -> String {
+    text.replace("# @include bp-curl.sh (shared by every machine script; inserted when it is served)\n", BP_CURL)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct File {
@@ -152,7 +160,7 @@ pub fn setup(machine: &MachineSpec, os: OsKind, server: &str, k3s: Option<&K3sIn
     if let Some(k) = k3s {
         s.file("/etc/bootplane/k3s.env", 0o644, k3s_env(k, server));
         s.file(k3s::CONFIG_PATH, 0o600, k3s::config_yaml(&k.node, net.as_ref().map(|n| n.address)));
-        s.file(format!("{bin}/bootplane-k3s-install"), 0o755, K3S_INSTALL_SCRIPT);
+        s.file(format!("{bin}/bootplane-k3s-install"), 0o755, script(K3S_INSTALL_SCRIPT));
         if k3s::selinux(&k.node) && k.airgap.and_then(|b| b.k3s_selinux.as_ref()).is_none() {
             s.file("/etc/yum.repos.d/rancher-k3s-common.repo", 0o644, RANCHER_REPO);
         }
@@ -168,7 +176,7 @@ pub fn setup(machine: &MachineSpec, os: OsKind, server: &str, k3s: Option<&K3sIn
         s.unit(k.node.role.unit(), k3s_unit(k.node.role, bin));
         report_after = k.node.role.unit().to_string();
     }
-    s.file(format!("{bin}/bootplane-report"), 0o755, REPORT_SCRIPT);
+    s.file(format!("{bin}/bootplane-report"), 0o755, script(REPORT_SCRIPT));
     s.unit(
         "bootplane-report.service",
         service(
@@ -194,6 +202,15 @@ gpgkey=https://rpm.rancher.io/public.key\n";
 mod tests {
     use super::*;
     use crate::model::{Cluster, K3sSettings, Role};
+
+    #[test]
+    fn every_delivered_script_carries_its_helpers() {
+        for text in [K3S_INSTALL_SCRIPT, REPORT_SCRIPT, FLATCAR_INSTALLER_SCRIPT, WRITTEN_SCRIPT] {
+            assert!(text.contains("# @include bp-curl.sh"), "each script names its helper");
+            let delivered = script(text);
+            assert!(delivered.contains("bp_curl() {") && !delivered.contains("@include"), "{delivered}");
+        }
+    }
 
     #[test]
     fn scripts_never_embed_secrets_and_paths_follow_the_os() {

@@ -100,8 +100,8 @@ fn report_script_fails_loudly_when_its_credential_was_already_used() {
     let root = d.path().join("root");
     std::fs::create_dir_all(root.join("etc/bootplane")).unwrap();
     std::fs::write(root.join("etc/bootplane/machine.env"), format!("BOOTPLANE_URL={}\nBOOTPLANE_MACHINE=a1\nBOOTPLANE_CREDENTIAL={cred}\n", srv.url)).unwrap();
-    let script = include_str!("../../bootplane-core/src/scripts/report.sh");
-    let o = run_under_root(&root, script, &["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane"], None);
+    let script = bootplane_core::node::script(bootplane_core::node::REPORT_SCRIPT);
+    let o = run_under_root(&root, &script, &["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane"], None);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "must fail: {err}");
     assert!(err.contains("refused this machine's report (HTTP 401)"), "{err}");

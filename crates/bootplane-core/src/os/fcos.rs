@@ -8,7 +8,7 @@
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
 use crate::ignition::{data_url, machine_env};
 use crate::model::MachineSpec;
-use crate::node::WRITTEN_SCRIPT;
+use crate::node::{script, WRITTEN_SCRIPT};
 use serde_json::{json, Value};
 
 pub struct Fcos;
@@ -69,7 +69,7 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Opti
                 StandardOutput=journal+console\n\n[Install]\nRequiredBy=coreos-installer.target\n";
     let mut files = vec![
         file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
-        file("/etc/bootplane/written", 0o700, WRITTEN_SCRIPT),
+        file("/etc/bootplane/written", 0o700, &script(WRITTEN_SCRIPT)),
     ];
     if let Some(ca) = ca_pem {
         files.push(file(crate::ignition::CA_PATH, 0o644, ca));

@@ -7,7 +7,7 @@
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
 use crate::ignition::{data_url, env_safe, machine_env};
 use crate::model::{Bundle, MachineSpec};
-use crate::node::{artifact_url, FLATCAR_INSTALLER_SCRIPT, WRITTEN_SCRIPT};
+use crate::node::{artifact_url, script, FLATCAR_INSTALLER_SCRIPT, WRITTEN_SCRIPT};
 use serde_json::{json, Value};
 
 pub struct Flatcar;
@@ -69,8 +69,8 @@ pub fn installer_config(
     let mut files = vec![
         file("/etc/bootplane/installer.env", 0o644, &env),
         file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
-        file("/opt/bootplane/install", 0o755, FLATCAR_INSTALLER_SCRIPT),
-        file("/opt/bootplane/written", 0o755, WRITTEN_SCRIPT),
+        file("/opt/bootplane/install", 0o755, &script(FLATCAR_INSTALLER_SCRIPT)),
+        file("/opt/bootplane/written", 0o755, &script(WRITTEN_SCRIPT)),
     ];
     if let Some(ca) = ca_pem {
         files.push(file(crate::ignition::CA_PATH, 0o644, ca));

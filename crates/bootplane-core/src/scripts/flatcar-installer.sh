@@ -10,18 +10,7 @@ set -euo pipefail
 . /etc/bootplane/machine.env
 umask 077
 
-# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
-bp_curl() {
-    case "$*" in
-        *"$BOOTPLANE_URL"/*)
-            if [ -r /etc/bootplane/ca.crt ]; then
-                curl --cacert /etc/bootplane/ca.crt "$@"
-                return
-            fi
-            ;;
-    esac
-    curl "$@"
-}
+# @include bp-curl.sh (shared by every machine script; inserted when it is served)
 
 fetch() {
     bp_curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$2.part" "$1"

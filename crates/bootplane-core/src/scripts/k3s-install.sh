@@ -15,18 +15,7 @@ STAMP=/var/lib/bootplane/k3s-installed
 umask 077
 mkdir -p /var/lib/bootplane /etc/rancher/k3s /run/bootplane
 
-# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
-bp_curl() {
-    case "$*" in
-        *"$BOOTPLANE_URL"/*)
-            if [ -r /etc/bootplane/ca.crt ]; then
-                curl --cacert /etc/bootplane/ca.crt "$@"
-                return
-            fi
-            ;;
-    esac
-    curl "$@"
-}
+# @include bp-curl.sh (shared by every machine script; inserted when it is served)
 
 # fetch URL FILE [SHA256]: download with retries, verify, then move into place.
 fetch() {

@@ -12,18 +12,7 @@ if [ -r /etc/bootplane/k3s.env ]; then
     . /etc/bootplane/k3s.env
 fi
 
-# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
-bp_curl() {
-    case "$*" in
-        *"$BOOTPLANE_URL"/*)
-            if [ -r /etc/bootplane/ca.crt ]; then
-                curl --cacert /etc/bootplane/ca.crt "$@"
-                return
-            fi
-            ;;
-    esac
-    curl "$@"
-}
+# @include bp-curl.sh (shared by every machine script; inserted when it is served)
 
 STAMP=/var/lib/bootplane/reported
 [ -e "$STAMP" ] && exit 0

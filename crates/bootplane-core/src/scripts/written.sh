@@ -8,18 +8,7 @@ set -uo pipefail
 
 # shellcheck source=/dev/null
 . /etc/bootplane/machine.env
-# bootplane's site CA, pinned for bootplane's own URLs when it serves HTTPS.
-bp_curl() {
-    case "$*" in
-        *"$BOOTPLANE_URL"/*)
-            if [ -r /etc/bootplane/ca.crt ]; then
-                curl --cacert /etc/bootplane/ca.crt "$@"
-                return
-            fi
-            ;;
-    esac
-    curl "$@"
-}
+# @include bp-curl.sh (shared by every machine script; inserted when it is served)
 umask 077
 mkdir -p /run/bootplane
 # The credential goes in a header file so it never shows in the process list.
