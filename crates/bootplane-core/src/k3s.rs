@@ -11,9 +11,6 @@ use serde_json::{json, Map, Value};
 pub const TOKEN_FILE: &str = "/etc/rancher/k3s/token";
 pub const AGENT_TOKEN_FILE: &str = "/etc/rancher/k3s/agent-token";
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
-/// Where a k3s server writes its own secure token, `K10<ca-hash>::server:<password>`; the
-/// bootstrap server reports the hash from here (see report.sh).
-pub const SERVER_TOKEN: &str = "/var/lib/rancher/k3s/server/token";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {
