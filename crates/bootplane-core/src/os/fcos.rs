@@ -3,7 +3,9 @@
 //! / PXE" documentation for the argument names. The live system gets its own small
 //! Ignition (`ignition.config.url` → `/v1/machines/{name}/installer`): one unit ordered
 //! after `coreos-installer.service` and before `coreos-installer-reboot.service` that
-//! reports the disk written, the way coreos-assembler's own install tests hook in.
+//! reports the disk written, the way coreos-assembler's own install tests hook in, and an
+//! `OnFailure=` drop-in on `coreos-installer.service` that reports the install failed
+//! (with the unit's log tail) before the live system drops to its emergency shell.
 
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
 use crate::ignition::{data_url, machine_env};
@@ -67,6 +69,11 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Opti
                 Requires=coreos-installer.service\nBefore=coreos-installer.target coreos-installer-reboot.service\n\n\
                 [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/bash /etc/bootplane/written\n\
                 StandardOutput=journal+console\n\n[Install]\nRequiredBy=coreos-installer.target\n";
+    // coreos-installer.service fails into emergency mode; this tells bootplane first.
+    let failed = "[Unit]\nDescription=Report a failed install to bootplane\n\n[Service]\nType=oneshot\n\
+                  ExecStart=/bin/bash /etc/bootplane/written failed coreos-installer.service\n\
+                  StandardOutput=journal+console\n";
+    let on_failure = "[Unit]\nOnFailure=bootplane-install-failed.service\n";
     let mut files = vec![
         file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
         file("/etc/bootplane/written", 0o700, &script(WRITTEN_SCRIPT)),
@@ -77,7 +84,11 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Opti
     json!({
         "ignition": { "version": "3.3.0" },
         "storage": { "files": files },
-        "systemd": { "units": [{ "name": "bootplane-written.service", "enabled": true, "contents": unit }] }
+        "systemd": { "units": [
+            { "name": "bootplane-written.service", "enabled": true, "contents": unit },
+            { "name": "bootplane-install-failed.service", "contents": failed },
+            { "name": "coreos-installer.service", "dropins": [{ "name": "bootplane.conf", "contents": on_failure }] }
+        ] }
     })
 }
 
