@@ -462,6 +462,17 @@ fn flatcar_installer_and_ubuntu_seed_are_served_while_installing() {
     let menv = &files.iter().find(|f| f.0 == "/etc/bootplane/machine.env").unwrap().1;
     let cred = menv.lines().find_map(|l| l.strip_prefix("BOOTPLANE_CREDENTIAL=")).unwrap();
     assert_eq!(req("GET", &format!("{}/v1/machines/u2/join", srv.url), Some(cred), None).0, 503, "u1 has not reported");
+    // The installer's late-commands, run as subiquity runs a list: argv, no shell. They
+    // report the disk written, so the reboot that follows boots the disk.
+    let doc: Value = yaml_serde::from_str(&ud).unwrap();
+    let late = doc["autoinstall"]["late-commands"].as_array().expect("late-commands");
+    let argv: Vec<String> = late.last().unwrap().as_array().unwrap().iter().map(|a| a.as_str().unwrap().replace("http://198.18.0.10:8080", &srv.url)).collect();
+    assert!(argv.iter().all(|a| !a.contains(cred) || a.starts_with("Authorization: Bearer ")), "{argv:?}");
+    let o = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(srv.machine("u2")["state"], "written");
+    let (_, again) = srv.get("/v1/boot/ipxe?mac=52:54:00:00:03:02");
+    assert!(!again.contains("kernel ") && again.contains("booting local disk"), "{again}");
     let (code, _) = srv.post("/v1/machines/u2/report", Some(cred), r#"{"state":"installed"}"#);
     assert_eq!(code, 200);
     assert_eq!(srv.get(&format!("{seed}user-data")).0, 404, "installed machines get no seed");

@@ -1,7 +1,8 @@
 //! Ubuntu: the live-server kernel and initrd with `autoinstall` and a per-machine NoCloud
 //! seed (`/v1/machines/{name}/user-data` and `meta-data`). The seed carries the same
 //! files and units as an Ignition machine (machine.env, static network as netplan,
-//! report unit, k3s), written into the installed system through cloud-init.
+//! report unit, k3s), written into the installed system through cloud-init. Autoinstall's
+//! `late-commands` report the disk written from the installer before it reboots.
 
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
 use crate::config::{ConfigError, Inputs};
@@ -93,9 +94,32 @@ pub fn user_data(inp: &Inputs<'_>) -> Result<String, ConfigError> {
     // Autoinstall matches disks by kernel path; resolve the stable by-id name at install
     // time, in the installer, and rewrite the config before it is read again.
     let resolve = format!("sh -c 'd=$(readlink -f {disk}) && sed -i \"s|{DISK_PLACEHOLDER}|$d|\" /autoinstall.yaml'");
+    // The installer environment reports the disk written before its reboot, so the next
+    // network boot gets local boot; if bootplane cannot be told, curl fails the install
+    // and the machine does not reboot into a second install (as fcos's and flatcar's do).
+    let report = format!("{}/v1/machines/{}/report", inp.server.trim_end_matches('/'), m.name);
+    let mut late = Vec::new();
+    let mut curl = vec![json!("curl"), json!("-fsS"), json!("--retry"), json!("30"), json!("--retry-delay"), json!("5"), json!("--retry-connrefused")];
+    if let Some(ca) = inp.ca_pem {
+        late.push(json!(["sh", "-c", "umask 077; printf '%s' \"$0\" > /run/bootplane-ca.crt", ca]));
+        curl.extend([json!("--cacert"), json!("/run/bootplane-ca.crt")]);
+    }
+    curl.extend([
+        json!("-X"),
+        json!("POST"),
+        json!("-H"),
+        json!(format!("Authorization: Bearer {}", inp.credential)),
+        json!("-H"),
+        json!("Content-Type: application/json"),
+        json!("--data"),
+        json!(r#"{"state":"written"}"#),
+        json!(report),
+    ]);
+    late.push(Value::Array(curl));
     let mut ai = json!({
         "version": 1,
         "early-commands": [resolve],
+        "late-commands": late,
         "storage": { "layout": { "name": "direct", "match": { "path": DISK_PLACEHOLDER } } },
         "ssh": { "install-server": true, "allow-pw": false, "authorized-keys": inp.ssh_keys },
         "user-data": target,
