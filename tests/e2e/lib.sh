@@ -31,6 +31,9 @@ e2e_cleanup() {
     done
     # Every child is dead now; reap them so bash prints no job notices.
     wait 2>/dev/null
+    # Disk images a scenario mounted to read them.
+    findmnt -rn -o TARGET | awk -v w="$WORK/" 'index($1, w) == 1' | sort -r | xargs -r umount 2>/dev/null
+    losetup -n -O NAME,BACK-FILE | awk -v w="$WORK/" 'index($2, w) == 1 {print $1}' | xargs -r -n1 losetup -d 2>/dev/null
     [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 record() { # check pass(true|false) detail

@@ -721,13 +721,12 @@ fn live_installers_report_the_disk_written_before_rebooting() {
             let unit = live["systemd"]["units"][0]["contents"].as_str().unwrap();
             assert!(unit.contains("After=coreos-installer.service") && unit.contains("Before=coreos-installer.target coreos-installer-reboot.service"), "{unit}");
             assert!(unit.contains("RequiredBy=coreos-installer.target"), "{unit}");
-            // A failed install is reported before the live system's emergency shell.
+            // A failed install is reported before the live system's emergency shell stops
+            // the network: from the installer unit's own stop-post step.
             let units = live["systemd"]["units"].as_array().unwrap();
-            let unit_named = |n: &str| units.iter().find(|u| u["name"] == n).unwrap_or_else(|| panic!("no unit {n}"));
-            let dropin = unit_named("coreos-installer.service")["dropins"][0]["contents"].as_str().unwrap();
-            assert!(dropin.contains("OnFailure=bootplane-install-failed.service"), "{dropin}");
-            let failed = unit_named("bootplane-install-failed.service")["contents"].as_str().unwrap();
-            assert!(failed.contains("ExecStart=/bin/bash /etc/bootplane/written failed coreos-installer.service"), "{failed}");
+            let installer = units.iter().find(|u| u["name"] == "coreos-installer.service").expect("a drop-in for coreos-installer.service");
+            let dropin = installer["dropins"][0]["contents"].as_str().unwrap();
+            assert!(dropin.contains("ExecStopPost=/bin/sh -c 'test \"$$SERVICE_RESULT\" = success || exec /bin/bash /etc/bootplane/written failed coreos-installer.service'"), "{dropin}");
         } else {
             assert!(file("/opt/bootplane/install").2.contains("bash /opt/bootplane/written\nsystemctl reboot"));
         }

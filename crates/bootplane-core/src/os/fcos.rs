@@ -4,7 +4,7 @@
 //! Ignition (`ignition.config.url` → `/v1/machines/{name}/installer`): one unit ordered
 //! after `coreos-installer.service` and before `coreos-installer-reboot.service` that
 //! reports the disk written, the way coreos-assembler's own install tests hook in, and an
-//! `OnFailure=` drop-in on `coreos-installer.service` that reports the install failed
+//! `ExecStopPost=` drop-in on `coreos-installer.service` that reports the install failed
 //! (with the unit's log tail) before the live system drops to its emergency shell.
 
 use super::{require, InstallContext, InstallerPlan, OsInstaller, PlanError};
@@ -69,11 +69,10 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Opti
                 Requires=coreos-installer.service\nBefore=coreos-installer.target coreos-installer-reboot.service\n\n\
                 [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/bash /etc/bootplane/written\n\
                 StandardOutput=journal+console\n\n[Install]\nRequiredBy=coreos-installer.target\n";
-    // coreos-installer.service fails into emergency mode; this tells bootplane first.
-    let failed = "[Unit]\nDescription=Report a failed install to bootplane\n\n[Service]\nType=oneshot\n\
-                  ExecStart=/bin/bash /etc/bootplane/written failed coreos-installer.service\n\
-                  StandardOutput=journal+console\n";
-    let on_failure = "[Unit]\nOnFailure=bootplane-install-failed.service\n";
+    // coreos-installer.service fails into emergency mode, which stops the network: its
+    // stop-post step (before OnFailure=) tells bootplane first, while it still can.
+    let on_failure = "[Service]\nExecStopPost=/bin/sh -c 'test \"$$SERVICE_RESULT\" = success || \
+                      exec /bin/bash /etc/bootplane/written failed coreos-installer.service'\n";
     let mut files = vec![
         file("/etc/bootplane/machine.env", 0o600, &machine_env(server, &m.name, credential)),
         file("/etc/bootplane/written", 0o700, &script(WRITTEN_SCRIPT)),
@@ -86,7 +85,6 @@ pub fn live_config(m: &MachineSpec, server: &str, credential: &str, ca_pem: Opti
         "storage": { "files": files },
         "systemd": { "units": [
             { "name": "bootplane-written.service", "enabled": true, "contents": unit },
-            { "name": "bootplane-install-failed.service", "contents": failed },
             { "name": "coreos-installer.service", "dropins": [{ "name": "bootplane.conf", "contents": on_failure }] }
         ] }
     })
