@@ -12,19 +12,6 @@ use serde_json::Value as J;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-fn corpus() -> PathBuf {
-    if let Ok(p) = std::env::var("BOOTPLANE_BUTANE_CORPUS") {
-        return PathBuf::from(p);
-    }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for up in [here.join("../../../shared/conformance/butane"), here.join("../../shared/conformance/butane")] {
-        if up.is_dir() {
-            return up;
-        }
-    }
-    panic!("conformance corpus not found: expected ../shared/conformance/butane beside the repository (or set BOOTPLANE_BUTANE_CORPUS)");
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
@@ -98,7 +85,7 @@ fn normalise(v: &mut J) {
 
 #[test]
 fn conformance_corpus() {
-    let root = corpus();
+    let root = bootplane_testkit::require_shared!("conformance/butane", "BOOTPLANE_BUTANE_CORPUS");
     let gaps_text = include_str!("known-gaps.txt");
     let gaps: Vec<&str> = gaps_text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split_whitespace().next().unwrap()).collect();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("input.bu").exists()).collect();

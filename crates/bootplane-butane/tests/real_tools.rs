@@ -17,15 +17,10 @@ fn ours_accepts(json: &str) -> bool {
     !bootplane_butane::ignition::validate(json).iter().any(|e| e.level == bootplane_butane::Level::Error)
 }
 
-fn corpus() -> std::path::PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var("BOOTPLANE_BUTANE_CORPUS").map(Into::into).unwrap_or_else(|_| here.join("../../../shared/conformance/butane"))
-}
-
 #[test]
 fn ignition_validate_accepts_what_we_compile() {
     let mut checked = 0;
-    let mut cases: Vec<_> = std::fs::read_dir(corpus()).expect("conformance corpus").flatten().map(|e| e.path()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(bootplane_testkit::require_shared!("conformance/butane", "BOOTPLANE_BUTANE_CORPUS")).expect("conformance corpus").flatten().map(|e| e.path()).collect();
     cases.sort();
     for case in cases {
         let meta = std::fs::read_to_string(case.join("meta.txt")).unwrap_or_default();

@@ -91,6 +91,8 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{}: no such file; `bootplane init` writes a commented starter bootplane.yaml into the current directory, or name your config's path", path.display())]
+    NotFound { path: PathBuf },
     #[error("{}: cannot read: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}:{column}: {message}", path.display())]
@@ -131,7 +133,10 @@ impl Config {
         };
         let mut parts = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read { path: f.clone(), source })?;
+            let text = std::fs::read_to_string(&f).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => ConfigError::NotFound { path: f.clone() },
+                _ => ConfigError::Read { path: f.clone(), source },
+            })?;
             parts.push((f, text));
         }
         Self::parse_sources(parts.iter().map(|(p, t)| (p.as_path(), t.as_str())))

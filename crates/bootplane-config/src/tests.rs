@@ -64,10 +64,35 @@ fn unstable_disks_are_refused_unless_allowed() {
     Config::from_str_named(Path::new("x"), &format!("{base}    allow_unstable_install_disk: true\n")).unwrap();
 }
 
+fn args_finding(args: &str) -> Option<String> {
+    let text = format!("bundles:\n  - {{name: g, os: generic, kernel: {{url: http://k}}, args: \"{args}\"}}\n");
+    Config::from_str_named(Path::new("x.yaml"), &text).err().map(|e| e.to_string())
+}
+
 #[test]
 fn secrets_in_kernel_args_are_refused() {
-    let e = err("bundles:\n  - {name: g, os: generic, kernel: {url: http://k}, args: \"k3s.token=abc\"}\n");
-    assert!(e.contains("token="), "{e}");
+    for (args, word) in [
+        ("k3s.token=abc", "k3s.token="),
+        ("console=ttyS0 rootpw=hunter2", "rootpw="),
+        ("api_key=abc123", "api_key="),
+        ("inst.password=x", "inst.password="),
+        ("auth-key=x", "auth-key="),
+        ("join=K10e3b0c44298fc1c149afbf4c8996fb924::server:abc", "join=<secret value>"),
+    ] {
+        let e = args_finding(args).unwrap_or_else(|| panic!("`{args}` accepted"));
+        assert!(e.contains(&format!("args contain `{word}`")), "{args}: {e}");
+    }
+}
+
+#[test]
+fn ordinary_kernel_args_are_not_secrets() {
+    for args in [
+        "modprobe.blacklist=k10temp console=ttyS0,115200",
+        "iommu.passthrough=1 ssh.key=/etc/x ignition.config.url=http://x/y",
+        "coreos.inst.install_dev=/dev/disk/by-id/x rd.luks.key=/keyfile",
+    ] {
+        assert_eq!(args_finding(args), None, "{args}");
+    }
 }
 
 #[test]
@@ -89,4 +114,46 @@ fn lint_warns_without_failing() {
     let f = lint(&cfg);
     assert!(f.iter().all(|f| f.severity == Severity::Warning), "{f:?}");
     assert!(f.iter().any(|f| f.message.contains("sha256 `...`")), "{f:?}");
+}
+
+#[test]
+fn a_short_and_a_qualified_hostname_are_one_host() {
+    let e = err("machines:\n  - {name: a, hostname: lenovo1, macs: [\"52:54:00:00:00:01\"]}\n  - {name: b, hostname: lenovo1.lab.internal, macs: [\"52:54:00:00:00:02\"]}\n");
+    assert!(e.contains("duplicate hostname lenovo1:") && e.contains("name the same host"), "{e}");
+    // A machine without a hostname is called by its name.
+    let e = err("machines:\n  - {name: lenovo1, macs: [\"52:54:00:00:00:01\"]}\n  - {name: b, hostname: LENOVO1.lab, macs: [\"52:54:00:00:00:02\"]}\n");
+    assert!(e.contains("duplicate hostname lenovo1"), "{e}");
+    // One short name in two domains is two hosts.
+    Config::from_str_named(
+        Path::new("x"),
+        "machines:\n  - {name: a, hostname: web1.dc1.example, macs: [\"52:54:00:00:00:01\"]}\n  - {name: b, hostname: web1.dc2.example, macs: [\"52:54:00:00:00:02\"]}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn unknown_butane_version_is_an_error_not_the_default() {
+    let e = err("bundles:\n  - {name: f, os: fcos, kernel: {url: http://k}, butane_version: fcos 1.5}\n");
+    assert!(e.contains("butane_version `fcos 1.5` is not a Butane variant and version"), "{e}");
+    let cfg = Config::from_str_named(Path::new("x"), "bundles:\n  - {name: f, os: fcos, kernel: {url: http://k}, butane_version: flatcar 1.1.0}\n").unwrap();
+    assert!(lint(&cfg).iter().any(|f| f.severity == Severity::Warning && f.message.contains("is for flatcar")));
+}
+
+#[test]
+fn loopback_advertise_with_dhcp_on_is_refused() {
+    let base = "dhcp: {mode: proxy, interface: br0}\nserver:\n  listen: 0.0.0.0:8080\n";
+    for adv in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080"] {
+        let e = err(&format!("{base}  advertise: {adv}\n"));
+        assert!(e.contains("is a loopback address"), "{adv}: {e}");
+    }
+    Config::from_str_named(Path::new("x"), &format!("{base}  advertise: http://198.18.0.1:8080\n")).unwrap();
+    // Without DHCP, loopback is a fine choice (the starter config's).
+    Config::from_str_named(Path::new("x"), "server:\n  advertise: http://127.0.0.1:8080\n").unwrap();
+}
+
+#[test]
+fn a_missing_config_points_at_init() {
+    let d = tempfile::tempdir().unwrap();
+    let e = Config::load(&d.path().join("bootplane.yaml")).unwrap_err().to_string();
+    assert!(e.contains("bootplane.yaml: no such file") && e.contains("`bootplane init`"), "{e}");
 }

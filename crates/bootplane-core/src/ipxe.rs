@@ -15,34 +15,42 @@ pub const KNOWN_COMMANDS: &[&str] = &[
 ];
 
 /// The entry script at `/boot.ipxe`: hands iPXE's own identity variables to the decision.
+/// Every way out of it ends in `exit 1` (see [`local_boot_tail`]); `bootplane_local` tells
+/// a local-boot answer (which leaves with status 1 too) from an unreachable server.
 pub fn entry_script(server: &str) -> String {
     format!(
         "#!ipxe\n\
          # bootplane entry script: ask the server what this machine should boot.\n\
          chain --autofree {server}/v1/boot/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&serial=${{serial:uristring}}&arch=${{buildarch}}&platform=${{platform}} || goto failed\n\
-         exit\n\
+         exit 1\n\
          :failed\n\
+         isset ${{bootplane_local}} && exit 1 ||\n\
          echo bootplane: could not reach {server}; booting local disk\n\
          sleep 5\n\
-         exit\n"
+         exit 1\n"
     )
 }
 
-/// Keeps only characters that iPXE prints as they are.
+/// Keeps only characters that iPXE prints as they are. Backticks (our messages quote
+/// names with them) are dropped rather than shown as `?`.
 fn safe(s: &str) -> String {
     s.chars()
+        .filter(|c| *c != '`')
         .map(|c| if c.is_ascii_alphanumeric() || " .,:/_-+=@()".contains(c) { c } else { '?' })
         .take(200)
         .collect()
 }
 
 fn local_boot_tail() -> &'static str {
-    // BIOS: hand the first disk to the BIOS; UEFI (and BIOS if that fails): leave iPXE so
-    // the firmware tries its next boot entry.
-    "iseq ${platform} efi && goto local_efi ||\n\
+    // BIOS: hand the first disk to the BIOS. UEFI (and BIOS if that fails): leave iPXE with
+    // a failure status. The UEFI boot manager then tries the next entry of BootOrder (the
+    // disk); a boot option that returns EFI_SUCCESS ends the walk in the setup menu
+    // instead (UEFI 2.9, 3.1.1). BIOS takes a failed PXE ROM as "try the next device".
+    "set bootplane_local 1\n\
+     iseq ${platform} efi && goto local_efi ||\n\
      sanboot --no-describe --drive 0x80 || goto local_efi\n\
      :local_efi\n\
-     exit\n"
+     exit 1\n"
 }
 
 pub fn render(decision: &BootDecision, observed: &Observed) -> String {
@@ -153,6 +161,33 @@ mod tests {
             assert!(!s.contains("${evil}") && !s.contains("${x}"), "{s}");
         }
         lint(&entry_script("http://127.0.0.1:8080")).unwrap();
+    }
+
+    /// UEFI's boot manager ends its BootOrder walk when an option returns EFI_SUCCESS,
+    /// so every way out of iPXE toward the disk must carry a failure status.
+    #[test]
+    fn leaving_ipxe_reports_failure_to_the_firmware() {
+        let local = [
+            BootDecision::LocalBoot { machine: "m".into(), state: MachineState::Installed },
+            BootDecision::Quarantine { reason: "unknown".into() },
+            BootDecision::Misconfigured { machine: "m".into(), reason: "r".into() },
+            BootDecision::AttemptsExhausted { machine: "m".into(), attempts: 3 },
+        ];
+        let scripts = local.iter().map(|d| render(d, &Observed::default())).chain([entry_script("http://s")]);
+        for s in scripts {
+            let exits: Vec<&str> = s.lines().filter_map(|l| l.split("exit").nth(1)).collect();
+            assert!(!exits.is_empty() && exits.iter().all(|rest| rest.trim_start().starts_with('1')), "{s}");
+        }
+        let local = render(&BootDecision::LocalBoot { machine: "m".into(), state: MachineState::Written }, &Observed::default());
+        assert!(local.contains("set bootplane_local 1") && local.contains("sanboot --no-describe --drive 0x80"), "{local}");
+        assert!(entry_script("http://s").contains("isset ${bootplane_local} && exit 1"));
+    }
+
+    #[test]
+    fn quoted_names_read_plainly_on_the_console() {
+        let d = BootDecision::Misconfigured { machine: "m3".into(), reason: "bundle `rescue` is not defined".into() };
+        let s = render(&d, &Observed::default());
+        assert!(s.contains("cannot install m3: bundle rescue is not defined"), "{s}");
     }
 
     #[test]

@@ -60,6 +60,23 @@ impl<'a> From<&'a MachineRecord> for MachineView<'a> {
     }
 }
 
+/// `GET /`: says what this server is and where its entry points are, instead of an empty
+/// 404 (the dashboard of SPEC's `/` is not built yet).
+pub async fn index() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "bootplane {}\n\n\
+             machines:  GET /boot.ipxe (iPXE entry script), /v1/boot/ipxe?mac=...\n\
+             operators: bootplane machines list | show NAME, or GET /v1/machines with the admin token\n\
+             health:    GET /healthz, GET /metrics\n\n\
+             The web dashboard is not in this version; `bootplane --help` lists the CLI.\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+        .into_response()
+}
+
 pub async fn healthz(State(s): State<Shared>) -> Response {
     match s.store.machine_counts().await {
         Ok(_) => "ok\n".into_response(),

@@ -122,6 +122,7 @@ pub async fn boot_decision(
     source: Option<String>,
     server: &str,
 ) -> Result<BootDecision, bootplane_store::StoreError> {
+    let started = std::time::Instant::now();
     let (by_uuid, by_mac) = s.store.identity_candidates(observed).await?;
     let identity = bootplane_core::resolve_identity(observed, by_uuid.as_ref().map(known), by_mac.as_ref().map(known));
     let machine = match &identity {
@@ -209,6 +210,18 @@ pub async fn boot_decision(
         _ => {}
     }
     let kind = if matches!(identity, IdentityMatch::Conflict(_)) { "identity.conflict" } else { "boot.script" };
+    // The line operators tail: one per answer (unknown machines within their noise budget).
+    if machine.is_some() || admitted.is_some() {
+        let why = detail.get("reason").or(detail.get("bundle")).and_then(|v| v.as_str()).unwrap_or("");
+        tracing::info!(
+            "boot {} mac={} machine={} decision={} {why} ({} ms)",
+            source.as_deref().unwrap_or("-"),
+            observed.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            event_machine.as_deref().unwrap_or("-"),
+            decision.kind(),
+            started.elapsed().as_millis()
+        );
+    }
     if let Some(suppressed) = admitted {
         if suppressed > 0 {
             detail["suppressed_before"] = json!(suppressed);

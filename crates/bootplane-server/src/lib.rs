@@ -115,7 +115,8 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
             .route("/v1/events", get(api::events));
     }
-    r.route("/healthz", get(api::healthz))
+    r.route("/", get(api::index))
+        .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::handler))
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))

@@ -29,6 +29,34 @@ macro_rules! require_netns {
     };
 }
 
+/// `../shared/<rel>` beside the repository (or `BOOTPLANE_BUTANE_CORPUS`-style override
+/// `env`), when present.
+pub fn shared_path(rel: &str, env: &str) -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(p.into());
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Some(repo.join("../shared").join(rel)).filter(|p| p.exists())
+}
+
+/// The path of `../shared/<rel>`, or: the test says it did not run and returns, unless
+/// `BOOTPLANE_REQUIRE_SHARED` is set (`.ci/run` sets it), in which case it fails.
+#[macro_export]
+macro_rules! require_shared {
+    ($rel:expr, $env:expr) => {
+        match $crate::shared_path($rel, $env) {
+            Some(p) => p,
+            None => {
+                if std::env::var_os("BOOTPLANE_REQUIRE_SHARED").is_some() {
+                    panic!("../shared/{} not found beside the repository (BOOTPLANE_REQUIRE_SHARED is set; or set {})", $rel, $env);
+                }
+                eprintln!("NOT RUN: needs ../shared/{} beside the repository (or {}); this test checked nothing", $rel, $env);
+                return;
+            }
+        }
+    };
+}
+
 pub fn run(args: &[&str]) -> Output {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -18,8 +18,8 @@ struct Cli {
 /// Where the store lives; shared by `serve` and `apply`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct StoreArgs {
-    /// Data directory (SQLite database, admin token). Default: `data` beside the config
-    /// file, or `server.data_dir` from it.
+    /// Data directory (SQLite database, admin token). Default: the config's
+    /// `server.data_dir` (relative to that file), else `./data`.
     #[arg(long, env = "BOOTPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Store URL instead of the embedded SQLite: `sqlite:///path/to/bootplane.db`
@@ -34,7 +34,7 @@ pub struct ClientArgs {
     /// Server URL.
     #[arg(long, global = true, env = "BOOTPLANE_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Admin token (default: `./data/admin-token` when it exists).
+    /// Admin token (default: `admin-token` in BOOTPLANE_DATA_DIR or `./data`, when it exists).
     #[arg(long, global = true, env = "BOOTPLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of tables.

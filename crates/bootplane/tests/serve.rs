@@ -65,8 +65,14 @@ fn install_lifecycle_survives_restart_and_kill_9() {
         assert!(body.contains("node1 is installed: booting local disk") && !body.contains("kernel"), "{body}");
     };
     local(&s);
+    let (code, index) = s.get("/");
+    assert!(code == 200 && index.contains("/boot.ipxe") && index.starts_with("bootplane "), "{code} {index}");
     let log = s.stop();
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+    // One line per boot answer, for operators tailing `serve`.
+    let boots: Vec<&String> = log.iter().filter(|l| l.contains(" boot 127.0.0.1 mac=52:54:00:12:34:56 machine=node1 ")).collect();
+    assert!(boots.iter().any(|l| l.contains("decision=install")) && boots.iter().any(|l| l.contains("decision=local")), "{log:?}");
+    assert!(boots.iter().all(|l| l.contains(" INFO ") && l.ends_with(" ms)")), "{boots:?}");
 
     // Restart: re-applies the same config (provision: true) and must not reinstall.
     let s = Server::start(d.path());

@@ -49,6 +49,27 @@ fn duplicates<K: Eq + Hash + std::fmt::Display>(
     }
 }
 
+/// Host names that name one host: equal, or one is the other's first label
+/// (`lenovo1` and `lenovo1.lab.internal`: the domain is added by DHCP or search lists).
+fn same_hosts<'a>(out: &mut Findings, hosts: impl IntoIterator<Item = (&'a str, String)>) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (h, who) in hosts {
+        let h = h.to_ascii_lowercase();
+        let (short, domain) = h.split_once('.').unwrap_or((&h, ""));
+        let clash = seen.iter().find(|(other, _)| {
+            let (o_short, o_domain) = other.split_once('.').unwrap_or((other, ""));
+            o_short == short && (o_domain == domain || o_domain.is_empty() || domain.is_empty())
+        });
+        match clash {
+            Some((other, prev)) if *other == h => out.error(format!("duplicate hostname {h}: {prev} and {who}")),
+            Some((other, prev)) => out.error(format!(
+                "duplicate hostname {short}: {prev} ({other}) and {who} ({h}) name the same host; give one of them another name"
+            )),
+            None => seen.push((h.clone(), who)),
+        }
+    }
+}
+
 /// Kernel names that can point at a different disk after a reboot or a hardware change.
 fn is_unstable_disk(path: &str) -> bool {
     let p = path.trim_end_matches('/');
@@ -57,12 +78,33 @@ fn is_unstable_disk(path: &str) -> bool {
         .any(|pre| p.starts_with(pre))
 }
 
-/// Words that mean a secret is about to be published in a boot script or command line.
-fn looks_secret(text: &str) -> Option<&'static str> {
-    let lower = text.to_ascii_lowercase();
-    ["token=", "password=", "passwd=", "secret=", "k10", "-----begin", "credential="]
-        .into_iter()
-        .find(|w| lower.contains(w))
+/// A kernel argument that would publish a secret: a key naming one (`k3s.token=`,
+/// `rootpw=`, `api_key=`), or a value shaped like one (a k3s `K10<hash>::` token, a PEM
+/// block). Matches whole key parts, so `modprobe.blacklist=k10temp` is not a secret.
+fn looks_secret(args: &str) -> Option<String> {
+    const WORDS: &[&str] = &["token", "password", "passwd", "pw", "secret", "credential", "apikey"];
+    const GLUED: &[&str] = &["token", "password", "passwd", "pw", "secret"];
+    const KEY_OF: &[&str] = &["api", "access", "secret", "private", "auth"];
+    for word in args.split_whitespace() {
+        let lower = word.to_ascii_lowercase();
+        let (key, value) = lower.split_once('=').unwrap_or((&lower, ""));
+        let parts: Vec<&str> = key.split(['.', '_', '-']).filter(|p| !p.is_empty()).collect();
+        let named = parts.iter().any(|p| WORDS.contains(p))
+            // rootpw, jointoken: a secret word glued to another
+            || parts.iter().any(|p| GLUED.iter().any(|g| p.len() > g.len() && p.ends_with(g)))
+            // api_key, private-key, accesskey: "key" only after a word that makes it a secret
+            || parts.windows(2).any(|w| w[1] == "key" && KEY_OF.contains(&w[0]))
+            || parts.iter().any(|p| KEY_OF.iter().any(|k| p.strip_prefix(k) == Some("key")));
+        if named {
+            return Some(format!("{key}="));
+        }
+        let v = value.trim_matches(['"', '\'']);
+        let k3s_token = v.strip_prefix("k10").is_some_and(|r| r.len() > 16 && r.contains("::"));
+        if k3s_token || lower.contains("-----begin") {
+            return Some(format!("{key}=<secret value>"));
+        }
+    }
+    None
 }
 
 pub fn lint(cfg: &Config) -> Vec<Finding> {
@@ -87,14 +129,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
         cfg.machines.iter().enumerate().filter_map(|(i, m)| m.uuid.clone().map(|u| (u, who(i)))),
     );
     duplicates(&mut out, "IP", cfg.machines.iter().enumerate().filter_map(|(i, m)| m.ip.map(|ip| (ip, who(i)))));
-    duplicates(
-        &mut out,
-        "hostname",
-        cfg.machines
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.hostname.as_ref().map(|h| (h.to_ascii_lowercase(), who(i)))),
-    );
+    same_hosts(&mut out, cfg.machines.iter().enumerate().map(|(i, m)| (m.hostname.as_deref().unwrap_or(&m.name), who(i))));
     duplicates(&mut out, "bundle name", cfg.bundles.iter().map(|b| (b.name.clone(), format!("bundle {}", b.name))));
     duplicates(&mut out, "cluster name", cfg.clusters.iter().map(|c| (c.name.clone(), format!("cluster {}", c.name))));
     duplicates(&mut out, "template name", cfg.templates.iter().map(|t| (t.name.clone(), format!("template {}", t.name))));
@@ -221,6 +256,25 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
         } else if b.insecure_image {
             out.warn(format!("{w}: insecure_image: true; coreos-installer writes the image without checking its signature"));
         }
+        if let Some(v) = &b.butane_version {
+            match bootplane_core::ignition::spec_for_butane(v) {
+                None => out.error(format!(
+                    "{w}: butane_version `{v}` is not a Butane variant and version bootplane knows \
+                     (fcos 1.0.0 to 1.6.0, flatcar 1.0.0 to 1.1.0)"
+                )),
+                Some(_) => {
+                    let variant = v.split_whitespace().next().unwrap_or_default();
+                    let expected = match b.os {
+                        OsKind::Fcos => Some("fcos"),
+                        OsKind::Flatcar => Some("flatcar"),
+                        _ => None,
+                    };
+                    if expected.is_some_and(|e| e != variant) {
+                        out.warn(format!("{w}: butane_version `{v}` is for {variant}, but the bundle installs {}", b.os.as_str()));
+                    }
+                }
+            }
+        }
         if b.kernel.is_none() && b.k3s.is_none() {
             out.warn(format!("{w}: no kernel; machines using it cannot be installed"));
         }
@@ -244,8 +298,29 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
     if cfg.dhcp.mode != DhcpMode::Off && cfg.dhcp.interface.is_none() {
         out.error("dhcp: a DHCP server needs `interface`; it is never bound to every interface".into());
     }
-    if cfg.dhcp.mode != DhcpMode::Off && cfg.server.advertise_url().is_none() {
-        out.error("server: `advertise` is required when DHCP is on; machines must be told where to find us".into());
+    match cfg.server.advertise_url() {
+        None if cfg.dhcp.mode != DhcpMode::Off => {
+            out.error("server: `advertise` is required when DHCP is on; machines must be told where to find us".into())
+        }
+        Some(url) if cfg.dhcp.mode != DhcpMode::Off && is_loopback_url(&url) => out.error(format!(
+            "server.advertise {url} is a loopback address, but DHCP hands it to machines as where to fetch \
+             /boot.ipxe; set it to this host's address on the provisioning LAN"
+        )),
+        _ => {}
     }
     out.0
+}
+
+/// `http://127.0.0.1:8080`, `http://[::1]/`, `http://localhost:8080`: an address only this
+/// host can reach.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -20,17 +20,25 @@ pub enum MachinesCmd {
 pub(crate) struct Client {
     base: String,
     token: Option<String>,
+    /// Where the token came from (or where none was found), for a 401's message.
+    token_source: String,
     agent: ureq::Agent,
 }
 
 impl Client {
     pub(crate) fn new(args: &ClientArgs) -> Self {
-        let token = args.token.clone().or_else(|| {
-            std::fs::read_to_string("data/admin-token").ok().map(|t| t.trim().to_string())
-        });
+        let file = super::default_data_dir().join("admin-token");
+        let (token, token_source) = match &args.token {
+            Some(t) => (Some(t.clone()), "--token / BOOTPLANE_TOKEN".to_string()),
+            None => match std::fs::read_to_string(&file) {
+                Ok(t) => (Some(t.trim().to_string()), file.display().to_string()),
+                Err(_) => (None, file.display().to_string()),
+            },
+        };
         Client {
             base: args.server.trim_end_matches('/').to_string(),
             token,
+            token_source,
             agent: ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(30)).build(),
         }
     }
@@ -55,9 +63,17 @@ impl Client {
         }
         match req.call() {
             Ok(r) => Ok(r),
-            Err(ureq::Error::Status(401, _)) => {
-                bail!("{method} {url}: the server refused the admin token; set BOOTPLANE_TOKEN or --token")
-            }
+            Err(ureq::Error::Status(401, _)) if self.token.is_none() => bail!(
+                "{method} {url}: the server wants the admin token and none was sent: no --token, no BOOTPLANE_TOKEN, \
+                 and no {} (`bootplane serve` writes it into its data directory; run from there, set \
+                 BOOTPLANE_DATA_DIR, or pass --token)",
+                self.token_source
+            ),
+            Err(ureq::Error::Status(401, _)) => bail!(
+                "{method} {url}: the server refused the admin token from {}; it is in the server's data directory \
+                 (admin-token) or its config's server.admin_token_file",
+                self.token_source
+            ),
             Err(ureq::Error::Status(code, r)) => {
                 let body: Value = r.into_json().unwrap_or(Value::Null);
                 let msg = body["error"].as_str().unwrap_or("no detail").to_string();

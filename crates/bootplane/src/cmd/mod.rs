@@ -19,22 +19,28 @@ use bootplane_store::{ApplySet, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The data directory: flag/env, else `server.data_dir` (relative to the config), else
-/// `data` beside the config file.
+/// The data directory, one rule for every subcommand: `--data-dir` / `BOOTPLANE_DATA_DIR`,
+/// else the config's `server.data_dir` (relative to that config file), else `./data`.
+/// Never derived from where an applied file happens to live: `apply -f ../other/m3.yaml`
+/// must reach the store the running server uses.
 pub fn data_dir(args: &StoreArgs, cfg: &Config, config_path: Option<&Path>) -> PathBuf {
-    let base = config_path
-        .and_then(|p| if p.is_dir() { Some(p) } else { p.parent() })
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     if let Some(d) = &args.data_dir {
         return d.clone();
     }
     match &cfg.server.data_dir {
         Some(d) if d.is_absolute() => d.clone(),
-        Some(d) => base.join(d),
-        None => base.join("data"),
+        Some(d) => {
+            let base = config_path.and_then(|p| if p.is_dir() { Some(p) } else { p.parent() }).unwrap_or(Path::new("."));
+            let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+            base.join(d)
+        }
+        None => default_data_dir(),
     }
+}
+
+/// `./data`, or `BOOTPLANE_DATA_DIR` when set (the CLI's client side reads the admin token there).
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("BOOTPLANE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
 }
 
 pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
