@@ -36,8 +36,7 @@ struct ConfigFile {
     bundles: Vec<Bundle>,
     #[serde(default)]
     clusters: Vec<Cluster>,
-    #[serde(default)]
-    ssh_authorized_keys: Vec<String>,
+    ssh_authorized_keys: Option<Vec<String>>,
     #[serde(default)]
     machines: Vec<MachineSpec>,
     #[serde(default)]
@@ -87,6 +86,18 @@ pub struct Config {
     pub machine_origins: Vec<Origin>,
     #[serde(skip)]
     pub bundle_origins: Vec<Origin>,
+    /// The sections the files set, so `apply` changes only those.
+    #[serde(skip)]
+    pub named: Named,
+}
+
+/// Which of the single-valued sections a file set (lists are named entry by entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    pub server: bool,
+    pub dhcp: bool,
+    pub tftp: bool,
+    pub ssh_authorized_keys: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,14 +184,17 @@ impl Config {
             };
             if let Some(s) = file.server {
                 once(&mut server_from, "server")?;
+                cfg.named.server = true;
                 cfg.server = s;
             }
             if let Some(d) = file.dhcp {
                 once(&mut dhcp_from, "dhcp")?;
+                cfg.named.dhcp = true;
                 cfg.dhcp = d;
             }
             if let Some(t) = file.tftp {
                 once(&mut tftp_from, "tftp")?;
+                cfg.named.tftp = true;
                 cfg.tftp = t;
             }
             let at = locate::item_positions(text, "machines");
@@ -194,11 +208,44 @@ impl Config {
                 cfg.bundles.push(b);
             }
             cfg.clusters.extend(file.clusters);
-            cfg.ssh_authorized_keys.extend(file.ssh_authorized_keys);
+            if let Some(keys) = file.ssh_authorized_keys {
+                cfg.named.ssh_authorized_keys = true;
+                cfg.ssh_authorized_keys.extend(keys);
+            }
             cfg.templates.extend(file.templates);
         }
         cfg.resolve_defaults();
         Ok(cfg)
+    }
+
+    /// `apply`'s view: this (partial) file over the desired state already stored. Sections
+    /// the file does not set, and bundles, clusters, templates and machines it does not
+    /// name, come from `stored`; defaults are then resolved against the whole, so a file
+    /// naming one machine can use the stored bundles, cluster and DHCP network. Validate
+    /// the result before applying it.
+    pub fn over(mut self, stored: Config) -> Config {
+        if !self.named.server {
+            self.server = stored.server;
+        }
+        if !self.named.dhcp {
+            self.dhcp = stored.dhcp;
+        }
+        if !self.named.tftp {
+            self.tftp = stored.tftp;
+        }
+        if !self.named.ssh_authorized_keys {
+            self.ssh_authorized_keys = stored.ssh_authorized_keys;
+        }
+        fn keep<T>(mine: &mut Vec<T>, theirs: Vec<T>, name: impl Fn(&T) -> &str) {
+            let taken: std::collections::HashSet<String> = mine.iter().map(|x| name(x).to_string()).collect();
+            mine.extend(theirs.into_iter().filter(|x| !taken.contains(name(x))));
+        }
+        keep(&mut self.bundles, stored.bundles, |b| &b.name);
+        keep(&mut self.clusters, stored.clusters, |c| &c.name);
+        keep(&mut self.templates, stored.templates, |t| &t.name);
+        keep(&mut self.machines, stored.machines, |m| &m.name);
+        self.resolve_defaults();
+        self
     }
 
     /// Fills in what the file leaves to defaults, so the store keeps complete specs:
@@ -267,7 +314,7 @@ impl Config {
         let m = &self.machines[i];
         match self.machine_origins.get(i) {
             Some(o) => format!("{}: machines[{}] ({})", o.location(), o.index, m.name),
-            None => format!("machines[{i}] ({})", m.name),
+            None => format!("stored machine {}", m.name),
         }
     }
 }

@@ -63,10 +63,14 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Upsert a config file or directory into the store.
+    /// Merge a config file or directory into the store's desired state: references resolve
+    /// against what is stored; only the sections and entries the file names change.
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Print what would change (+ new, ~ changed, = unchanged) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Init { dir, force } => cmd::init::run(&dir, force),
         Cmd::Serve { config, listen, store } => cmd::serve::run(config, listen, store),
-        Cmd::Apply { file, store } => cmd::apply::run(&file, store),
+        Cmd::Apply { file, dry_run, store } => cmd::apply::run(&file, store, dry_run),
         Cmd::Check { path, json } => cmd::check::run(&path, json),
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::Cluster { cmd, client } => cmd::cluster::run(cmd, client),

@@ -1,14 +1,38 @@
-use super::{apply_set, data_dir, open_store, runtime};
+//! `bootplane apply -f FILE`: the file is merged into the store's desired state, as
+//! `kubectl apply` does: references resolve against what the store already holds, and
+//! only what the file names changes (sections it sets, entries it lists by name).
+
+use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
-use bootplane_config::Config;
+use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings};
+use bootplane_core::state::MachineState;
+use bootplane_store::{ApplySet, Store};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(file: &Path, args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(file)?;
-    let dir = data_dir(&args, &cfg, Some(file));
+pub fn run(file: &Path, args: StoreArgs, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let partial = Config::parse(file)?;
+    let dir = data_dir(&args, &partial, Some(file));
+    let rt = runtime()?;
+    // A file that is invalid on its own creates no store.
+    let existing = args.database.is_some() || dir.join("bootplane.db").exists();
+    let stored = match existing {
+        true => rt.block_on(stored_config(open_store(&args, &dir)?.as_ref(), &partial))?,
+        false => Config::default(),
+    };
+    let before = stored.clone();
+    let merged = partial.clone().over(stored);
+    merged.validate()?;
+    if dry_run {
+        for line in diff(&before, &named_set(&merged, &partial)?) {
+            println!("{line}");
+        }
+        println!("dry run: nothing written to {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(&args, &dir)?;
-    let report = runtime()?.block_on(store.apply(apply_set(&cfg)?))?;
+    let set = named_set(&merged, &partial)?;
+    let report = rt.block_on(store.apply(set))?;
     println!(
         "applied {}: {} machine(s) created, {} updated, {} adopted from discovered, {} set to provision; {} new bundle(s)",
         file.display(),
@@ -19,4 +43,109 @@ pub fn run(file: &Path, args: StoreArgs) -> anyhow::Result<ExitCode> {
         report.bundles_created
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store's desired state as a config: its settings, bundles, clusters, the templates
+/// `partial`'s machines refer to, and every machine an operator declared (not the
+/// discovered or retired ones).
+async fn stored_config(store: &dyn Store, partial: &Config) -> anyhow::Result<Config> {
+    async fn setting<T: serde::de::DeserializeOwned>(store: &dyn Store, key: &str) -> anyhow::Result<Option<T>> {
+        match store.setting(key).await? {
+            Some(v) => Ok(Some(serde_json::from_str(&v).map_err(|e| anyhow::anyhow!("stored {key} is unreadable: {e}"))?)),
+            None => Ok(None),
+        }
+    }
+    let mut cfg = Config {
+        server: setting::<ServerSettings>(store, "config.server").await?.unwrap_or_default(),
+        dhcp: setting::<DhcpSettings>(store, "config.dhcp").await?.unwrap_or_default(),
+        tftp: setting::<TftpSettings>(store, "config.tftp").await?.unwrap_or_default(),
+        ssh_authorized_keys: setting(store, "config.ssh_authorized_keys").await?.unwrap_or_default(),
+        bundles: store.bundles().await?,
+        clusters: store.clusters().await?,
+        ..Config::default()
+    };
+    cfg.machines = store
+        .machines()
+        .await?
+        .into_iter()
+        .filter(|m| !matches!(m.state, MachineState::Discovered | MachineState::Retired))
+        .map(|m| m.spec)
+        .collect();
+    let wanted: std::collections::BTreeSet<&String> = partial.machines.iter().flat_map(|m| &m.templates).collect();
+    for name in wanted {
+        if let Some(butane) = store.template(name).await? {
+            cfg.templates.push(Template { name: name.clone(), butane });
+        }
+    }
+    Ok(cfg)
+}
+
+/// What `partial` names, taken from `merged` (so defaults are resolved against the whole).
+fn named_set(merged: &Config, partial: &Config) -> anyhow::Result<ApplySet> {
+    let named = |names: Vec<&str>, name: &str| names.contains(&name);
+    let machines: Vec<&str> = partial.machines.iter().map(|m| m.name.as_str()).collect();
+    let bundles: Vec<&str> = partial.bundles.iter().map(|b| b.name.as_str()).collect();
+    let clusters: Vec<&str> = partial.clusters.iter().map(|c| c.name.as_str()).collect();
+    let templates: Vec<&str> = partial.templates.iter().map(|t| t.name.as_str()).collect();
+    let mut settings = Vec::new();
+    let n = partial.named;
+    if n.server {
+        settings.push(("config.server".into(), serde_json::to_string(&merged.server)?));
+    }
+    if n.dhcp {
+        settings.push(("config.dhcp".into(), serde_json::to_string(&merged.dhcp)?));
+    }
+    if n.tftp {
+        settings.push(("config.tftp".into(), serde_json::to_string(&merged.tftp)?));
+    }
+    if n.ssh_authorized_keys {
+        settings.push(("config.ssh_authorized_keys".into(), serde_json::to_string(&merged.ssh_authorized_keys)?));
+    }
+    Ok(ApplySet {
+        machines: merged.machines.iter().filter(|m| named(machines.clone(), &m.name)).cloned().collect(),
+        bundles: merged.bundles.iter().filter(|b| named(bundles.clone(), &b.name)).cloned().collect(),
+        clusters: merged.clusters.iter().filter(|c| named(clusters.clone(), &c.name)).cloned().collect(),
+        templates: merged
+            .templates
+            .iter()
+            .filter(|t| named(templates.clone(), &t.name))
+            .map(|t| (t.name.clone(), t.butane.clone()))
+            .collect(),
+        settings,
+    })
+}
+
+/// `+ machine m3`, `~ cluster lab`, `= bundle fcos` (unchanged) for a dry run.
+fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
+    fn line<T: PartialEq>(kind: &str, name: &str, new: &T, old: Option<&T>) -> String {
+        let mark = match old {
+            None => "+",
+            Some(o) if o == new => "=",
+            Some(_) => "~",
+        };
+        format!("{mark} {kind} {name}")
+    }
+    let mut out = Vec::new();
+    for (k, v) in &set.settings {
+        let old = match k.as_str() {
+            "config.server" => serde_json::to_string(&stored.server).ok(),
+            "config.dhcp" => serde_json::to_string(&stored.dhcp).ok(),
+            "config.tftp" => serde_json::to_string(&stored.tftp).ok(),
+            _ => serde_json::to_string(&stored.ssh_authorized_keys).ok(),
+        };
+        out.push(line("setting", k.trim_start_matches("config."), v, old.as_ref()));
+    }
+    for b in &set.bundles {
+        out.push(line("bundle", &b.name, b, stored.bundles.iter().find(|x| x.name == b.name)));
+    }
+    for c in &set.clusters {
+        out.push(line("cluster", &c.name, c, stored.clusters.iter().find(|x| x.name == c.name)));
+    }
+    for (name, butane) in &set.templates {
+        out.push(line("template", name, butane, stored.templates.iter().find(|t| &t.name == name).map(|t| &t.butane)));
+    }
+    for m in &set.machines {
+        out.push(line("machine", &m.name, m, stored.machines.iter().find(|x| x.name == m.name)));
+    }
+    out
 }

@@ -1,0 +1,62 @@
+//! A newcomer's day with the CLI, step by step as README's "Using it" describes it,
+//! against the real binary: `init`, `serve`, then `apply -f` of small files that name only
+//! what they change. Nothing stored may be lost on the way.
+
+mod common;
+use common::*;
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIWorkflowTestKey admin@lab";
+
+fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let o = bootplane(dir).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn newcomer_applies_small_files_against_a_running_server() {
+    let top = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(top.path(), &["init", "demo"]);
+    assert!(ok, "{err}");
+    let demo = top.path().join("demo");
+    let starter = std::fs::read_to_string(demo.join("bootplane.yaml")).unwrap();
+    // The newcomer edits the starter bundle (its mirror, and where the OS reads its config)
+    // and adds their key.
+    let edited = starter
+        .replace("http://mirror.example/rescue", "http://198.18.0.9/rescue")
+        .replace("args: \"console=ttyS0 ip=dhcp\"", "args: \"console=ttyS0 ip=dhcp ignition.config.url={{ ignition_url }}\"");
+    assert_ne!(edited, starter, "the starter's bundle changed shape; update this walk");
+    std::fs::write(demo.join("bootplane.yaml"), format!("{edited}\nssh_authorized_keys: [\"{KEY}\"]\n")).unwrap();
+    let s = Server::start(&demo);
+
+    // A file elsewhere naming one machine, which uses the stored bundle `rescue`.
+    std::fs::create_dir(top.path().join("other")).unwrap();
+    let m3 = "machines:\n  - name: m3\n    hostname: m3.lab.internal\n    macs: [\"52:54:00:00:00:03\"]\n    bundle: rescue\n    provision: true\n";
+    std::fs::write(top.path().join("other/m3.yaml"), m3).unwrap();
+    let (ok, out, err) = run(&demo, &["apply", "-f", "../other/m3.yaml"]);
+    assert!(ok, "apply of a file naming one machine: {err}");
+    assert!(out.contains("1 machine(s) created"), "{out}");
+    assert!(!top.path().join("other/data").exists(), "apply wrote a second store beside the file");
+    assert_eq!(s.machine("m3")["state"], "provision");
+    assert_eq!(s.machine("example1")["state"], "ready", "the starter's machine is untouched");
+
+    // The stored ssh keys survived a file without any: the served Ignition still has them.
+    let (_, code, ign) = s.boot_and_fetch("m3", "52-54-00-00-00-03");
+    assert_eq!(code, 200, "{ign}");
+    assert!(ign.contains("WorkflowTestKey"), "ssh_authorized_keys lost by an apply that did not name them: {ign}");
+
+    // --dry-run says what would change and writes nothing.
+    let changed = m3.replace("m3.lab.internal", "m3b.lab.internal");
+    std::fs::write(top.path().join("other/m3.yaml"), &changed).unwrap();
+    let (ok, out, err) = run(&demo, &["apply", "-f", "../other/m3.yaml", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("~ machine m3") && out.contains("dry run: nothing written"), "{out}");
+    assert_eq!(s.machine("m3")["hostname"], "m3.lab.internal");
+    let (ok, out, _) = run(&demo, &["apply", "-f", "bootplane.yaml", "--dry-run"]);
+    assert!(ok && out.contains("= bundle rescue") && out.contains("= machine example1"), "{out}");
+
+    // A reference to something neither the file nor the store has is still an error.
+    std::fs::write(top.path().join("other/bad.yaml"), m3.replace("m3", "m4").replace(":03", ":04").replace("rescue", "nosuch")).unwrap();
+    let (ok, _, err) = run(&demo, &["apply", "-f", "../other/bad.yaml"]);
+    assert!(!ok && err.contains("bundle `nosuch` is not defined"), "{err}");
+    s.kill9();
+}
