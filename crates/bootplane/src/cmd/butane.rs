@@ -8,32 +8,57 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct ButaneArgs {
+    /// Print the version and exit.
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// Check the config without producing output.
+    #[arg(short, long)]
+    check: bool,
     /// Fail on any warning.
     #[arg(short, long)]
     strict: bool,
     /// Output formatted JSON.
     #[arg(short, long)]
     pretty: bool,
+    /// Never wrap in a MachineConfig; force Ignition output (the fcos and flatcar
+    /// variants always give Ignition, so this changes nothing here).
+    #[arg(short, long)]
+    raw: bool,
+    /// Show raw errors rather than pretty-printing them (ours are always one line each).
+    #[arg(long)]
+    raw_errors: bool,
+    /// Color of the messages: auto, always or never (they are never colored here).
+    #[arg(long, visible_alias = "colour", value_parser = ["auto", "always", "never", "yes", "no"], num_args = 0..=1, require_equals = true, default_value = "auto", default_missing_value = "always")]
+    color: String,
     /// Directory for `local:` file references.
     #[arg(short = 'd', long)]
     files_dir: Option<PathBuf>,
     /// Output file (default stdout).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Print only report lines (accepted for compatibility; this is the default form).
-    #[arg(short, long)]
-    raw_errors: bool,
+    /// Deprecated form of the input argument (as the Go tool keeps it).
+    #[arg(long = "input", hide = true, conflicts_with = "input")]
+    input_flag: Option<PathBuf>,
     /// Input file (default stdin).
     input: Option<PathBuf>,
 }
 
 pub fn run(a: ButaneArgs) -> anyhow::Result<ExitCode> {
+    if a.version {
+        println!("Butane {} (bootplane)", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = (a.raw, a.raw_errors, &a.color);
+    let input = a.input.as_ref().or(a.input_flag.as_ref());
     let mut text = String::new();
-    match &a.input {
-        Some(p) => text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        None => {
-            std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
-        }
+    let name = input.map(|p| p.display().to_string()).unwrap_or_else(|| "<stdin>".into());
+    let read = match input {
+        Some(p) => std::fs::read_to_string(p).map(|t| text = t),
+        None => std::io::stdin().read_to_string(&mut text).map(drop),
+    };
+    if let Err(e) = read {
+        eprintln!("failed to read {name}: {e}");
+        return Ok(ExitCode::from(1));
     }
     let opts = bootplane_butane::Options { files_dir: a.files_dir.as_deref() };
     match bootplane_butane::translate(&text, &opts) {
@@ -44,6 +69,9 @@ pub fn run(a: ButaneArgs) -> anyhow::Result<ExitCode> {
             if a.strict && !t.warnings.is_empty() {
                 eprintln!("Config produced warnings and --strict was specified");
                 return Ok(ExitCode::from(1));
+            }
+            if a.check {
+                return Ok(ExitCode::SUCCESS);
             }
             let mut out = bootplane_butane::to_json(&t.config, a.pretty);
             out.push('\n');
