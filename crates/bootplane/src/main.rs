@@ -20,11 +20,12 @@ struct Cli {
 pub struct StoreArgs {
     /// Data directory (SQLite database, admin token). Default: the config's
     /// `server.data_dir` (relative to that file), else `./data`.
-    #[arg(long, env = "BOOTPLANE_DATA_DIR")]
+    #[arg(long, global = true, env = "BOOTPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store URL instead of the embedded SQLite: `sqlite:///path/to/bootplane.db`
-    /// (PostgreSQL is planned, not yet built).
-    #[arg(long, env = "BOOTPLANE_DATABASE")]
+    /// Store URL instead of `bootplane.db` in the data directory: `sqlite:PATH` or
+    /// `sqlite://PATH` (the data directory is then the file's directory unless given).
+    /// PostgreSQL is planned, not yet built.
+    #[arg(long, global = true, env = "BOOTPLANE_DATABASE")]
     pub database: Option<String>,
 }
 
@@ -99,6 +100,10 @@ enum Cmd {
     Bundle {
         #[command(subcommand)]
         cmd: cmd::bundle::BundleCmd,
+        /// Config whose `server.data_dir` locates the store (default: ./bootplane.yaml
+        /// when it exists).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -152,7 +157,7 @@ fn main() -> ExitCode {
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
         Cmd::Butane(a) => cmd::butane::run(a),
         Cmd::Ignition { cmd } => cmd::ignition::run(cmd),
-        Cmd::Bundle { cmd, store } => cmd::bundle::run(cmd, store),
+        Cmd::Bundle { cmd, config, store } => cmd::bundle::run(cmd, config, store),
     };
     match result {
         Ok(code) => code,

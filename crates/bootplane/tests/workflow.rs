@@ -60,3 +60,27 @@ fn newcomer_applies_small_files_against_a_running_server() {
     assert!(!ok && err.contains("bundle `nosuch` is not defined"), "{err}");
     s.kill9();
 }
+
+#[test]
+fn store_flags_work_in_every_position_and_the_store_keeps_its_files_together() {
+    let d = workdir("bundles:\n  - {name: g, os: generic, kernel: {url: http://198.18.0.9/k}}\n");
+    let files = d.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("kernel"), b"kernel").unwrap();
+    std::fs::write(files.join("initrd"), b"initrd").unwrap();
+    let store = d.path().join("elsewhere");
+    // The data directory after the subcommand's own arguments.
+    let (ok, _, err) = run(d.path(), &["bundle", "import", "files", "--name", "rescue2", "--os", "generic", "--data-dir", store.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("store in {}", store.display())), "{err}");
+    let (ok, out, err) = run(d.path(), &["bundle", "list", "--json", "--data-dir", store.to_str().unwrap()]);
+    assert!(ok && out.contains("rescue2"), "{out}{err}");
+    assert!(!d.path().join("data").exists(), "a second store appeared in ./data");
+
+    // `serve --database sqlite:PATH`: the key and token live beside that database.
+    let s = Server::start_with(d.path(), &["--config", "bootplane.yaml", "--database", "sqlite:site/bootplane.db"]);
+    assert_eq!(s.get("/healthz").0, 200);
+    s.kill9();
+    assert!(d.path().join("site/bootplane.db").exists() && d.path().join("site/secret.key").exists());
+    assert!(!d.path().join("data").exists(), "serve wrote into ./data although the database is elsewhere");
+}

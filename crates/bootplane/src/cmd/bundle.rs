@@ -110,11 +110,17 @@ struct Env {
     content: ContentStore,
 }
 
-fn env(args: &StoreArgs) -> anyhow::Result<Env> {
-    // The config (if any) decides where the data directory is.
-    let cfg_path = PathBuf::from("bootplane.yaml");
-    let cfg = if cfg_path.exists() { Config::parse(&cfg_path)? } else { Config::default() };
-    let dir = data_dir(args, &cfg, cfg_path.exists().then_some(cfg_path.as_path()));
+fn env(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Env> {
+    // The data directory: as for every subcommand (`--config`, else ./bootplane.yaml as
+    // `serve` reads it), said on stderr so a second store never appears unnoticed.
+    let default = PathBuf::from("bootplane.yaml");
+    let cfg_path = config.map(Path::to_path_buf).or_else(|| default.exists().then_some(default));
+    let cfg = match &cfg_path {
+        Some(p) => Config::parse(p)?,
+        None => Config::default(),
+    };
+    let dir = data_dir(args, &cfg, cfg_path.as_deref());
+    eprintln!("bootplane: store in {}", dir.display());
     Ok(Env { store: open_store(args, &dir)?, content: ContentStore::new(&dir) })
 }
 
@@ -209,8 +215,8 @@ fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(cmd: BundleCmd, args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let e = env(&args)?;
+pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let e = env(&args, config.as_deref())?;
     match cmd {
         BundleCmd::Import { dir, name, os, arch } => import(&e, &dir, &name, os, &arch),
         BundleCmd::Fetch { source } => {

@@ -27,6 +27,13 @@ pub fn data_dir(args: &StoreArgs, cfg: &Config, config_path: Option<&Path>) -> P
     if let Some(d) = &args.data_dir {
         return d.clone();
     }
+    // The token and key belong beside the database the operator named.
+    if let Some(db) = args.database.as_deref().and_then(sqlite_path) {
+        return match db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    }
     match &cfg.server.data_dir {
         Some(d) if d.is_absolute() => d.clone(),
         Some(d) => {
@@ -46,8 +53,9 @@ pub fn default_data_dir() -> PathBuf {
 pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     match args.database.as_deref() {
         None => Ok(Arc::new(SqliteStore::open(data_dir)?)),
-        Some(url) if url.starts_with("sqlite://") => {
-            let path = Path::new(url.trim_start_matches("sqlite://"));
+        Some(url) if sqlite_path(url).is_some() => {
+            let path = sqlite_path(url).unwrap_or_default();
+            let path = path.as_path();
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
@@ -56,8 +64,15 @@ pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn S
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             bail!("--database {}: the PostgreSQL backend is not built yet; use the embedded SQLite store (omit --database)", redact(url))
         }
-        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:///PATH", redact(url)),
+        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:PATH or sqlite://PATH", redact(url)),
     }
+}
+
+/// The file of a `sqlite:PATH` / `sqlite://PATH` store URL.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
 
 /// A URL without its password, for messages.
