@@ -31,6 +31,10 @@ pub struct Attempt {
     /// First fetch of each config kind.
     #[serde(default)]
     pub fetched: BTreeMap<String, Fetch>,
+    /// The bundle revision the installer answer named: the machine's configs are built
+    /// from it even if the bundle is redefined during the install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_revision: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +96,7 @@ pub fn is_nonce(s: &str) -> bool {
 
 impl Attempt {
     pub fn new(nonce: &str, ip: Option<IpAddr>, now: i64) -> Self {
-        Attempt { nonce_sha256: digest(nonce), ip, issued: now, counted: false, fetched: BTreeMap::new() }
+        Attempt { nonce_sha256: digest(nonce), ip, issued: now, counted: false, fetched: BTreeMap::new(), bundle_revision: None }
     }
 
     /// Whether `presented` may fetch `kind` from `from` at `now`. `leased_to_machine`

@@ -168,6 +168,10 @@ pub struct Bundle {
     /// Air-gapped k3s on fcos: the `k3s-selinux` RPM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s_selinux: Option<Artifact>,
+    /// The store's revision of this definition (1, then +1 per changed definition); 0 for
+    /// a bundle read from a file. Set by the store, never written in YAML.
+    #[serde(skip)]
+    pub revision: u32,
 }
 
 fn default_arch() -> String {
@@ -193,6 +197,16 @@ impl Bundle {
             k3s: None,
             k3s_images: None,
             k3s_selinux: None,
+            revision: 0,
+        }
+    }
+
+    /// `name@revision` for a stored bundle (so its URLs keep naming the files a machine
+    /// started with after the bundle is redefined), else the name.
+    pub fn pinned_name(&self) -> String {
+        match self.revision {
+            0 => self.name.clone(),
+            r => format!("{}@{r}", self.name),
         }
     }
 

@@ -82,7 +82,7 @@ pub fn k3s_env(k: &K3sInputs<'_>, server: &str) -> String {
             ("k3s_selinux", "K3S_SELINUX_RPM_URL", "K3S_SELINUX_RPM_SHA256"),
         ] {
             if let Some(a) = b.artifact(role) {
-                env.push((url_key, artifact_url(server, &b.name, role, a)));
+                env.push((url_key, artifact_url(server, &b.pinned_name(), role, a)));
                 if let Some(h) = &a.sha256 {
                     env.push((sha_key, h.clone()));
                 }

@@ -25,8 +25,16 @@ pub struct Located {
 }
 
 /// Finds `role` of `bundle` in the local content store, or says why not.
+/// `bundle` may pin a revision (`name@2`), as the URLs in installer answers do.
 pub async fn locate(s: &Shared, bundle: &str, role: &str) -> Result<Located, (StatusCode, String)> {
-    let b = match s.store.bundle(bundle).await {
+    let found = match bundle.split_once('@') {
+        Some((name, rev)) => match rev.parse::<u32>() {
+            Ok(rev) => s.store.bundle_revision(name, rev).await,
+            Err(_) => return Err((StatusCode::NOT_FOUND, format!("`{rev}` is not a bundle revision"))),
+        },
+        None => s.store.bundle(bundle).await,
+    };
+    let b = match found {
         Ok(Some(b)) => b,
         Ok(None) => return Err((StatusCode::NOT_FOUND, format!("no bundle named `{bundle}`"))),
         Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))),

@@ -155,7 +155,8 @@ pub async fn boot_decision(
     match &decision {
         BootDecision::Install { machine: name, .. } => {
             let ip = source.as_deref().and_then(|s| s.parse().ok());
-            let attempt = bootplane_core::attempt::Attempt::new(&nonce, ip, chrono::Utc::now().timestamp());
+            let mut attempt = bootplane_core::attempt::Attempt::new(&nonce, ip, chrono::Utc::now().timestamp());
+            attempt.bundle_revision = bundle.as_ref().map(|b| b.revision).filter(|r| *r > 0);
             let stored = serde_json::to_string(&attempt).map_err(|e| bootplane_store::StoreError::Backend(e.to_string()))?;
             if let Err(e) = s.store.set_setting(&crate::machine_config::attempt_key(name), &stored).await {
                 tracing::warn!("{name}: not serving installer: {e}");

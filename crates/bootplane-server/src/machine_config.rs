@@ -64,9 +64,18 @@ impl Loaded {
 
 pub async fn load(s: &Shared, record: MachineRecord, headers: &HeaderMap) -> Result<Loaded, Response> {
     let spec = &record.spec;
-    let bundle = match &spec.bundle {
-        Some(b) => s.store.bundle(b).await.map_err(store_error)?,
-        None => None,
+    // The revision the machine's install started with, while its attempt is on record.
+    let pinned = match s.store.setting(&attempt_key(&spec.name)).await {
+        Ok(Some(a)) => serde_json::from_str::<bootplane_core::attempt::Attempt>(&a).ok().and_then(|a| a.bundle_revision),
+        _ => None,
+    };
+    let bundle = match (&spec.bundle, pinned) {
+        (Some(b), Some(rev)) => match s.store.bundle_revision(b, rev).await.map_err(store_error)? {
+            Some(pinned) => Some(pinned),
+            None => s.store.bundle(b).await.map_err(store_error)?,
+        },
+        (Some(b), None) => s.store.bundle(b).await.map_err(store_error)?,
+        (None, _) => None,
     };
     let mut templates = Vec::new();
     for t in &spec.templates {

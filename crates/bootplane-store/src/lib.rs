@@ -93,6 +93,8 @@ pub struct ApplyReport {
     pub machines_adopted: u32,
     pub machines_provisioned: u32,
     pub bundles_created: u32,
+    /// Bundles whose definition changed: each got a new revision.
+    pub bundles_revised: u32,
     pub clusters: u32,
     pub templates: u32,
 }
@@ -161,6 +163,10 @@ pub trait Store: Send + Sync + 'static {
     async fn machine_counts(&self) -> Result<Vec<(MachineState, u64)>>;
     async fn bundle(&self, name: &str) -> Result<Option<Bundle>>;
     async fn bundles(&self) -> Result<Vec<Bundle>>;
+    /// One revision of a bundle: the current one or an earlier one a machine still uses.
+    async fn bundle_revision(&self, name: &str, revision: u32) -> Result<Option<Bundle>>;
+    /// Every earlier revision of every bundle (their files must outlive a gc).
+    async fn bundle_history(&self) -> Result<Vec<Bundle>>;
     async fn cluster(&self, name: &str) -> Result<Option<Cluster>>;
     async fn clusters(&self) -> Result<Vec<Cluster>>;
     async fn template(&self, name: &str) -> Result<Option<String>>;

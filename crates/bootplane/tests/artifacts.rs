@@ -190,15 +190,8 @@ fn gc_never_removes_a_bundle_in_use() {
         let o = bp(d.path(), &["bundle", "import", dir.to_str().unwrap(), "--name", name, "--os", "generic"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    // The machine refers to a bundle only the store knows: apply needs it in the file.
-    std::fs::write(
-        d.path().join("m.yaml"),
-        format!(
-            "bundles:\n{}machines:\n  - {{name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: used}}\n",
-            serde_yaml_bundle(d.path(), "used")
-        ),
-    )
-    .unwrap();
+    // The machine refers to a bundle only the store knows (imported): apply resolves it.
+    std::fs::write(d.path().join("m.yaml"), "machines:\n  - {name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: used}\n").unwrap();
     let o = bp(d.path(), &["apply", "-f", "m.yaml", "--data-dir", d.path().join("data").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let files_before = count_files(&d.path().join("data/artifacts/sha256"));
@@ -212,16 +205,6 @@ fn gc_never_removes_a_bundle_in_use() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["local"], true);
     assert_eq!(list[0]["machines"], 1);
-}
-
-/// The `used` bundle as the store has it, as YAML for a config file.
-fn serde_yaml_bundle(dir: &Path, name: &str) -> String {
-    let o = bp(dir, &["bundle", "list", "--json"]);
-    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mut b = list.as_array().unwrap().iter().find(|b| b["name"] == name).unwrap().clone();
-    b.as_object_mut().unwrap().remove("machines");
-    b.as_object_mut().unwrap().remove("local");
-    format!("  - {}\n", serde_json::to_string(&b).unwrap())
 }
 
 fn count_files(p: &Path) -> usize {
@@ -381,4 +364,50 @@ fn fetch_flatcar_and_plain_urls() {
     // A wrong digest in the URL list is refused.
     let o = bp(d.path(), &["bundle", "fetch", "urls", "--name", "bad", "--os", "generic", "--file", &format!("kernel={}/plain/vmlinuz#{}", m.url, "0".repeat(64))]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn a_redefined_bundle_keeps_serving_the_revision_an_install_started_with() {
+    let d = workdir("server: { listen: 127.0.0.1:0 }\n");
+    let import = |seed: u8| {
+        let src = d.path().join(format!("rel{seed}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("kernel"), blob(50_000, seed)).unwrap();
+        std::fs::write(src.join("initrd"), blob(1000, 1)).unwrap();
+        let args = "console=ttyS0 ignition.config.url={{ ignition_url }}";
+        bp(d.path(), &["bundle", "import", src.to_str().unwrap(), "--name", "os1", "--os", "generic", "--args", args])
+    };
+    assert!(import(1).status.success());
+    let s = Server::start(d.path());
+    std::fs::write(d.path().join("m.yaml"), "machines:\n  - {name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: os1, provision: true}\n").unwrap();
+    let o = bp(d.path(), &["apply", "-f", "m.yaml"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (script, code, _) = s.boot_and_fetch("m1", "52-54-00-00-00-01");
+    assert_eq!(code, 200);
+    assert!(script.contains("/artifacts/os1@1/kernel"), "{script}");
+    assert_eq!(s.machine("m1")["state"], "installing");
+
+    // Redefined mid-install (a new kernel): a new revision, the old files stay served.
+    let o = import(2);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("new revision"), "{o:?}");
+    let (_, old) = curl(&[&format!("{}/artifacts/os1@1/kernel", s.url)]);
+    let (_, new) = curl(&[&format!("{}/artifacts/os1@2/kernel", s.url)]);
+    let (_, current) = curl(&[&format!("{}/artifacts/os1/kernel", s.url)]);
+    assert_eq!((sha(&old), sha(&new), sha(&current)), (sha(&blob(50_000, 1)), sha(&blob(50_000, 2)), sha(&blob(50_000, 2))));
+    // gc keeps the files of the earlier revision.
+    assert!(bp(d.path(), &["bundle", "gc"]).status.success());
+    assert_eq!(sha(&curl(&[&format!("{}/artifacts/os1@1/kernel", s.url)]).1), sha(&blob(50_000, 1)));
+    // The next install takes the new revision.
+    let (script, _, _) = s.boot_and_fetch("m1", "52-54-00-00-00-01");
+    assert!(script.contains("/artifacts/os1@2/kernel"), "{script}");
+    let list: serde_json::Value = serde_json::from_slice(&bp(d.path(), &["bundle", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["revision"], 2);
+
+    // rm refuses a bundle in use, then removes it with its history.
+    let o = bp(d.path(), &["bundle", "rm", "os1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("used by machine(s) m1"), "{o:?}");
+    std::fs::write(d.path().join("m.yaml"), "machines:\n  - {name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"]}\n").unwrap();
+    assert!(bp(d.path(), &["apply", "-f", "m.yaml"]).status.success());
+    assert!(bp(d.path(), &["bundle", "rm", "os1"]).status.success());
+    assert_eq!(curl(&[&format!("{}/artifacts/os1@1/kernel", s.url)]).0.lines().next().unwrap_or(""), "HTTP/1.1 404 Not Found");
 }

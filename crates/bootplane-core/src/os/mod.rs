@@ -37,7 +37,7 @@ impl InstallContext<'_> {
     /// Where a machine downloads one of the bundle's files: the artifact's own URL, or
     /// bootplane's artifact endpoint.
     pub fn artifact_url(&self, role: &str, a: &Artifact) -> String {
-        crate::node::artifact_url(self.server, &self.bundle.name, role, a)
+        crate::node::artifact_url(self.server, &self.bundle.pinned_name(), role, a)
     }
 }
 

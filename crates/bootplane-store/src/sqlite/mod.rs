@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_leases.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_bundle_revisions.sql")),
 ];
 
 const MACHINE_COLS: &str =
@@ -475,15 +476,31 @@ impl Store for SqliteStore {
             }
             for b in &set.bundles {
                 let json = serde_json::to_string(b).map_err(be)?;
-                let existing: Option<String> =
-                    tx.query_row("SELECT spec FROM bundles WHERE name = ?1", [&b.name], |r| r.get(0)).optional().map_err(be)?;
+                let existing: Option<(String, u32, String)> = tx
+                    .query_row("SELECT spec, revision, created FROM bundles WHERE name = ?1", [&b.name], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                    .map_err(be)?;
                 match existing {
-                    Some(old) if serde_json::from_str::<Bundle>(&old).ok().as_ref() == Some(b) => {}
-                    Some(_) => {
-                        return Err(StoreError::Conflict(format!(
-                            "bundle {} already exists with different contents; bundles are immutable, give the new one another name",
-                            b.name
-                        )))
+                    Some((old, _, _)) if serde_json::from_str::<Bundle>(&old).ok().as_ref() == Some(&unpinned(b)) => {}
+                    // A new revision; the old one stays readable for machines that use it.
+                    Some((old, revision, created)) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO bundle_revisions (name, revision, spec, created) VALUES (?1, ?2, ?3, ?4)",
+                            params![b.name, revision, old, created],
+                        )
+                        .map_err(be)?;
+                        tx.execute(
+                            "UPDATE bundles SET spec = ?2, revision = ?3, created = ?4 WHERE name = ?1",
+                            params![b.name, json, revision + 1, now()],
+                        )
+                        .map_err(be)?;
+                        insert_event(
+                            tx,
+                            &NewEvent::new(None, "bundle.revised", None, serde_json::json!({ "bundle": b.name, "revision": revision + 1 })),
+                        )?;
+                        report.bundles_revised += 1;
                     }
                     None => {
                         tx.execute("INSERT INTO bundles (name, spec, created) VALUES (?1, ?2, ?3)", params![b.name, json, now()])
@@ -568,16 +585,37 @@ impl Store for SqliteStore {
 
     async fn bundle(&self, name: &str) -> Result<Option<Bundle>> {
         self.read_inline(|c| {
-            let s: Option<String> = c
-                .prepare_cached("SELECT spec FROM bundles WHERE name = ?1")
-                .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+            let s: Option<(String, u32)> = c
+                .prepare_cached("SELECT spec, revision FROM bundles WHERE name = ?1")
+                .and_then(|mut st| st.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(be)?;
-            s.map(|s| serde_json::from_str(&s).map_err(be)).transpose()
+            s.map(|(s, revision)| serde_json::from_str(&s).map(|b| Bundle { revision, ..b }).map_err(be)).transpose()
         })
     }
 
+    async fn bundle_revision(&self, name: &str, revision: u32) -> Result<Option<Bundle>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let s: Option<String> = c
+                .query_row(
+                    "SELECT spec FROM bundles WHERE name = ?1 AND revision = ?2 \
+                     UNION ALL SELECT spec FROM bundle_revisions WHERE name = ?1 AND revision = ?2",
+                    params![name, revision],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(be)?;
+            s.map(|s| serde_json::from_str(&s).map(|b| Bundle { revision, ..b }).map_err(be)).transpose()
+        })
+        .await
+    }
+
+    async fn bundle_history(&self) -> Result<Vec<Bundle>> {
+        self.run(|c| revisions(c, "SELECT spec, revision FROM bundle_revisions ORDER BY name, revision")).await
+    }
+
     async fn bundles(&self) -> Result<Vec<Bundle>> {
-        self.run(|c| all_specs(c, "SELECT spec FROM bundles ORDER BY name")).await
+        self.run(|c| revisions(c, "SELECT spec, revision FROM bundles ORDER BY name")).await
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Cluster>> {
@@ -614,6 +652,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("bundle {name} is used by machine(s) {}", users.join(", "))));
             }
             tx.execute("DELETE FROM bundles WHERE name = ?1", [&name]).map_err(be)?;
+            tx.execute("DELETE FROM bundle_revisions WHERE name = ?1", [&name]).map_err(be)?;
             Ok(())
         })
         .await
@@ -886,3 +925,19 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+/// The definition without its stored revision, for comparing with a stored spec.
+fn unpinned(b: &Bundle) -> Bundle {
+    Bundle { revision: 0, ..b.clone() }
+}
+
+/// Bundles with their revision from `sql` (`SELECT spec, revision ...`).
+fn revisions(c: &Connection, sql: &str) -> Result<Vec<Bundle>> {
+    let mut st = c.prepare(sql).map_err(be)?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))).map_err(be)?;
+    rows.map(|r| {
+        let (s, revision) = r.map_err(be)?;
+        serde_json::from_str(&s).map(|b| Bundle { revision, ..b }).map_err(be)
+    })
+    .collect()
+}

@@ -105,13 +105,27 @@ async fn mac_owned_by_another_machine_is_refused_atomically() {
 }
 
 #[tokio::test]
-async fn bundles_are_immutable() {
+async fn a_changed_bundle_is_a_new_revision_and_the_old_one_stays_readable() {
     let (_d, s) = store();
     s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
-    s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    let again = s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    assert_eq!((again.bundles_created, again.bundles_revised), (0, 0), "the same definition is no new revision");
+    let name = bundle().name;
+    assert_eq!(s.bundle(&name).await.unwrap().unwrap().revision, 1);
     let mut b = bundle();
     b.args = Some("changed".into());
-    assert!(s.apply(ApplySet { bundles: vec![b], ..Default::default() }).await.unwrap_err().to_string().contains("immutable"));
+    let r = s.apply(ApplySet { bundles: vec![b], ..Default::default() }).await.unwrap();
+    assert_eq!(r.bundles_revised, 1);
+    let now = s.bundle(&name).await.unwrap().unwrap();
+    assert_eq!((now.revision, now.args.as_deref()), (2, Some("changed")));
+    let first = s.bundle_revision(&name, 1).await.unwrap().unwrap();
+    assert_eq!((first.revision, first.args), (1, bundle().args));
+    assert_eq!(s.bundle_revision(&name, 2).await.unwrap().unwrap().args.as_deref(), Some("changed"));
+    assert!(s.bundle_revision(&name, 3).await.unwrap().is_none());
+    assert_eq!(s.bundle_history().await.unwrap().len(), 1);
+    assert!(s.events(EventQuery { limit: 100, ..Default::default() }).await.unwrap().iter().any(|e| e.kind == "bundle.revised"));
+    s.delete_bundle(&name).await.unwrap();
+    assert!(s.bundle_revision(&name, 1).await.unwrap().is_none() && s.bundle_history().await.unwrap().is_empty());
 }
 
 #[tokio::test]

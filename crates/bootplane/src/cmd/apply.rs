@@ -5,6 +5,7 @@
 use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
 use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings};
+use bootplane_core::model::Bundle;
 use bootplane_core::state::MachineState;
 use bootplane_store::{ApplySet, Store};
 use std::path::Path;
@@ -136,7 +137,8 @@ fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
         out.push(line("setting", k.trim_start_matches("config."), v, old.as_ref()));
     }
     for b in &set.bundles {
-        out.push(line("bundle", &b.name, b, stored.bundles.iter().find(|x| x.name == b.name)));
+        let old = stored.bundles.iter().find(|x| x.name == b.name).map(|x| Bundle { revision: b.revision, ..x.clone() });
+        out.push(line("bundle", &b.name, b, old.as_ref()));
     }
     for c in &set.clusters {
         out.push(line("cluster", &c.name, c, stored.clusters.iter().find(|x| x.name == c.name)));

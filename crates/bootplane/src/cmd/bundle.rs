@@ -34,12 +34,23 @@ pub enum BundleCmd {
         os: OsKind,
         #[arg(long, default_value = "x86_64")]
         arch: String,
+        /// Kernel arguments (a template for generic bundles, as `args` in YAML).
+        #[arg(long)]
+        args: Option<String>,
+        /// Default Butane `variant version` for its machines, e.g. "fcos 1.5.0".
+        #[arg(long)]
+        butane_version: Option<String>,
+        /// The image is not signed (coreos-installer --insecure), as `insecure_image` in YAML.
+        #[arg(long)]
+        insecure_image: bool,
     },
     /// Bundles in the store, their files, and how many machines use each.
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a bundle and its earlier revisions; refused while a machine uses it.
+    Rm { name: String },
     /// Delete stored files no bundle refers to; with --prune-bundles, first drop bundles
     /// no machine uses. A bundle in use by a machine is never touched.
     Gc {
@@ -195,8 +206,8 @@ fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Result<ExitCode> {
-    let mut b = Bundle::new(name, os, arch);
+fn import(e: &Env, dir: &Path, mut b: Bundle) -> anyhow::Result<ExitCode> {
+    let name = b.name.clone();
     let mut any = false;
     for role in ROLES {
         let p = dir.join(role);
@@ -210,15 +221,32 @@ fn import(e: &Env, dir: &Path, name: &str, os: OsKind, arch: &str) -> anyhow::Re
     if !any {
         bail!("{}: no files named by role ({})", dir.display(), ROLES.join(", "));
     }
-    runtime()?.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
-    println!("bundle {name} recorded");
+    // The same lints as a bundle in YAML (secrets in args, butane_version, signatures).
+    let cfg = Config { bundles: vec![b.clone()], ..Config::default() };
+    let errors: Vec<String> = bootplane_config::lint(&cfg)
+        .into_iter()
+        .filter(|f| f.severity == bootplane_config::Severity::Error)
+        .map(|f| f.message)
+        .collect();
+    if !errors.is_empty() {
+        bail!("bundle {name} not recorded:\n  {}", errors.join("\n  "));
+    }
+    let r = runtime()?.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
+    match (r.bundles_created, r.bundles_revised) {
+        (1, _) => println!("bundle {name} recorded"),
+        (_, 1) => println!("bundle {name} recorded as a new revision; machines mid-install keep the previous one"),
+        _ => println!("bundle {name} unchanged"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<ExitCode> {
     let e = env(&args, config.as_deref())?;
     match cmd {
-        BundleCmd::Import { dir, name, os, arch } => import(&e, &dir, &name, os, &arch),
+        BundleCmd::Import { dir, name, os, arch, args, butane_version, insecure_image } => {
+            let b = Bundle { args, butane_version, insecure_image, ..Bundle::new(&name, os, &arch) };
+            import(&e, &dir, b)
+        }
         BundleCmd::Fetch { source } => {
             let agent = agent();
             let mut keyring_arg: Option<PathBuf> = None;
@@ -264,6 +292,7 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
                     .iter()
                     .map(|b| {
                         let mut v = serde_json::to_value(b).unwrap_or_default();
+                        v["revision"] = serde_json::json!(b.revision);
                         v["machines"] = serde_json::json!(users.get(b.name.as_str()).copied().unwrap_or(0));
                         v["local"] = serde_json::json!(artifacts(b).iter().all(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))));
                         v
@@ -274,7 +303,7 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
             }
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header(["NAME", "OS", "ARCH", "FILES", "STORED", "MACHINES"]);
+            t.set_header(["NAME", "REV", "OS", "ARCH", "FILES", "STORED", "MACHINES"]);
             for b in &bundles {
                 let arts = artifacts(b);
                 let files: Vec<String> = arts
@@ -286,9 +315,21 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
                     .collect();
                 let local = arts.iter().filter(|(_, a)| a.sha256.as_deref().is_some_and(|h| e.content.has(h))).count();
                 let stored = if local == arts.len() { "local".to_string() } else if local == 0 { "remote".to_string() } else { format!("{local}/{}", arts.len()) };
-                t.add_row([b.name.clone(), b.os.as_str().to_string(), b.arch.clone(), files.join(", "), stored, users.get(b.name.as_str()).copied().unwrap_or(0).to_string()]);
+                t.add_row([b.name.clone(), b.revision.to_string(), b.os.as_str().to_string(), b.arch.clone(), files.join(", "), stored, users.get(b.name.as_str()).copied().unwrap_or(0).to_string()]);
             }
             println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCmd::Rm { name } => {
+            let rt = runtime()?;
+            if rt.block_on(e.store.bundle(&name))?.is_none() {
+                bail!("no bundle named `{name}` in the store (bootplane bundle list shows them)");
+            }
+            rt.block_on(e.store.delete_bundle(&name)).map_err(|err| match err {
+                bootplane_store::StoreError::Conflict(why) => anyhow::anyhow!("{why}; point them at another bundle first (bootplane apply)"),
+                other => other.into(),
+            })?;
+            println!("removed bundle {name}; `bootplane bundle gc` deletes its files");
             Ok(ExitCode::SUCCESS)
         }
         BundleCmd::Gc { prune_bundles } => {
@@ -302,8 +343,10 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
                     }
                 }
             }
-            let keep: HashSet<String> = rt
-                .block_on(e.store.bundles())?
+            // Earlier revisions too: a machine mid-install still downloads their files.
+            let mut all = rt.block_on(e.store.bundles())?;
+            all.extend(rt.block_on(e.store.bundle_history())?);
+            let keep: HashSet<String> = all
                 .iter()
                 .flat_map(|b| artifacts(b).into_iter().filter_map(|(_, a)| a.sha256.clone()).collect::<Vec<_>>())
                 .collect();
