@@ -59,6 +59,18 @@ fn newcomer_applies_small_files_against_a_running_server() {
     let (ok, _, err) = run(&demo, &["apply", "-f", "../other/bad.yaml"]);
     assert!(!ok && err.contains("bundle `nosuch` is not defined"), "{err}");
     s.kill9();
+
+    // Editing the starter bundle after the first serve: the restart takes it as a new
+    // revision instead of refusing to start, and keeps what `apply` added.
+    let text = std::fs::read_to_string(demo.join("bootplane.yaml")).unwrap();
+    std::fs::write(demo.join("bootplane.yaml"), text.replace("console=ttyS0 ip=dhcp", "console=ttyS1 ip=dhcp")).unwrap();
+    let s = Server::start(&demo);
+    assert_eq!(s.machine("m3")["state"], "installing");
+    let (script, _, _) = s.boot_and_fetch("m3", "52-54-00-00-00-03");
+    assert!(script.contains("console=ttyS1 ip=dhcp"), "the next install takes the new revision: {script}");
+    let (ok, out, _) = run(&demo, &["bundle", "list"]);
+    assert!(ok && out.contains("rescue") && out.contains(" 2 "), "{out}");
+    s.kill9();
 }
 
 #[test]
