@@ -69,9 +69,13 @@ enum Cmd {
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// Print what would change (+ new, ~ changed, = unchanged) and write nothing.
+        /// Print what would change (+ new, ~ changed, = unchanged, - pruned) and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove what the file set no longer names: machines are retired, unused
+        /// bundles removed (clusters and templates are kept).
+        #[arg(long)]
+        prune: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -149,7 +153,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Init { dir, force } => cmd::init::run(&dir, force),
         Cmd::Serve { config, listen, store } => cmd::serve::run(config, listen, store),
-        Cmd::Apply { file, dry_run, store } => cmd::apply::run(&file, store, dry_run),
+        Cmd::Apply { file, dry_run, prune, store } => cmd::apply::run(&file, store, dry_run, prune),
         Cmd::Check { path, json } => cmd::check::run(&path, json),
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::Cluster { cmd, client } => cmd::cluster::run(cmd, client),

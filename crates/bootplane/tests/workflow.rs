@@ -96,3 +96,30 @@ fn store_flags_work_in_every_position_and_the_store_keeps_its_files_together() {
     assert!(d.path().join("site/bootplane.db").exists() && d.path().join("site/secret.key").exists());
     assert!(!d.path().join("data").exists(), "serve wrote into ./data although the database is elsewhere");
 }
+
+#[test]
+fn prune_retires_machines_and_drops_unused_bundles_the_files_no_longer_name() {
+    let all = "bundles:\n  - {name: g1, os: generic, kernel: {url: http://198.18.0.9/k}}\n  - {name: g2, os: generic, kernel: {url: http://198.18.0.9/k2}}\n\
+               machines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:0a\"], bundle: g1}\n  - {name: b, hostname: b, macs: [\"52:54:00:00:00:0b\"], bundle: g1}\n";
+    let fewer = "bundles:\n  - {name: g1, os: generic, kernel: {url: http://198.18.0.9/k}}\nmachines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:0a\"], bundle: g1}\n";
+    // bootplane.yaml (what `serve` reads below) is the site after the change.
+    let d = workdir(fewer);
+    std::fs::write(d.path().join("all.yaml"), all).unwrap();
+    let (ok, _, err) = run(d.path(), &["apply", "-f", "all.yaml"]);
+    assert!(ok, "{err}");
+    std::fs::write(d.path().join("site.yaml"), fewer).unwrap();
+    let (ok, out, err) = run(d.path(), &["apply", "-f", "site.yaml", "--prune", "--dry-run"]);
+    assert!(ok && out.contains("- machine b") && out.contains("- bundle g2") && !out.contains("- machine a"), "{out}{err}");
+    // Without --prune nothing is removed.
+    let (ok, out, _) = run(d.path(), &["apply", "-f", "site.yaml"]);
+    assert!(ok && !out.contains("pruned"), "{out}");
+    let (ok, out, err) = run(d.path(), &["apply", "-f", "site.yaml", "--prune"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pruned machine b: retired") && out.contains("pruned bundle g2: removed"), "{out}");
+    let (_, out, _) = run(d.path(), &["bundle", "list", "--json"]);
+    assert!(out.contains("\"g1\"") && !out.contains("\"g2\""), "{out}");
+    let s = Server::start(d.path());
+    assert_eq!(s.machine("b")["state"], "retired");
+    assert_eq!(s.machine("a")["state"], "ready");
+    s.kill9();
+}

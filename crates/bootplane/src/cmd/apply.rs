@@ -6,12 +6,12 @@ use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
 use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings};
 use bootplane_core::model::Bundle;
-use bootplane_core::state::MachineState;
+use bootplane_core::state::{MachineState, Trigger};
 use bootplane_store::{ApplySet, Store};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(file: &Path, args: StoreArgs, dry_run: bool) -> anyhow::Result<ExitCode> {
+pub fn run(file: &Path, args: StoreArgs, dry_run: bool, prune: bool) -> anyhow::Result<ExitCode> {
     let partial = Config::parse(file)?;
     let dir = data_dir(&args, &partial, Some(file));
     let rt = runtime()?;
@@ -28,12 +28,37 @@ pub fn run(file: &Path, args: StoreArgs, dry_run: bool) -> anyhow::Result<ExitCo
         for line in diff(&before, &named_set(&merged, &partial)?) {
             println!("{line}");
         }
+        if prune {
+            for (kind, name) in prunable(&before, &partial) {
+                println!("- {kind} {name}");
+            }
+        }
         println!("dry run: nothing written to {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(&args, &dir)?;
     let set = named_set(&merged, &partial)?;
     let report = rt.block_on(store.apply(set))?;
+    if prune {
+        for (kind, name) in prunable(&before, &partial) {
+            let done = match kind {
+                "machine" => rt
+                    .block_on(store.transition(
+                        &name,
+                        MachineState::Retired,
+                        Trigger::AdminRetire,
+                        None,
+                        serde_json::json!(format!("pruned: {} no longer names it", file.display())),
+                    ))
+                    .map(|_| "retired (its history stays; `machines show` has it)".to_string()),
+                _ => rt.block_on(store.delete_bundle(&name)).map(|_| "removed".to_string()),
+            };
+            match done {
+                Ok(what) => println!("pruned {kind} {name}: {what}"),
+                Err(e) => println!("kept {kind} {name}: {e}"),
+            }
+        }
+    }
     println!(
         "applied {}: {} machine(s) created, {} updated, {} adopted from discovered, {} set to provision; {} new bundle(s)",
         file.display(),
@@ -148,6 +173,24 @@ fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
     }
     for m in &set.machines {
         out.push(line("machine", &m.name, m, stored.machines.iter().find(|x| x.name == m.name)));
+    }
+    out
+}
+
+/// What `--prune` removes: declared machines and bundles in the store that the file set
+/// does not name. Clusters and templates are never pruned (a cluster holds its CA and
+/// tokens; `bootplane cluster reset` is the deliberate way to drop them).
+fn prunable(stored: &Config, partial: &Config) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for m in &stored.machines {
+        if partial.machine(&m.name).is_none() {
+            out.push(("machine", m.name.clone()));
+        }
+    }
+    for b in &stored.bundles {
+        if partial.bundle(&b.name).is_none() {
+            out.push(("bundle", b.name.clone()));
+        }
     }
     out
 }
