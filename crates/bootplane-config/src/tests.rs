@@ -157,3 +157,13 @@ fn a_missing_config_points_at_init() {
     let e = Config::load(&d.path().join("bootplane.yaml")).unwrap_err().to_string();
     assert!(e.contains("bootplane.yaml: no such file") && e.contains("`bootplane init`"), "{e}");
 }
+
+#[test]
+fn a_digest_with_proxy_off_is_flagged() {
+    let sum = "a".repeat(64);
+    let text = format!("bundles:\n  - {{name: g, os: generic, kernel: {{url: http://k, sha256: {sum}, proxy: false}}}}\n");
+    let cfg = Config::from_str_named(Path::new("x"), &text).unwrap();
+    assert!(lint(&cfg).iter().any(|f| f.severity == Severity::Warning && f.message.contains("`proxy: false`")));
+    let cfg = Config::from_str_named(Path::new("x"), &text.replace(", proxy: false", "")).unwrap();
+    assert!(!lint(&cfg).iter().any(|f| f.message.contains("proxy")));
+}

@@ -126,6 +126,19 @@ pub struct Artifact {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// With `url` and `sha256`: `false` sends machines to `url` itself (unverified);
+    /// by default bootplane fetches the file, checks it, and serves its own copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<bool>,
+}
+
+impl Artifact {
+    /// Whether machines get this file from bootplane (`/artifacts/...`) rather than from
+    /// its own URL: a file without a URL, or one whose sha256 bootplane can verify.
+    pub fn served_locally(&self) -> bool {
+        let verifiable = self.sha256.as_deref().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        self.url.is_none() || (verifiable && self.proxy != Some(false))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

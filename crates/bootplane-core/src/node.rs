@@ -56,7 +56,10 @@ impl Setup {
 /// Where a machine downloads a bundle file: the artifact's own URL, or bootplane's
 /// artifact endpoint.
 pub fn artifact_url(server: &str, bundle: &str, role: &str, a: &Artifact) -> String {
-    a.url.clone().unwrap_or_else(|| format!("{server}/artifacts/{bundle}/{role}"))
+    match &a.url {
+        Some(url) if !a.served_locally() => url.clone(),
+        _ => format!("{server}/artifacts/{bundle}/{role}"),
+    }
 }
 
 /// A cluster member's inputs: its place in the cluster and the air-gap bundle, if any.

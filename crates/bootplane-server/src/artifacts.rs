@@ -44,7 +44,19 @@ pub async fn locate(s: &Shared, bundle: &str, role: &str) -> Result<Located, (St
     let content = s.content.get().ok_or((StatusCode::NOT_FOUND, "no content store".to_string()))?;
     match content.path(sha) {
         Some(path) => match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && art.size.is_some_and(|n| n != m.len()) => Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{role} of bundle {bundle}: the bundle says {} bytes, the file with its sha256 has {}; fix the bundle's size", art.size.unwrap_or(0), m.len()),
+            )),
             Ok(m) if m.is_file() => Ok(Located { path, size: m.len(), etag: range::etag(sha) }),
+            _ if art.url.is_some() => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{role} of bundle {bundle} is being copied from {} and checked against its sha256; retry shortly \
+                     (an artifact.failed event says if it cannot be)",
+                    art.url.as_deref().unwrap_or_default()
+                ),
+            )),
             _ => Err((
                 StatusCode::NOT_FOUND,
                 format!("{role} of bundle {bundle} is not in the local store; run `bootplane bundle fetch` or `bundle import`"),

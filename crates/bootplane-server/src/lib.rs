@@ -20,6 +20,7 @@ pub mod sink;
 pub mod tftp;
 pub mod tls;
 mod watch;
+pub mod mirror;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

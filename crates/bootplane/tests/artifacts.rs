@@ -411,3 +411,52 @@ fn a_redefined_bundle_keeps_serving_the_revision_an_install_started_with() {
     assert!(bp(d.path(), &["bundle", "rm", "os1"]).status.success());
     assert_eq!(curl(&[&format!("{}/artifacts/os1@1/kernel", s.url)]).0.lines().next().unwrap_or(""), "HTTP/1.1 404 Not Found");
 }
+
+#[test]
+fn url_files_with_a_digest_are_copied_checked_and_served_by_bootplane() {
+    let kernel = blob(200_000, 3);
+    let files = HashMap::from([("/k".to_string(), kernel.clone()), ("/bad".to_string(), blob(1000, 4)), ("/i".to_string(), blob(500, 5))]);
+    let m = mirror(files, HashMap::new());
+    let config = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nbundles:\n  - name: net\n    os: generic\n    kernel: {{ url: {u}/k, sha256: {k} }}\n    initrd: {{ url: {u}/i, sha256: {i}, proxy: false }}\n    args: console=ttyS0\n\
+         \x20 - name: wrong\n    os: generic\n    kernel: {{ url: {u}/bad, sha256: {w} }}\n\
+         machines:\n  - {{name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: net, provision: true}}\n",
+        u = m.url,
+        k = sha(&kernel),
+        i = sha(&blob(500, 5)),
+        w = sha(b"not what /bad holds"),
+    );
+    let d = workdir(&config);
+    let s = Server::start(d.path());
+    let (code, script) = s.get("/v1/boot/ipxe?mac=52:54:00:00:00:01&arch=x86_64");
+    assert_eq!(code, 200);
+    // The digest-checked kernel from bootplane; the `proxy: false` initrd from its URL.
+    assert!(script.contains(&format!("kernel {}/artifacts/net@1/kernel", s.url)), "{script}");
+    assert!(script.contains(&format!("{}/i", m.url)), "{script}");
+    let url = format!("{}/artifacts/net@1/kernel", s.url);
+    let mut served = Vec::new();
+    for _ in 0..100 {
+        let (h, body) = curl(&[&url]);
+        if h.starts_with("HTTP/1.1 200") {
+            served = body;
+            break;
+        }
+        assert!(h.starts_with("HTTP/1.1 503"), "before the copy is done: {h}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(sha(&served), sha(&kernel), "the copy was never served");
+    // A file that does not match its digest is never served, and an event says why.
+    let (h, _) = curl(&[&format!("{}/artifacts/wrong@1/kernel", s.url)]);
+    assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+    let mut failed = String::new();
+    for _ in 0..50 {
+        let (_, ev) = s.admin("GET", "/v1/events?limit=100");
+        if ev.contains("artifact.failed") {
+            failed = ev;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(failed.contains("sha256") && failed.contains("wrong@1"), "{failed}");
+    s.kill9();
+}

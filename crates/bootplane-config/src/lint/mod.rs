@@ -245,6 +245,12 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             }
         }
         for (role, a) in b.artifacts() {
+            if a.url.is_some() && a.sha256.is_some() && a.proxy == Some(false) {
+                out.warn(format!(
+                    "{w}: {role} has a sha256 but `proxy: false`: machines fetch it from its URL and nothing checks it; \
+                     drop `proxy: false` so bootplane copies, verifies and serves it"
+                ));
+            }
             if let Some(sum) = &a.sha256 {
                 if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
                     out.warn(format!("{w}: {role}.sha256 `{sum}` is not a sha256 digest; the file cannot be verified"));

@@ -96,7 +96,7 @@ mod tests {
     use crate::model::{Artifact, Bundle, MachineSpec, OsKind};
 
     fn local(h: char) -> Option<Artifact> {
-        Some(Artifact { url: None, sha256: Some(h.to_string().repeat(64)), size: Some(1) })
+        Some(Artifact { sha256: Some(h.to_string().repeat(64)), size: Some(1), ..Default::default() })
     }
 
     fn plan_for(b: &Bundle) -> Result<InstallerPlan, PlanError> {

@@ -196,9 +196,9 @@ fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Re
             _ if f.signature.is_some() => eprintln!("{label}: sha256 verified; signature not checked (no --keyring)"),
             _ => {}
         }
-        set_role(&mut b, f.role, Artifact { url: None, sha256: Some(stored.sha256), size: Some(stored.size) });
+        set_role(&mut b, f.role, Artifact { sha256: Some(stored.sha256), size: Some(stored.size), ..Default::default() });
         if let (true, Some(sig)) = (keeps_sig(f), sig) {
-            set_role(&mut b, "image.sig", Artifact { url: None, sha256: Some(sig.sha256), size: Some(sig.size) });
+            set_role(&mut b, "image.sig", Artifact { sha256: Some(sig.sha256), size: Some(sig.size), ..Default::default() });
         }
     }
     rt.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
@@ -214,7 +214,7 @@ fn import(e: &Env, dir: &Path, mut b: Bundle) -> anyhow::Result<ExitCode> {
         if p.is_file() {
             let s = e.content.import(&p, None)?;
             println!("{role}: {} ({} bytes)", s.sha256, s.size);
-            set_role(&mut b, role, Artifact { url: None, sha256: Some(s.sha256), size: Some(s.size) });
+            set_role(&mut b, role, Artifact { sha256: Some(s.sha256), size: Some(s.size), ..Default::default() });
             any = true;
         }
     }
