@@ -117,6 +117,28 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
         if !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) || name.len() <= 1 {
             ctx.error(&format!("systemd.units.{i}.name"), None, "invalid systemd unit extension");
         }
+        if u.get("contents").and_then(J::as_str).is_some_and(|c| !unit_content_parses(c)) {
+            ctx.error(&format!("systemd.units.{i}.contents"), None, "invalid unit content");
+        }
+        for (j, d) in u.get("dropins").and_then(J::as_array).into_iter().flatten().enumerate() {
+            if !d.get("name").and_then(J::as_str).is_some_and(|n| n.ends_with(".conf")) {
+                ctx.error(&format!("systemd.units.{i}.dropins.{j}.name"), None, "invalid systemd drop-in extension");
+            }
+            if d.get("contents").and_then(J::as_str).is_some_and(|c| !unit_content_parses(c)) {
+                ctx.error(&format!("systemd.units.{i}.dropins.{j}.contents"), None, "invalid unit content");
+            }
+        }
+    }
+    // An argument both wanted and unwanted (or listed twice) is a duplicate entry.
+    let mut args = std::collections::HashSet::new();
+    for kind in ["shouldExist", "shouldNotExist"] {
+        for (i, a) in list(&["kernelArguments", kind]).iter().enumerate() {
+            if let Some(a) = a.as_str() {
+                if !args.insert(a.to_string()) {
+                    ctx.error(&format!("kernelArguments.{kind}.{i}"), None, "duplicate entry defined");
+                }
+            }
+        }
     }
     let links: Vec<String> = list(&["storage", "links"]).iter().filter_map(|l| l.get("path").and_then(J::as_str).map(str::to_string)).collect();
     for kind in ["files", "directories", "links"] {
@@ -130,17 +152,50 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
                     ctx.error(&format!("storage.{kind}.{i}.mode"), None, "illegal file mode");
                 }
             }
+            if path.starts_with('/') && clean(path) != path {
+                ctx.error(&format!("storage.{kind}.{i}.path"), None, "path is not fully simplified");
+            }
+            let contents = e.get("contents");
+            if kind == "files" {
+                let source = contents.and_then(|c| c.get("source")).is_some_and(|s| !s.is_null());
+                if e.get("overwrite").and_then(J::as_bool) == Some(true) && !source {
+                    ctx.error(&format!("storage.files.{i}.overwrite"), None, "overwrite must be false if source is unspecified");
+                }
+                let all = contents.into_iter().chain(e.get("append").and_then(J::as_array).into_iter().flatten());
+                for c in all {
+                    if c.get("compression").and_then(J::as_str).is_some_and(|m| !m.is_empty() && m != "gzip") {
+                        ctx.error(&format!("storage.files.{i}.contents.compression"), None, "invalid compression method");
+                    }
+                }
+            }
+            if kind == "links" && e.get("target").and_then(J::as_str).is_none_or(str::is_empty) {
+                ctx.error(&format!("storage.links.{i}.target"), None, "link target is required");
+            }
         }
     }
     for (i, f) in list(&["storage", "filesystems"]).iter().enumerate() {
         if let Some(p) = f.get("path").and_then(J::as_str) {
             if !p.starts_with('/') {
                 ctx.error(&format!("storage.filesystems.{i}.path"), None, "path not absolute");
+            } else if clean(p) != p {
+                ctx.error(&format!("storage.filesystems.{i}.path"), None, "path is not fully simplified");
             }
+        }
+        let format = f.get("format").and_then(J::as_str).unwrap_or("");
+        if !format.is_empty() && !["ext4", "btrfs", "xfs", "vfat", "swap", "none"].contains(&format) {
+            ctx.error(&format!("storage.filesystems.{i}.format"), None, "invalid filesystem format");
         }
     }
     for (d, disk) in list(&["storage", "disks"]).iter().enumerate() {
         let parts = disk.get("partitions").and_then(J::as_array).cloned().unwrap_or_default();
+        for (i, p) in parts.iter().enumerate() {
+            let label = p.get("label").and_then(J::as_str).unwrap_or("");
+            if label.contains(':') {
+                ctx.error(&format!("storage.disks.{d}.partitions.{i}.label"), None, "partition label will be truncated to text before the colon");
+            } else if label.encode_utf16().count() > 36 {
+                ctx.error(&format!("storage.disks.{d}.partitions.{i}.label"), None, "partition labels may not exceed 36 characters");
+            }
+        }
         let spans: Vec<(usize, i64, i64)> = parts
             .iter()
             .enumerate()
@@ -158,6 +213,50 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             }
         }
     }
+}
+
+/// Go's `path.Clean` for an absolute path: no empty, `.` or `..` elements, no trailing `/`.
+fn clean(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            x => out.push(x),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Whether systemd unit text parses as go-systemd's deserializer (which Ignition uses)
+/// reads it: every line is blank, a comment, a `[Section]` header or `Key=value`; a
+/// trailing backslash continues a line. (It accepts options before any section, `[]`,
+/// and a continuation at the end, so this does too: checked against ignition-validate.)
+fn unit_content_parses(text: &str) -> bool {
+    let mut continued = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if std::mem::take(&mut continued) {
+            continued = t.ends_with('\\');
+            continue;
+        }
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if t.starts_with('[') {
+            if !t.ends_with(']') || t.len() < 2 {
+                return false;
+            }
+            continue;
+        }
+        if !t.contains('=') {
+            return false;
+        }
+        continued = t.ends_with('\\');
+    }
+    true
 }
 
 /// Validates Ignition JSON; the report lists errors and warnings.

@@ -53,6 +53,21 @@ fn both_validators_reject_broken_configs() {
         r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"noextension"}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/x"}],"files":[{"path":"/l/f"}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ext4","path":"relative"}]}}"#,
+        // Rules found missing by comparing with Ignition's own validation (issue 15).
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","dropins":[{"name":"x.txt"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","contents":"[Unit]\nfoo"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","dropins":[{"name":"x.conf","contents":"[Unit"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"data:,x","compression":"bzip2"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ntfs"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","overwrite":true}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/a"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"kernelArguments":{"shouldExist":["a"],"shouldNotExist":["a"]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"kernelArguments":{"shouldExist":["a","a"]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"label":"a:b","number":1}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"label":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","number":1}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a/"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"directories":[{"path":"/a/../b"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ext4","path":"/var//lib"}]}}"#,
     ];
     for b in broken {
         assert!(!real_validate(b), "ignition-validate accepts {b}");
@@ -62,6 +77,11 @@ fn both_validators_reject_broken_configs() {
         r#"{"ignition":{"version":"3.0.0"}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":420,"contents":{"source":"data:,x"}}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"unknownKey":1}"#,
+        // What go-systemd's unit parser lets through, and the edges of the new rules.
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","contents":"Description=x\n[]\nA=b\\"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","overwrite":true,"contents":{"source":"data:,x","compression":"gzip"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"none"}],"links":[{"path":"/l","target":"/b"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"label":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","number":1}]}]}}"#,
     ];
     for f in fine {
         assert!(real_validate(f), "ignition-validate rejects {f}");
