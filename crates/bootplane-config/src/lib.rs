@@ -11,7 +11,7 @@ mod settings;
 
 pub use duration::parse_duration;
 pub use lint::{lint, Finding, Severity};
-pub use settings::{BootFiles, DhcpMode, DhcpSettings, IpRange, ServerSettings, TftpSettings, TlsSettings};
+pub use settings::{BootFiles, DhcpMode, DhcpSettings, DhcpSubnet, IpRange, ServerSettings, TftpSettings, TlsSettings};
 
 use bootplane_core::model::{Bundle, Cluster, MachineSpec};
 use serde::{Deserialize, Serialize};

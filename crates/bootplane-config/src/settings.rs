@@ -292,6 +292,27 @@ pub struct DhcpSettings {
     /// relayed by anyone else are ignored, so a host on the LAN cannot pose as a relay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<Ipv4Addr>,
+    /// Further subnets (full mode), reached through DHCP relay agents: the rack layout,
+    /// one provisioning VLAN per rack. A relayed request is matched to its subnet by its
+    /// link-selection option (118) or its giaddr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<DhcpSubnet>,
+}
+
+/// One relayed subnet: its own range, mask, router, DNS and domain, and the relay agents
+/// (their giaddr) allowed to speak for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSubnet {
+    pub range: IpRange,
+    pub netmask: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub relays: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

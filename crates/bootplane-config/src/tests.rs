@@ -167,3 +167,16 @@ fn a_digest_with_proxy_off_is_flagged() {
     let cfg = Config::from_str_named(Path::new("x"), &text.replace(", proxy: false", "")).unwrap();
     assert!(!lint(&cfg).iter().any(|f| f.message.contains("proxy")));
 }
+
+#[test]
+fn relayed_subnets_are_checked() {
+    let base = "server: {advertise: http://198.18.0.1:8080}\ndhcp:\n  mode: full\n  interface: br0\n  range: 198.18.0.50-198.18.0.60\n  netmask: 255.255.255.0\n  subnets:\n";
+    let ok = format!("{base}    - {{range: 198.18.7.100-198.18.7.110, netmask: 255.255.255.0, relays: [198.18.7.1]}}\n");
+    Config::from_str_named(Path::new("x"), &ok).unwrap();
+    let e = err(&format!("{base}    - {{range: 198.18.7.100-198.18.8.10, netmask: 255.255.255.0, relays: []}}\n"));
+    assert!(e.contains("no `relays`") && e.contains("does not fit in one subnet"), "{e}");
+    let e = err(&format!("{base}    - {{range: 198.18.0.100-198.18.0.110, netmask: 255.255.255.0, relays: [198.18.0.9]}}\n"));
+    assert!(e.contains("the same subnet as dhcp.range"), "{e}");
+    let e = err(&ok.replace("mode: full", "mode: proxy"));
+    assert!(e.contains("need dhcp.mode full"), "{e}");
+}

@@ -23,6 +23,9 @@ pub enum Mode {
 pub struct Settings {
     pub mode: Mode,
     pub server_ip: Ipv4Addr,
+    /// An address in the subnet these settings serve: `server_ip` for the server's own
+    /// link, the range's first address for a relayed subnet.
+    pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
@@ -218,6 +221,26 @@ fn kind_json(kind: ClientKind) -> serde_json::Value {
     }
 }
 
+/// The client's link as a relay names it: the link-selection option (118, RFC 3011) when
+/// present, else giaddr.
+fn link_address(msg: &Message) -> Ipv4Addr {
+    match msg.opts().get(OptionCode::SubnetSelection) {
+        Some(DhcpOption::SubnetSelection(ip)) => *ip,
+        _ => msg.giaddr(),
+    }
+}
+
+/// Which of `subnets` (the server's own link first) a request belongs to: the own link
+/// for a request that was not relayed; for a relayed one, the subnet holding its link
+/// address, or `None` (nobody serves that link).
+pub fn select(msg: &Message, subnets: &[&Settings]) -> Option<usize> {
+    if msg.giaddr().is_unspecified() {
+        return Some(0);
+    }
+    let link = link_address(msg);
+    subnets.iter().position(|s| subnet(link, s.netmask) == subnet(s.network, s.netmask))
+}
+
 pub fn handle(req: &Request<'_>, s: &Settings, pool: &mut LeasePool) -> Outcome {
     let msg = req.msg;
     if msg.opcode() != Opcode::BootRequest {
@@ -231,7 +254,7 @@ pub fn handle(req: &Request<'_>, s: &Settings, pool: &mut LeasePool) -> Outcome 
     if !msg.giaddr().is_unspecified() {
         let why = if !s.relays.contains(&msg.giaddr()) {
             Some("relay is not in dhcp.relays")
-        } else if subnet(msg.giaddr(), s.netmask) != subnet(s.server_ip, s.netmask) {
+        } else if subnet(link_address(msg), s.netmask) != subnet(s.network, s.netmask) {
             Some("relay from a subnet this server does not serve")
         } else {
             None
@@ -317,7 +340,7 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
         }
         // The ACK goes to ciaddr: only to addresses of the network we serve, so a forged
         // INFORM cannot aim replies at any host.
-        MessageType::Inform if subnet(msg.ciaddr(), s.netmask) != subnet(s.server_ip, s.netmask) || msg.ciaddr().is_unspecified() => {
+        MessageType::Inform if subnet(msg.ciaddr(), s.netmask) != subnet(s.network, s.netmask) || msg.ciaddr().is_unspecified() => {
             Outcome { event: Some(("dhcp.ignored", json!({ "reason": "INFORM from outside the served network", "ciaddr": msg.ciaddr() }))), ..Default::default() }
         }
         MessageType::Inform => {
@@ -389,6 +412,7 @@ mod tests {
         Settings {
             mode,
             server_ip: "198.18.0.1".parse().unwrap(),
+            network: "198.18.0.1".parse().unwrap(),
             netmask: "255.255.255.0".parse().unwrap(),
             router: Some("198.18.0.1".parse().unwrap()),
             dns: vec!["198.18.0.1".parse().unwrap()],
@@ -507,6 +531,32 @@ mod tests {
         d.set_giaddr("198.18.0.77".parse::<Ipv4Addr>().unwrap());
         let o = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p);
         assert!(o.reply.is_none() && o.event.is_some_and(|(_, e)| e["reason"] == "relay is not in dhcp.relays"));
+    }
+
+    #[test]
+    fn relayed_requests_are_matched_to_their_subnet_by_link_selection_or_giaddr() {
+        let local = settings(Mode::Full);
+        let rack = Settings {
+            network: "198.18.7.100".parse().unwrap(),
+            router: Some("198.18.7.1".parse().unwrap()),
+            relays: vec!["198.18.7.1".parse().unwrap()],
+            ..settings(Mode::Full)
+        };
+        let subnets = [&local, &rack];
+        let mut d = discover(MAC, None, None, None);
+        assert_eq!(select(&d, &subnets), Some(0), "not relayed: the server's own link");
+        d.set_giaddr("198.18.7.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(select(&d, &subnets), Some(1));
+        let mut rack_pool = LeasePool::new("198.18.7.100".parse().unwrap(), "198.18.7.110".parse().unwrap());
+        let (offer, dest) = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &rack, &mut rack_pool).reply.unwrap();
+        assert!(offer.yiaddr().octets()[2] == 7 && dest == Destination::Relay("198.18.7.1".parse().unwrap()));
+        assert!(matches!(offer.opts().get(OptionCode::Router), Some(DhcpOption::Router(r)) if r[0] == "198.18.7.1".parse::<Ipv4Addr>().unwrap()));
+        // Option 118 names the client's link when the relay's giaddr is elsewhere.
+        d.set_giaddr("198.18.0.254".parse::<Ipv4Addr>().unwrap());
+        d.opts_mut().insert(DhcpOption::SubnetSelection("198.18.7.0".parse().unwrap()));
+        assert_eq!(select(&d, &subnets), Some(1));
+        d.opts_mut().insert(DhcpOption::SubnetSelection("10.9.9.0".parse().unwrap()));
+        assert_eq!(select(&d, &subnets), None, "a link nobody serves");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct DhcpServer<B: Backend> {
     pub settings: Settings,
     pub interface: String,
     pub range: (Ipv4Addr, Ipv4Addr),
+    /// Subnets behind relay agents, each with its settings and range.
+    pub relayed: Vec<(Settings, (Ipv4Addr, Ipv4Addr))>,
     pub backend: B,
 }
 
@@ -249,9 +251,15 @@ impl<B: Backend> DhcpServer<B> {
         stopping: &std::sync::atomic::AtomicBool,
         woken: &std::os::unix::net::UnixDatagram,
     ) {
-        let mut pool = LeasePool::new(self.range.0, self.range.1);
+        // One pool per subnet, the own link's first; a stored lease belongs to the pool
+        // whose range holds its address.
+        let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = std::iter::once(self.range).chain(self.relayed.iter().map(|(_, r)| *r)).collect();
+        let mut pools: Vec<LeasePool> = ranges.iter().map(|r| LeasePool::new(r.0, r.1)).collect();
         if self.settings.mode == Mode::Full {
-            pool.load(self.backend.load_leases());
+            let leases = self.backend.load_leases();
+            for (pool, r) in pools.iter_mut().zip(&ranges) {
+                pool.load(leases.iter().filter(|l| r.0 <= l.ip && l.ip <= r.1).cloned());
+            }
         }
         let mut known = HashMap::new();
         let mut next_refresh = std::time::Instant::now();
@@ -268,7 +276,9 @@ impl<B: Backend> DhcpServer<B> {
             let now_i = std::time::Instant::now();
             if now_i >= next_refresh {
                 known = self.backend.machines();
-                pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
+                for pool in &mut pools {
+                    pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
+                }
                 next_refresh = now_i + REFRESH;
             }
             if pending.due(now_i) {
@@ -295,7 +305,7 @@ impl<B: Backend> DhcpServer<B> {
                 continue;
             }
             quiet_ticks = 0;
-            self.handle_burst(burst, &main, pxe.as_ref(), &mut pool, &known, &mut pending);
+            self.handle_burst(burst, &main, pxe.as_ref(), &mut pools, &known, &mut pending);
         }
     }
 
@@ -304,7 +314,7 @@ impl<B: Backend> DhcpServer<B> {
         burst: Vec<Received>,
         main: &std::net::UdpSocket,
         pxe: Option<&std::net::UdpSocket>,
-        pool: &mut LeasePool,
+        pools: &mut [LeasePool],
         known: &HashMap<Mac, KnownMachine>,
         pending: &mut Pending,
     ) {
@@ -319,10 +329,14 @@ impl<B: Backend> DhcpServer<B> {
                 continue;
             };
             let machine = known.get(&mac);
+            // A relayed request from a link nobody serves goes to the own link's policy,
+            // which refuses it with an event.
+            let subnets: Vec<&Settings> = std::iter::once(&self.settings).chain(self.relayed.iter().map(|(s, _)| s)).collect();
+            let i = policy::select(&msg, &subnets).unwrap_or(0);
             let out = policy::handle(
                 &Request { msg: &msg, port: r.port, hostname: machine.map(|m| m.hostname.clone()), now: t },
-                &self.settings,
-                pool,
+                subnets[i],
+                &mut pools[i],
             );
             if let Some(lease) = out.lease {
                 // An offer that is lost in a restart is simply offered again.

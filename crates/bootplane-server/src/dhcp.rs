@@ -115,6 +115,7 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
     let settings = Settings {
         mode,
         server_ip,
+        network: server_ip,
         netmask,
         router: cfg.router,
         dns: cfg.dns.clone(),
@@ -132,9 +133,25 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         decline_hold: 600,
         relays: cfg.relays.clone(),
     };
+    let relayed = cfg
+        .subnets
+        .iter()
+        .map(|sn| {
+            let s = Settings {
+                network: sn.range.first,
+                netmask: sn.netmask,
+                router: sn.router,
+                dns: sn.dns.clone(),
+                domain: sn.domain.clone(),
+                relays: sn.relays.clone(),
+                ..settings.clone()
+            };
+            (s, (sn.range.first, sn.range.last))
+        })
+        .collect();
     let writer = state.store.lease_writer();
     let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer };
     // Binds before returning, so a missing interface or a busy port fails `serve` at start.
-    let handle = DhcpServer { settings, interface, range, backend }.spawn()?;
+    let handle = DhcpServer { settings, interface, range, relayed, backend }.spawn()?;
     Ok(Some((server_ip, handle)))
 }

@@ -157,7 +157,7 @@ impl Netns {
 }
 
 /// A third octet `b` such that neither 198.18.b.0/24 nor 198.19.b.0/24 is on this host.
-fn free_subnet() -> u8 {
+pub fn free_subnet() -> u8 {
     let used = String::from_utf8_lossy(&Command::new("ip").args(["-o", "-4", "addr"]).output().map(|o| o.stdout).unwrap_or_default()).to_string();
     loop {
         let b = (rand::random::<u8>() % 254) + 1;

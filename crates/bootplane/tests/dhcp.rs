@@ -268,3 +268,71 @@ fn events_still_pending_are_written_at_shutdown() {
     let ev: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert!(ev.iter().any(|e| e["kind"] == "dhcp.offer"), "the offer's event was lost at shutdown: {ev:?}");
 }
+
+/// Plugs a new client namespace into `relay`'s namespace by a veth pair: the relay side
+/// gets `relay_if` with `relay_ip/24`, the client side `eth0` with `mac` and no address.
+fn downstream(relay: &bootplane_testkit::Host, relay_if: &str, relay_ip: &str, tag: &str, mac: &str) -> bootplane_testkit::Host {
+    let suffix: u32 = rand::random::<u32>() % 100_000;
+    let name = format!("bp{tag}{suffix}");
+    let (outer, inner) = (format!("bpr{suffix}"), format!("bpc{suffix}"));
+    bootplane_testkit::run(&["ip", "netns", "add", &name]);
+    let host = bootplane_testkit::Host { name, ifname: "eth0".into(), mac: mac.into() };
+    bootplane_testkit::run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+    bootplane_testkit::run(&["ip", "link", "set", &outer, "netns", &relay.name]);
+    bootplane_testkit::run(&["ip", "link", "set", &inner, "netns", &host.name]);
+    relay.exec_ok(&["ip", "link", "set", &outer, "name", relay_if]);
+    relay.exec_ok(&["ip", "addr", "add", &format!("{relay_ip}/24"), "dev", relay_if]);
+    relay.exec_ok(&["ip", "link", "set", relay_if, "up"]);
+    host.exec_ok(&["ip", "link", "set", &inner, "name", "eth0"]);
+    host.exec_ok(&["ip", "link", "set", "eth0", "address", mac]);
+    host.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    host
+}
+
+#[test]
+fn two_subnets_behind_a_real_relay_get_their_own_ranges() {
+    require_netns!();
+    let lan = Lan::new("drly");
+    let p = lan.prefix.clone();
+    // Two more /24s no one uses here: the rack behind the relay, and one nobody serves.
+    let r = format!("198.19.{}", bootplane_testkit::free_subnet());
+    let u = format!("198.19.{}", bootplane_testkit::free_subnet());
+    assert_ne!(r, u);
+    let cfg = config(&lan, "full").replace(
+        "  lease_time: 10m\n",
+        &format!("  lease_time: 10m\n  subnets:\n    - range: {r}.100-{r}.110\n      netmask: 255.255.255.0\n      router: {r}.1\n      dns: [{r}.1]\n      domain: rack2.lab\n      relays: [{r}.1]\n"),
+    );
+    let d = workdir(&cfg);
+    let s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());
+    // Replies to a relay go to its giaddr: the server routes the racks through it.
+    let relay = lan.add_host("rly", "02:00:00:00:03:01");
+    relay.exec_ok(&["ip", "addr", "add", &format!("{p}.2/24"), "dev", "eth0"]);
+    for net in [&r, &u] {
+        lan.srv.exec_ok(&["ip", "route", "add", &format!("{net}.0/24"), "via", &format!("{p}.2")]);
+    }
+    let c1 = downstream(&relay, "rack2", &format!("{r}.1"), "c1", "02:00:00:00:03:11");
+    let c2 = downstream(&relay, "rack9", &format!("{u}.1"), "c2", "02:00:00:00:03:12");
+    let pidfile = d.path().join("dhcrelay.pid").display().to_string();
+    let mut dhcrelay = relay
+        .cmd(&["dhcrelay", "-4", "-d", "-q", "-pf", &pidfile, "-id", "rack2", "-id", "rack9", "-iu", "eth0", &format!("{p}.1")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhcrelay (apt-get install isc-dhcp-relay)");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let local = lan.add_host("h1", "02:00:00:00:03:21");
+    let a = udhcpc(&local, d.path(), &[]).expect("a client on the server's own link got a lease");
+    assert!(in_pool(&lan, &a["ip"]), "{a:?}");
+    let b = udhcpc(&c1, d.path(), &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"]).expect("a client behind the relay got a lease");
+    let last: u8 = b["ip"].rsplit('.').next().unwrap().parse().unwrap();
+    assert!(b["ip"].starts_with(&format!("{r}.")) && (100..=110).contains(&last), "the rack's own range: {b:?}");
+    assert_eq!((b["router"].as_str(), b["domain"].as_str()), (format!("{r}.1").as_str(), "rack2.lab"), "{b:?}");
+    assert_eq!(b["boot_file"], "undionly.kpxe", "the right boot file through the relay: {b:?}");
+    // A relay speaking for a subnet nobody configured is ignored, with an event.
+    assert!(udhcpc(&c2, d.path(), &[]).is_none(), "a client of an unknown subnet got an address");
+    let (_, events) = s.admin("GET", "/v1/events?limit=200");
+    assert!(events.contains("dhcp.ignored") && events.contains(&format!("{u}.1")), "{events}");
+    let _ = dhcrelay.kill();
+    let _ = dhcrelay.wait();
+}

@@ -301,6 +301,28 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             out.error("dhcp: mode full needs a `netmask`".into());
         }
     }
+    let net = |ip: std::net::Ipv4Addr, mask: std::net::Ipv4Addr| u32::from(ip) & u32::from(mask);
+    let mut networks: Vec<(u32, String)> = Vec::new();
+    if let (Some(r), Some(m)) = (cfg.dhcp.range, cfg.dhcp.netmask) {
+        networks.push((net(r.first, m), "dhcp.range".into()));
+    }
+    for (i, sn) in cfg.dhcp.subnets.iter().enumerate() {
+        let w = format!("dhcp.subnets[{i}] ({}-{})", sn.range.first, sn.range.last);
+        if cfg.dhcp.mode != DhcpMode::Full {
+            out.error(format!("{w}: relayed subnets get addresses from bootplane, so they need dhcp.mode full"));
+        }
+        if sn.relays.is_empty() {
+            out.error(format!("{w}: no `relays`; list the relay agents (their giaddr) that speak for this subnet"));
+        }
+        let n = net(sn.range.first, sn.netmask);
+        if net(sn.range.last, sn.netmask) != n {
+            out.error(format!("{w}: the range does not fit in one subnet of netmask {}", sn.netmask));
+        }
+        if let Some((_, other)) = networks.iter().find(|(x, _)| *x == n) {
+            out.error(format!("{w}: the same subnet as {other}; one subnet, one entry"));
+        }
+        networks.push((n, w));
+    }
     if cfg.dhcp.mode != DhcpMode::Off && cfg.dhcp.interface.is_none() {
         out.error("dhcp: a DHCP server needs `interface`; it is never bound to every interface".into());
     }
