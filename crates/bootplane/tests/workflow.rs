@@ -70,6 +70,36 @@ fn newcomer_applies_small_files_against_a_running_server() {
     assert!(script.contains("console=ttyS1 ip=dhcp"), "the next install takes the new revision: {script}");
     let (ok, out, _) = run(&demo, &["bundle", "list"]);
     assert!(ok && out.contains("rescue") && out.contains(" 2 "), "{out}");
+
+    // An air-gapped bundle by `bundle import`, then a machine using it by name.
+    let files = top.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("kernel"), b"kernel bytes").unwrap();
+    std::fs::write(files.join("initrd"), b"initrd bytes").unwrap();
+    let args = "console=ttyS0 ignition.config.url={{ ignition_url }}";
+    let (ok, _, err) = run(&demo, &["bundle", "import", "../files", "--name", "airgap", "--os", "generic", "--args", args]);
+    assert!(ok, "{err}");
+    let m5 = "machines:\n  - name: m5\n    hostname: m5.lab.internal\n    macs: [\"52:54:00:00:00:05\"]\n    bundle: airgap\n    provision: true\n";
+    std::fs::write(top.path().join("other/m5.yaml"), m5).unwrap();
+    let (ok, out, err) = run(&demo, &["apply", "-f", "../other/m5.yaml", "--dry-run"]);
+    assert!(ok && out.contains("+ machine m5"), "{out}{err}");
+    let (ok, _, err) = run(&demo, &["apply", "-f", "../other/m5.yaml"]);
+    assert!(ok, "{err}");
+    let (script, code, _) = s.boot_and_fetch("m5", "52-54-00-00-00-05");
+    assert!(code == 200 && script.contains("/artifacts/airgap@1/kernel"), "{script}");
+    assert_eq!(s.get("/artifacts/airgap@1/kernel"), (200, "kernel bytes".to_string()));
+
+    // The site as one directory, then --prune: what it no longer names goes.
+    let site = top.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::copy(demo.join("bootplane.yaml"), site.join("bootplane.yaml")).unwrap();
+    std::fs::write(site.join("m5.yaml"), m5).unwrap();
+    let (ok, out, err) = run(&demo, &["apply", "-f", "../site", "--prune", "--dry-run"]);
+    assert!(ok && out.contains("- machine m3") && !out.contains("- machine m5") && !out.contains("- bundle airgap"), "{out}{err}");
+    let (ok, out, err) = run(&demo, &["apply", "-f", "../site", "--prune"]);
+    assert!(ok && out.contains("pruned machine m3: retired"), "{out}{err}");
+    assert_eq!(s.machine("m3")["state"], "retired");
+    assert_eq!(s.machine("m5")["state"], "installing", "nothing else changed");
     s.kill9();
 }
 

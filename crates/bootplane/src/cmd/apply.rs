@@ -177,8 +177,8 @@ fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
     out
 }
 
-/// What `--prune` removes: declared machines and bundles in the store that the file set
-/// does not name. Clusters and templates are never pruned (a cluster holds its CA and
+/// What `--prune` removes: declared machines in the store that the file set does not
+/// name, and bundles it neither names nor uses. Clusters and templates are never pruned (a cluster holds its CA and
 /// tokens; `bootplane cluster reset` is the deliberate way to drop them).
 fn prunable(stored: &Config, partial: &Config) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
@@ -187,8 +187,15 @@ fn prunable(stored: &Config, partial: &Config) -> Vec<(&'static str, String)> {
             out.push(("machine", m.name.clone()));
         }
     }
+    // A bundle the remaining machines or clusters use stays, named or not.
+    let used: Vec<&str> = partial
+        .machines
+        .iter()
+        .filter_map(|m| m.bundle.as_deref())
+        .chain(partial.clusters.iter().filter_map(|c| c.k3s.airgap_bundle.as_deref()))
+        .collect();
     for b in &stored.bundles {
-        if partial.bundle(&b.name).is_none() {
+        if partial.bundle(&b.name).is_none() && !used.contains(&b.name.as_str()) {
             out.push(("bundle", b.name.clone()));
         }
     }
