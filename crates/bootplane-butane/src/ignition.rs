@@ -161,11 +161,10 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
                 if e.get("overwrite").and_then(J::as_bool) == Some(true) && !source {
                     ctx.error(&format!("storage.files.{i}.overwrite"), None, "overwrite must be false if source is unspecified");
                 }
-                let all = contents.into_iter().chain(e.get("append").and_then(J::as_array).into_iter().flatten());
-                for c in all {
-                    if c.get("compression").and_then(J::as_str).is_some_and(|m| !m.is_empty() && m != "gzip") {
-                        ctx.error(&format!("storage.files.{i}.contents.compression"), None, "invalid compression method");
-                    }
+            }
+            for who in ["user", "group"] {
+                if e.get(who).is_some_and(|u| !u.get("id").unwrap_or(&J::Null).is_null() && !u.get("name").unwrap_or(&J::Null).is_null()) {
+                    ctx.error(&format!("storage.{kind}.{i}.{who}"), None, "cannot set both id and name");
                 }
             }
             if kind == "links" && e.get("target").and_then(J::as_str).is_none_or(str::is_empty) {
@@ -182,18 +181,96 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             }
         }
         let format = f.get("format").and_then(J::as_str).unwrap_or("");
-        if !format.is_empty() && !["ext4", "btrfs", "xfs", "vfat", "swap", "none"].contains(&format) {
+        let set = |k: &str| match f.get(k) {
+            Some(J::String(s)) => !s.is_empty(),
+            Some(J::Bool(b)) => *b,
+            Some(J::Array(a)) => !a.is_empty(),
+            _ => false,
+        };
+        if format.is_empty() && ["path", "label", "uuid", "wipeFilesystem", "mountOptions", "options"].iter().any(|k| set(k)) {
+            ctx.error(&format!("storage.filesystems.{i}.format"), None, "format cannot be empty when path, label, uuid, wipeFilesystem, options, or mountOptions is specified");
+        } else if !format.is_empty() && !["ext4", "btrfs", "xfs", "vfat", "swap", "none"].contains(&format) {
             ctx.error(&format!("storage.filesystems.{i}.format"), None, "invalid filesystem format");
         }
+        let max = match format {
+            "ext4" => 16,
+            "btrfs" => 256,
+            "xfs" => 12,
+            "swap" => 15,
+            "vfat" => 11,
+            _ => usize::MAX,
+        };
+        if f.get("label").and_then(J::as_str).is_some_and(|l| l.len() > max) {
+            ctx.error(&format!("storage.filesystems.{i}.label"), None, format!("filesystem labels cannot be longer than {max} characters when using {format}"));
+        }
     }
+    for (i, r) in list(&["storage", "raid"]).iter().enumerate() {
+        let spares = r.get("spares").and_then(J::as_i64).unwrap_or(0);
+        match r.get("level").and_then(J::as_str).unwrap_or("") {
+            "" => ctx.error(&format!("storage.raid.{i}.level"), None, "raid level is required"),
+            "linear" | "raid0" | "0" | "stripe" if spares != 0 => {
+                ctx.error(&format!("storage.raid.{i}.level"), None, "spares unsupported for linear and raid0 arrays")
+            }
+            "linear" | "raid0" | "0" | "stripe" | "raid1" | "1" | "mirror" | "raid4" | "4" | "raid5" | "5" | "raid6" | "6" | "raid10" | "10" => {}
+            _ => ctx.error(&format!("storage.raid.{i}.level"), None, "unrecognized raid level"),
+        }
+        if r.get("devices").and_then(J::as_array).is_none_or(|d| d.is_empty()) {
+            ctx.error(&format!("storage.raid.{i}.devices"), None, "raid devices required");
+        }
+    }
+    for (i, l) in list(&["storage", "luks"]).iter().enumerate() {
+        if l.get("name").and_then(J::as_str).is_some_and(|n| n.contains('/')) {
+            ctx.error(&format!("storage.luks.{i}.name"), None, "device names cannot contain slashes");
+        }
+        if l.get("label").and_then(J::as_str).is_some_and(|n| n.len() > 47) {
+            ctx.error(&format!("storage.luks.{i}.label"), None, "luks device labels cannot be longer than 47 characters");
+        }
+        if l.get("device").and_then(J::as_str).is_none_or(str::is_empty) {
+            ctx.error(&format!("storage.luks.{i}.device"), None, "disk device is required");
+        }
+    }
+    if let Some(proxy) = cfg.get("ignition").and_then(|i| i.get("proxy")) {
+        for k in ["httpProxy", "httpsProxy"] {
+            if proxy.get(k).and_then(J::as_str).is_some_and(|u| !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://"))) {
+                ctx.error(&format!("ignition.proxy.{k}"), None, "proxies must be http(s)");
+            }
+        }
+    }
+    resources(ctx, cfg, String::new());
     for (d, disk) in list(&["storage", "disks"]).iter().enumerate() {
+        if disk.get("device").and_then(J::as_str).is_none_or(str::is_empty) {
+            ctx.error(&format!("storage.disks.{d}.device"), None, "disk device is required");
+        }
         let parts = disk.get("partitions").and_then(J::as_array).cloned().unwrap_or_default();
+        let (mut numbers, mut labels) = (std::collections::HashSet::new(), std::collections::HashSet::new());
         for (i, p) in parts.iter().enumerate() {
-            let label = p.get("label").and_then(J::as_str).unwrap_or("");
-            if label.contains(':') {
-                ctx.error(&format!("storage.disks.{d}.partitions.{i}.label"), None, "partition label will be truncated to text before the colon");
-            } else if label.encode_utf16().count() > 36 {
-                ctx.error(&format!("storage.disks.{d}.partitions.{i}.label"), None, "partition labels may not exceed 36 characters");
+            let at = format!("storage.disks.{d}.partitions.{i}");
+            let label = p.get("label").and_then(J::as_str);
+            // Go's len(): bytes, not characters.
+            if label.is_some_and(|l| l.len() > 36) {
+                ctx.error(&format!("{at}.label"), None, "partition labels may not exceed 36 characters");
+            } else if label.is_some_and(|l| l.contains(':')) {
+                ctx.error(&format!("{at}.label"), None, "partition label will be truncated to text before the colon");
+            }
+            for g in ["guid", "typeGuid"] {
+                if p.get(g).and_then(J::as_str).is_some_and(|v| !v.is_empty() && !is_guid(v)) {
+                    ctx.error(&format!("{at}.{g}"), None, "doesn't match the form \"01234567-89AB-CDEF-EDCB-A98765432101\"");
+                }
+            }
+            let given = |k: &str| p.get(k).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+            if p.get("shouldExist").and_then(J::as_bool) == Some(false)
+                && (p.get("label").is_some_and(|v| !v.is_null()) || ["typeGuid", "guid", "startMiB", "sizeMiB"].iter().any(|k| given(k)))
+            {
+                ctx.error(&at, None, "shouldExist specified false with other options also specified");
+            }
+            let number = p.get("number").and_then(J::as_i64).unwrap_or(0);
+            if number != 0 && !numbers.insert(number) {
+                ctx.error(&at, None, "partition numbers collide");
+            }
+            if let Some(l) = label {
+                if !labels.insert(l.to_string()) {
+                    ctx.error(&at, None, "cannot use the same partition label twice");
+                }
             }
         }
         let spans: Vec<(usize, i64, i64)> = parts
@@ -213,6 +290,49 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             }
         }
     }
+}
+
+/// Rules of every resource (an object with a `source`: file contents and appends, merged
+/// configs, CAs, key files): compression, verification needs a source, HTTP headers only
+/// for http(s), each with a name, once.
+fn resources(ctx: &mut Ctx<'_>, v: &J, path: String) {
+    match v {
+        J::Object(m) => {
+            let source = m.get("source").and_then(J::as_str);
+            if m.get("compression").and_then(J::as_str).is_some_and(|c| !c.is_empty() && c != "gzip") {
+                ctx.error(&format!("{path}.compression"), None, "invalid compression method");
+            }
+            if m.get("verification").and_then(|v| v.get("hash")).is_some_and(|h| !h.is_null()) && source.is_none() {
+                ctx.error(&format!("{path}.verification.hash"), None, "source must be specified if verification is specified");
+            }
+            if let Some(headers) = m.get("httpHeaders").and_then(J::as_array).filter(|h| !h.is_empty()) {
+                if source.is_some_and(|s| !(s.starts_with("http://") || s.starts_with("https://"))) {
+                    ctx.error(&format!("{path}.httpHeaders"), None, "cannot use HTTP headers with this source scheme");
+                }
+                let mut names = std::collections::HashSet::new();
+                for (i, h) in headers.iter().enumerate() {
+                    let name = h.get("name").and_then(J::as_str).unwrap_or("");
+                    if name.is_empty() {
+                        ctx.error(&format!("{path}.httpHeaders.{i}.name"), None, "HTTP header name can't be empty");
+                    } else if !names.insert(name.to_string()) {
+                        ctx.error(&format!("{path}.httpHeaders.{i}"), None, "duplicate entry defined");
+                    }
+                }
+            }
+            for (k, x) in m {
+                resources(ctx, x, if path.is_empty() { k.clone() } else { format!("{path}.{k}") });
+            }
+        }
+        J::Array(a) => a.iter().enumerate().for_each(|(i, x)| resources(ctx, x, format!("{path}.{i}"))),
+        _ => {}
+    }
+}
+
+/// `01234567-89AB-CDEF-EDCB-A98765432101`
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Go's `path.Clean` for an absolute path: no empty, `.` or `..` elements, no trailing `/`.

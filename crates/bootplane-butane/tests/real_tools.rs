@@ -89,6 +89,59 @@ fn both_validators_reject_broken_configs() {
     }
 }
 
+/// Ignition's own rules (config/shared/errors and the v3_3 types' Validate), one config
+/// each, checked against the real ignition-validate: each broken one refused by both, each
+/// edge case accepted by both.
+#[test]
+fn ignition_rules_agree_with_ignition_validate() {
+    let broken = [
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"verification":{"hash":"sha512-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"ignition":{"version":"3.3.0","config":{"merge":[{"verification":{"hash":"sha512-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}]}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","label":"x"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","path":"/x"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ext4","label":"aaaaaaaaaaaaaaaaa"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"xfs","label":"aaaaaaaaaaaaa"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"vfat","label":"aaaaaaaaaaaa"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"swap","label":"aaaaaaaaaaaaaaaa"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1},{"number":1,"label":"b"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"label":"a"},{"label":"a"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"partitions":[{"number":1}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1,"guid":"zz"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1,"typeGuid":"zz"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1,"shouldExist":false,"sizeMiB":5}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","devices":["/dev/a"]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","level":"raid1"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","level":"raid7","devices":["/dev/a"]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","level":"raid0","devices":["/dev/a"],"spares":1}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a/b","device":"/dev/sda"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","user":{"id":1,"name":"x"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"ignition":{"version":"3.3.0","proxy":{"httpProxy":"ftp://x"}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"tftp://x/y","httpHeaders":[{"name":"A","value":"b"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","httpHeaders":[{"name":"","value":"b"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","httpHeaders":[{"name":"A","value":"b"},{"name":"A","value":"c"}]}}]}}"#,
+    ];
+    for b in broken {
+        assert!(!real_validate(b), "ignition-validate accepts {b}");
+        assert!(!ours_accepts(b), "bootplane accepts {b}");
+    }
+    let fine = [
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"ext4","label":"aaaaaaaaaaaaaaaa"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","wipeFilesystem":false,"options":[]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"label":"a"},{"label":"b"},{"number":0,"label":"c"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1,"typeGuid":"01234567-89AB-CDEF-EDCB-A98765432101","guid":""}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sda","partitions":[{"number":1,"shouldExist":false,"wipePartitionEntry":true}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","level":"mirror","devices":["/dev/a"],"spares":1}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","user":{"id":1}, "group":{"name":"x"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"ignition":{"version":"3.3.0","proxy":{"httpsProxy":"http://x"}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"https://x/y","httpHeaders":[{"name":"A","value":"b"},{"name":"B","value":"c"}]}}]}}"#,
+    ];
+    for f in fine {
+        assert!(real_validate(f), "ignition-validate rejects {f}");
+        assert!(ours_accepts(f), "bootplane rejects {f}");
+    }
+}
+
 #[test]
 fn real_ignition_applies_a_compiled_config() {
     let d = tempfile::tempdir().unwrap();
