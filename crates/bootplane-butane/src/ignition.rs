@@ -120,7 +120,11 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
         if u.get("contents").and_then(J::as_str).is_some_and(|c| !unit_content_parses(c)) {
             ctx.error(&format!("systemd.units.{i}.contents"), None, "invalid unit content");
         }
+        let mut dropins = std::collections::HashSet::new();
         for (j, d) in u.get("dropins").and_then(J::as_array).into_iter().flatten().enumerate() {
+            if d.get("name").and_then(J::as_str).is_some_and(|n| !dropins.insert(n.to_string())) {
+                ctx.error(&format!("systemd.units.{i}.dropins.{j}"), None, "duplicate entry defined");
+            }
             if !d.get("name").and_then(J::as_str).is_some_and(|n| n.ends_with(".conf")) {
                 ctx.error(&format!("systemd.units.{i}.dropins.{j}.name"), None, "invalid systemd drop-in extension");
             }
@@ -216,6 +220,64 @@ fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
         }
         if r.get("devices").and_then(J::as_array).is_none_or(|d| d.is_empty()) {
             ctx.error(&format!("storage.raid.{i}.devices"), None, "raid devices required");
+        }
+    }
+    for (i, u) in list(&["passwd", "users"]).iter().enumerate() {
+        let mut groups = std::collections::HashSet::new();
+        for (j, g) in u.get("groups").and_then(J::as_array).into_iter().flatten().enumerate() {
+            if g.as_str().is_some_and(|g| !groups.insert(g.to_string())) {
+                ctx.error(&format!("passwd.users.{i}.groups.{j}"), None, "duplicate entry defined");
+            }
+        }
+    }
+    // Resources that exist only to be fetched: a merged config, a CA (a `replace` without
+    // a source means "none", as ignition-validate agrees).
+    let ign = cfg.get("ignition");
+    let needs_source = ign
+        .and_then(|i| i.get("config"))
+        .and_then(|c| c.get("merge"))
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(j, m)| (format!("ignition.config.merge.{j}"), m))
+        .chain(
+            ign.and_then(|i| i.get("security")).and_then(|s| s.get("tls")).and_then(|t| t.get("certificateAuthorities")).and_then(J::as_array).into_iter().flatten().enumerate().map(|(j, c)| (format!("ignition.security.tls.certificateAuthorities.{j}"), c)),
+        )
+        .filter(|(_, r)| r.get("source").is_none_or(J::is_null))
+        .map(|(p, _)| p)
+        .collect::<Vec<_>>();
+    for p in needs_source {
+        ctx.error(&p, None, "source is required");
+    }
+    let directories: Vec<String> = list(&["storage", "directories"]).iter().filter_map(|d| d.get("path").and_then(J::as_str).map(str::to_string)).collect();
+    for (i, l) in list(&["storage", "links"]).iter().enumerate() {
+        let hard = l.get("hard").and_then(J::as_bool) == Some(true);
+        if hard && l.get("target").and_then(J::as_str).is_some_and(|t| directories.iter().any(|d| d == t)) {
+            ctx.error(&format!("storage.links.{i}"), None, "hard link target is a directory");
+        }
+    }
+    for (i, l) in list(&["storage", "luks"]).iter().enumerate() {
+        let Some(clevis) = l.get("clevis") else { continue };
+        for (j, t) in clevis.get("tang").and_then(J::as_array).into_iter().flatten().enumerate() {
+            if t.get("thumbprint").and_then(J::as_str).is_none_or(str::is_empty) {
+                ctx.error(&format!("storage.luks.{i}.clevis.tang.{j}.thumbprint"), None, "thumbprint is required");
+            }
+        }
+        let Some(custom) = clevis.get("custom").filter(|c| c.as_object().is_some_and(|o| o.values().any(|v| !v.is_null()))) else { continue };
+        let others = clevis.get("tpm2").and_then(J::as_bool) == Some(true)
+            || clevis.get("tang").and_then(J::as_array).is_some_and(|t| !t.is_empty())
+            || clevis.get("threshold").and_then(J::as_i64).is_some_and(|t| t != 0);
+        if others {
+            ctx.error(&format!("storage.luks.{i}.clevis"), None, "cannot use custom clevis config with tpm2, tang, or threshold");
+        }
+        match custom.get("pin").and_then(J::as_str).unwrap_or("") {
+            "" => ctx.error(&format!("storage.luks.{i}.clevis.custom.pin"), None, "missing required custom clevis pin"),
+            "tpm2" | "tang" | "sss" => {}
+            _ => ctx.error(&format!("storage.luks.{i}.clevis.custom.pin"), None, "unsupported clevis pin"),
+        }
+        if custom.get("config").and_then(J::as_str).is_none_or(str::is_empty) {
+            ctx.error(&format!("storage.luks.{i}.clevis.custom.config"), None, "missing required custom clevis config");
         }
     }
     for (i, l) in list(&["storage", "luks"]).iter().enumerate() {

@@ -120,6 +120,16 @@ fn ignition_rules_agree_with_ignition_validate() {
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"tftp://x/y","httpHeaders":[{"name":"A","value":"b"}]}}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","httpHeaders":[{"name":"","value":"b"}]}}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","httpHeaders":[{"name":"A","value":"b"},{"name":"A","value":"c"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/d","hard":true}],"directories":[{"path":"/d"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"custom":{"config":"x"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"custom":{"pin":"tpm2"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"custom":{"pin":"foo","config":"x"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tpm2":true,"custom":{"pin":"tpm2","config":"x"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tang":[{"url":"http://t"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"compression":"gzip"}]}}}"#,
+        r#"{"ignition":{"version":"3.3.0","security":{"tls":{"certificateAuthorities":[{}]}}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"a","groups":["x","x"]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","dropins":[{"name":"x.conf"},{"name":"x.conf"}]}]}}"#,
     ];
     for b in broken {
         assert!(!real_validate(b), "ignition-validate accepts {b}");
@@ -135,6 +145,12 @@ fn ignition_rules_agree_with_ignition_validate() {
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","user":{"id":1}, "group":{"name":"x"}}]}}"#,
         r#"{"ignition":{"version":"3.3.0"},"ignition":{"version":"3.3.0","proxy":{"httpsProxy":"http://x"}}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"https://x/y","httpHeaders":[{"name":"A","value":"b"},{"name":"B","value":"c"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/d"}],"directories":[{"path":"/d"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"custom":{"pin":"sss","config":"x"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tpm2":true,"custom":{}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tang":[{"url":"http://t","thumbprint":"abc"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0","config":{"replace":{"compression":"gzip"}}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"a","groups":["x","y"]}]}}"#,
     ];
     for f in fine {
         assert!(real_validate(f), "ignition-validate rejects {f}");
