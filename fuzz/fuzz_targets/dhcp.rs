@@ -1,8 +1,9 @@
 //! Any datagram on port 67 or 4011: decoded the way the server decodes it (dhcproto,
-//! behind `policy::decode`'s guards), then answered by the full and the proxy policy.
+//! behind `policy::decode`'s guards), matched to the server's own link or a relayed
+//! subnet (`policy::select`), then answered by the full and the proxy policy.
 //! Must never panic, whatever the bytes.
 #![no_main]
-use bootplane_dhcp::policy::{decode, handle, Request};
+use bootplane_dhcp::policy::{decode, handle, select, Request};
 use bootplane_dhcp::{BootFiles, LeasePool, Mode, Settings};
 use libfuzzer_sys::fuzz_target;
 
@@ -10,6 +11,7 @@ fn settings(mode: Mode) -> Settings {
     Settings {
         mode,
         server_ip: "198.18.0.1".parse().unwrap(),
+        network: "198.18.0.1".parse().unwrap(),
         netmask: "255.255.255.0".parse().unwrap(),
         router: Some("198.18.0.1".parse().unwrap()),
         dns: vec!["198.18.0.1".parse().unwrap()],
@@ -25,10 +27,17 @@ fn settings(mode: Mode) -> Settings {
 
 fuzz_target!(|data: &[u8]| {
     let Some(msg) = decode(data) else { return };
-    let mut pool = LeasePool::new("198.18.0.50".parse().unwrap(), "198.18.0.60".parse().unwrap());
+    let mut pools = [
+        LeasePool::new("198.18.0.50".parse().unwrap(), "198.18.0.60".parse().unwrap()),
+        LeasePool::new("198.18.7.100".parse().unwrap(), "198.18.7.110".parse().unwrap()),
+    ];
     for mode in [Mode::Full, Mode::Proxy] {
+        let local = settings(mode);
+        let rack = Settings { network: "198.18.7.100".parse().unwrap(), relays: vec!["198.18.7.1".parse().unwrap()], ..settings(mode) };
+        let subnets = [&local, &rack];
+        let i = select(&msg, &subnets).unwrap_or(0);
         for port in [67, 4011] {
-            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), now: 1000 }, &settings(mode), &mut pool);
+            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), now: 1000 }, subnets[i], &mut pools[i]);
             if let Some((reply, _)) = out.reply {
                 // Whatever we answer must encode.
                 let _ = dhcproto::Encodable::to_vec(&reply);
