@@ -27,6 +27,17 @@ pub enum DownloadError {
     Mismatch { url: String, what: &'static str, want: String, got: String },
 }
 
+/// `url` without the user and password of its authority (`https://***@host/path`), for
+/// messages, events and answers; an `@` later in the path stays.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Reports progress: a bar on a terminal, a line per file otherwise.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -179,10 +190,23 @@ pub fn fetch(agent: &ureq::Agent, store: &ContentStore, url: &str, expected: &Ex
             // A wrong digest will not get better by retrying.
             Err(e @ DownloadError::Mismatch { .. }) => return Err(e),
             Err(e) => {
-                eprintln!("{label}: {e}");
+                eprintln!("{label}: {}", e.to_string().replace(url, &redact_url(url)));
                 last = Some(e);
             }
         }
     }
     Err(last.expect("at least one attempt"))
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn redaction_removes_only_the_userinfo() {
+        assert_eq!(redact_url("https://user:tok@mirror.lab/fcos/k"), "https://***@mirror.lab/fcos/k");
+        assert_eq!(redact_url("http://mirror.lab/a@2/kernel"), "http://mirror.lab/a@2/kernel");
+        assert_eq!(redact_url("postgres://u:p@db:5432/x"), "postgres://***@db:5432/x");
+        assert_eq!(redact_url("no scheme"), "no scheme");
+    }
 }

@@ -54,7 +54,7 @@ pub async fn locate(s: &Shared, bundle: &str, role: &str) -> Result<Located, (St
                 format!(
                     "{role} of bundle {bundle} is being copied from {} and checked against its sha256; retry shortly \
                      (an artifact.failed event says if it cannot be)",
-                    art.url.as_deref().unwrap_or_default()
+                    bootplane_artifacts::download::redact_url(art.url.as_deref().unwrap_or_default())
                 ),
             )),
             _ => Err((

@@ -59,18 +59,21 @@ fn pass(s: &Shared, handle: &tokio::runtime::Handle, agent: &ureq::Agent, report
     for (bundle, role, a) in missing(&bundles, |h| content.has(h)) {
         let (url, sha) = (a.url.clone().unwrap_or_default(), a.sha256.clone().unwrap_or_default());
         let label = format!("{bundle}/{role}");
+        // A mirror's credentials stay out of logs and events.
+        let shown = download::redact_url(&url);
         let event = match download::fetch(agent, content, &url, &Expected::Sha256(sha.clone()), &label, 3) {
             Ok(stored) if a.size.is_some_and(|n| n != stored.size) => {
-                let why = format!("{url} matches its sha256 but has {} bytes, the bundle says {}; fix the bundle's size", stored.size, a.size.unwrap_or(0));
+                let why = format!("{shown} matches its sha256 but has {} bytes, the bundle says {}; fix the bundle's size", stored.size, a.size.unwrap_or(0));
                 reported.insert(format!("{sha} size")).then(|| ("artifact.failed", json!({ "bundle": bundle, "role": role, "reason": why })))
             }
             Ok(stored) => {
-                tracing::info!("fetched {label} from {url} ({} bytes, sha256 verified)", stored.size);
+                tracing::info!("fetched {label} from {shown} ({} bytes, sha256 verified)", stored.size);
                 Some(("artifact.fetched", json!({ "bundle": bundle, "role": role, "size": stored.size })))
             }
             Err(e) => {
-                tracing::warn!("cannot copy {label}: {e}");
-                reported.insert(format!("{sha} {e}")).then(|| ("artifact.failed", json!({ "bundle": bundle, "role": role, "reason": e.to_string() })))
+                let why = e.to_string().replace(&url, &shown);
+                tracing::warn!("cannot copy {label}: {why}");
+                reported.insert(format!("{sha} {why}")).then(|| ("artifact.failed", json!({ "bundle": bundle, "role": role, "reason": why })))
             }
         };
         if let Some((kind, detail)) = event {

@@ -419,12 +419,14 @@ fn url_files_with_a_digest_are_copied_checked_and_served_by_bootplane() {
     let m = mirror(files, HashMap::new());
     let config = format!(
         "server: {{ listen: 127.0.0.1:0 }}\nbundles:\n  - name: net\n    os: generic\n    kernel: {{ url: {u}/k, sha256: {k} }}\n    initrd: {{ url: {u}/i, sha256: {i}, proxy: false }}\n    args: console=ttyS0\n\
-         \x20 - name: wrong\n    os: generic\n    kernel: {{ url: {u}/bad, sha256: {w} }}\n\
+         \x20 - name: wrong\n    os: generic\n    kernel: {{ url: {c}/bad, sha256: {w} }}\n\
          machines:\n  - {{name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: net, provision: true}}\n",
         u = m.url,
         k = sha(&kernel),
         i = sha(&blob(500, 5)),
         w = sha(b"not what /bad holds"),
+        // A mirror behind basic auth: its password must never be shown (finding of issue 15).
+        c = m.url.replace("http://", "http://fetcher:s3cr3t-mirror-pass@"),
     );
     let d = workdir(&config);
     let s = Server::start(d.path());
@@ -446,8 +448,9 @@ fn url_files_with_a_digest_are_copied_checked_and_served_by_bootplane() {
     }
     assert_eq!(sha(&served), sha(&kernel), "the copy was never served");
     // A file that does not match its digest is never served, and an event says why.
-    let (h, _) = curl(&[&format!("{}/artifacts/wrong@1/kernel", s.url)]);
+    let (h, body) = curl(&[&format!("{}/artifacts/wrong@1/kernel", s.url)]);
     assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+    assert!(!String::from_utf8_lossy(&body).contains("s3cr3t") && String::from_utf8_lossy(&body).contains("***@"), "{body:?}");
     let mut failed = String::new();
     for _ in 0..50 {
         let (_, ev) = s.admin("GET", "/v1/events?limit=100");
@@ -458,5 +461,7 @@ fn url_files_with_a_digest_are_copied_checked_and_served_by_bootplane() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(failed.contains("sha256") && failed.contains("wrong@1"), "{failed}");
-    s.kill9();
+    assert!(!failed.contains("s3cr3t"), "the mirror's password is in an event: {failed}");
+    let log = s.stop();
+    assert!(!log.iter().any(|l| l.contains("s3cr3t")), "the mirror's password is in the server log: {log:?}");
 }

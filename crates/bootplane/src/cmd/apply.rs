@@ -108,7 +108,7 @@ async fn stored_config(store: &dyn Store, partial: &Config) -> anyhow::Result<Co
 
 /// What `partial` names, taken from `merged` (so defaults are resolved against the whole).
 fn named_set(merged: &Config, partial: &Config) -> anyhow::Result<ApplySet> {
-    let named = |names: Vec<&str>, name: &str| names.contains(&name);
+    let named = |names: &[&str], name: &str| names.contains(&name);
     let machines: Vec<&str> = partial.machines.iter().map(|m| m.name.as_str()).collect();
     let bundles: Vec<&str> = partial.bundles.iter().map(|b| b.name.as_str()).collect();
     let clusters: Vec<&str> = partial.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -128,13 +128,13 @@ fn named_set(merged: &Config, partial: &Config) -> anyhow::Result<ApplySet> {
         settings.push(("config.ssh_authorized_keys".into(), serde_json::to_string(&merged.ssh_authorized_keys)?));
     }
     Ok(ApplySet {
-        machines: merged.machines.iter().filter(|m| named(machines.clone(), &m.name)).cloned().collect(),
-        bundles: merged.bundles.iter().filter(|b| named(bundles.clone(), &b.name)).cloned().collect(),
-        clusters: merged.clusters.iter().filter(|c| named(clusters.clone(), &c.name)).cloned().collect(),
+        machines: merged.machines.iter().filter(|m| named(&machines, &m.name)).cloned().collect(),
+        bundles: merged.bundles.iter().filter(|b| named(&bundles, &b.name)).cloned().collect(),
+        clusters: merged.clusters.iter().filter(|c| named(&clusters, &c.name)).cloned().collect(),
         templates: merged
             .templates
             .iter()
-            .filter(|t| named(templates.clone(), &t.name))
+            .filter(|t| named(&templates, &t.name))
             .map(|t| (t.name.clone(), t.butane.clone()))
             .collect(),
         settings,

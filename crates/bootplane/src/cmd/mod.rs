@@ -62,9 +62,9 @@ pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn S
             Ok(Arc::new(SqliteStore::open_file(path)?))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("--database {}: the PostgreSQL backend is not built yet; use the embedded SQLite store (omit --database)", redact(url))
+            bail!("--database {}: the PostgreSQL backend is not built yet; use the embedded SQLite store (omit --database)", bootplane_artifacts::download::redact_url(url))
         }
-        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:PATH or sqlite://PATH", redact(url)),
+        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:PATH or sqlite://PATH", bootplane_artifacts::download::redact_url(url)),
     }
 }
 
@@ -75,13 +75,6 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
 
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://***{}", &url[..s], &url[a..]),
-        _ => url.to_string(),
-    }
-}
 
 /// Everything of a config that goes into the store.
 pub fn apply_set(cfg: &Config) -> anyhow::Result<ApplySet> {
