@@ -324,6 +324,7 @@ impl<B: Backend> DhcpServer<B> {
         let mut events = Vec::new();
         let full = burst.len() >= BURST;
         let decoded: Vec<(Message, Received)> = burst.into_iter().filter_map(|r| policy::decode(&r.bytes).map(|m| (m, r))).collect();
+        let subnets: Vec<&Settings> = std::iter::once(&self.settings).chain(self.relayed.iter().map(|(s, _)| s)).collect();
         for (msg, r) in shed(decoded, full) {
             let Some(mac) = policy::client_mac(&msg) else {
                 continue;
@@ -331,7 +332,6 @@ impl<B: Backend> DhcpServer<B> {
             let machine = known.get(&mac);
             // A relayed request from a link nobody serves goes to the own link's policy,
             // which refuses it with an event.
-            let subnets: Vec<&Settings> = std::iter::once(&self.settings).chain(self.relayed.iter().map(|(s, _)| s)).collect();
             let i = policy::select(&msg, &subnets).unwrap_or(0);
             let out = policy::handle(
                 &Request { msg: &msg, port: r.port, hostname: machine.map(|m| m.hostname.clone()), now: t },
