@@ -21,6 +21,12 @@ pub struct ServerSettings {
     pub admin_token_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite:PATH`, or `postgres://USER@HOST/DB` for several instances on one
+    /// database. Default: `bootplane.db` in the data directory. `--database` overrides it.
+    /// Keep a password out of this file: PostgreSQL's `PGPASSFILE` (~/.pgpass) or the
+    /// `BOOTPLANE_DATABASE` environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// The key sealing cluster tokens and kubeconfigs in the store. Default:
     /// `secret.key` in the data directory, created on first start. Instances sharing one
     /// PostgreSQL store must all use the same key file.
@@ -127,6 +133,7 @@ impl Default for ServerSettings {
             advertise: None,
             admin_token_file: None,
             data_dir: None,
+            database: None,
             secret_key_file: None,
             max_install_attempts: default_attempts(),
             events_retained: default_events(),

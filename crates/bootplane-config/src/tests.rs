@@ -180,3 +180,21 @@ fn relayed_subnets_are_checked() {
     let e = err(&ok.replace("mode: full", "mode: proxy"));
     assert!(e.contains("need dhcp.mode full"), "{e}");
 }
+
+#[test]
+fn a_database_password_in_the_config_is_refused() {
+    let base = "server:\n  listen: 127.0.0.1:8080\n  database: ";
+    for (url, bad) in [
+        ("postgres://bootplane:hunter2@db.lab/bootplane", true),
+        ("postgresql://bootplane@db.lab/bootplane?password=hunter2", true),
+        ("postgres://bootplane@db.lab/bootplane", false),
+        ("sqlite:/var/lib/bootplane/b.db", false),
+        ("mysql://x@y/z", true),
+    ] {
+        let r = Config::from_str_named(std::path::Path::new("t.yaml"), &format!("{base}{url}\n"));
+        assert_eq!(r.is_err(), bad, "{url}: {:?}", r.err());
+        if let Err(e) = r {
+            assert!(!e.to_string().contains("hunter2"), "the password is never echoed: {e}");
+        }
+    }
+}

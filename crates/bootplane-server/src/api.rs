@@ -26,8 +26,8 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
         StoreError::Transition(_) | StoreError::Conflict(_) => error(StatusCode::CONFLICT, e),
-        StoreError::Backend(_) => {
-            tracing::error!("{e}");
+        StoreError::Backend(_) | StoreError::Database(_) => {
+            tracing::error!("{e:#}");
             error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry")
         }
     }

@@ -31,6 +31,32 @@ fn random_token() -> String {
     hex::encode(rand::random::<[u8; 24]>())
 }
 
+const KEY_CHECK: &str = "seal_key/check";
+
+/// Refuses a sealing key that is not the one this store's secrets were sealed with:
+/// the first instance leaves a sealed marker; every later start (of any instance sharing
+/// the database) must open it, and also any cluster tokens sealed before the marker
+/// existed. Nothing is overwritten either way.
+pub async fn check_seal_key(store: &dyn bootplane_store::Store, key: &[u8; 32]) -> anyhow::Result<()> {
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "the store's secrets were sealed with another secret key ({what} does not open with this one); \
+             give this instance the key file of the instance that created the store (server.secret_key_file, \
+             default secret.key in the data directory). Nothing was changed"
+        )
+    };
+    for c in store.clusters().await? {
+        let k = tokens_key(&c.name);
+        if let Some(v) = store.setting(&k).await? {
+            sealed::open(key, &k, &v).map_err(|_| refuse(&k))?;
+        }
+    }
+    let marker = sealed::seal(key, KEY_CHECK, rand::random(), b"bootplane");
+    let held = store.setting_or_insert(KEY_CHECK, &marker).await?;
+    sealed::open(key, KEY_CHECK, &held).map_err(|_| refuse("the store's key check"))?;
+    Ok(())
+}
+
 fn seal(s: &Shared, purpose: &str, plaintext: &[u8]) -> String {
     sealed::seal(&s.seal_key, purpose, rand::random(), plaintext)
 }

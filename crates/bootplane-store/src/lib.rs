@@ -3,9 +3,16 @@
 //! whole operations (apply an inventory, move a machine, write a batch of events), never
 //! in SQL, so a PostgreSQL backend can implement it without the callers changing. Every
 //! state change happens in one transaction together with its `state.changed` event.
-//! [`sqlite::SqliteStore`] is the embedded default.
+//! [`sqlite::SqliteStore`] is the embedded default; [`postgres::PostgresStore`] lets
+//! several instances share one database. What an operation does (transition effects,
+//! adoption, bundle revisions) is decided once, in [`rules`]; the backends only store.
 
+pub mod postgres;
+pub mod rules;
 pub mod sqlite;
+
+#[cfg(test)]
+mod battery;
 
 use async_trait::async_trait;
 use bootplane_core::model::{Bundle, Cluster, Lease, MachineRecord, MachineSpec};
@@ -13,6 +20,7 @@ use bootplane_core::state::{MachineState, TransitionError, Trigger};
 use bootplane_core::Observed;
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +31,18 @@ pub enum StoreError {
     Transition(#[from] TransitionError),
     #[error("{0}")]
     Conflict(String),
+    /// A problem the store itself describes (a path it cannot create, a migration).
     #[error("store: {0}")]
     Backend(String),
+    /// The database driver's own error, kept whole so its cause chain reaches the log.
+    #[error(transparent)]
+    Database(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn database<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        StoreError::Database(Box::new(e))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

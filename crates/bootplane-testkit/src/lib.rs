@@ -5,6 +5,7 @@
 //! host's own interfaces.
 
 pub mod ignition;
+pub mod postgres;
 
 use std::process::{Command, Output};
 

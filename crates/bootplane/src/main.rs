@@ -22,9 +22,10 @@ pub struct StoreArgs {
     /// `server.data_dir` (relative to that file), else `./data`.
     #[arg(long, global = true, env = "BOOTPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store URL instead of `bootplane.db` in the data directory: `sqlite:PATH` or
-    /// `sqlite://PATH` (the data directory is then the file's directory unless given).
-    /// PostgreSQL is planned, not yet built.
+    /// Store URL instead of `bootplane.db` in the data directory: `sqlite:PATH` /
+    /// `sqlite://PATH` (the data directory is then the file's directory unless given), or
+    /// `postgres://USER@HOST/DB` (several instances on one database; each keeps its own
+    /// data directory for the token, key and artifact files). Default: `server.database`.
     #[arg(long, global = true, env = "BOOTPLANE_DATABASE")]
     pub database: Option<String>,
 }

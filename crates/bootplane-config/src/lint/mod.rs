@@ -107,6 +107,24 @@ fn looks_secret(args: &str) -> Option<String> {
     None
 }
 
+/// `server.database`: a known scheme, and no password in the file (the config is stored
+/// and shown by `bootplane config`-style tools; libpq's password file is the place).
+fn database_url(out: &mut Findings, url: &str) {
+    let pg = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://"));
+    if let Some(rest) = pg {
+        let userinfo = rest.split(['/', '?']).next().unwrap_or("").rsplit_once('@').map(|(u, _)| u);
+        if userinfo.is_some_and(|u| u.contains(':')) || url.contains("password=") {
+            out.error(
+                "server.database carries a password in clear; put it in ~/.pgpass (or PGPASSFILE) or pass the URL in \
+                 BOOTPLANE_DATABASE instead"
+                    .to_string(),
+            );
+        }
+    } else if !url.starts_with("sqlite:") {
+        out.error(format!("server.database `{url}`: unknown scheme; expected sqlite:PATH or postgres://USER@HOST/DB"));
+    }
+}
+
 pub fn lint(cfg: &Config) -> Vec<Finding> {
     let mut out = Findings(Vec::new());
     let who = |i: usize| cfg.describe_machine(i);
@@ -116,6 +134,9 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             "server.listen {} serves the admin API to the whole network; set server.admin_listen (e.g. 127.0.0.1:8081) to keep it apart",
             cfg.server.listen
         ));
+    }
+    if let Some(db) = &cfg.server.database {
+        database_url(&mut out, db);
     }
     duplicates(&mut out, "machine name", cfg.machines.iter().enumerate().map(|(i, m)| (m.name.clone(), who(i))));
     duplicates(

@@ -5,7 +5,6 @@
 //! `migrations/sqlite/`, applied in order and recorded in `schema_migrations`.
 
 use crate::*;
-use bootplane_core::model::discovered_name;
 use chrono::{DateTime, SecondsFormat, Utc};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -39,8 +38,8 @@ pub struct SqliteStore {
 /// How often the DHCP lease writer has the WAL checkpointed on a helper thread.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-fn be<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn be<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::database(e)
 }
 
 fn now() -> String {
@@ -119,38 +118,16 @@ fn transition_in(
     source: Option<String>,
     detail: serde_json::Value,
 ) -> Result<Transitioned> {
-    if rec.state == to {
+    let Some(effects) = rules::transition_effects(&rec, to, trigger)? else {
         return Ok(Transitioned::Unchanged(rec));
-    }
+    };
     let from = rec.state;
-    from.check(to, trigger)?;
-    let mut attempts = rec.install_attempts;
-    let mut generation = rec.credential_generation;
-    if to == MachineState::Provision {
-        attempts = 0;
-        generation += 1;
-    }
-    // A report retires the credential it used, except `written`: the installed system
-    // reports with the same one. Failing or retiring a machine retires it too, so a
-    // credential taken from a dead install cannot be used later.
-    if (trigger == Trigger::Report && to != MachineState::Written) || matches!(to, MachineState::Failed | MachineState::Retired) {
-        generation += 1;
-    }
-    let ts = now();
     c.execute(
         "UPDATE machines SET state = ?1, install_attempts = ?2, credential_generation = ?3, updated = ?4 WHERE name = ?5",
-        params![to.as_str(), attempts, generation, ts, rec.name()],
+        params![to.as_str(), effects.install_attempts, effects.credential_generation, now(), rec.name()],
     )
     .map_err(be)?;
-    insert_event(
-        c,
-        &NewEvent::new(
-            Some(rec.name()),
-            "state.changed",
-            source,
-            json!({ "from": from, "to": to, "trigger": trigger, "detail": detail }),
-        ),
-    )?;
+    insert_event(c, &rules::state_changed(rec.name(), from, to, trigger, source, detail))?;
     let record = get_machine(c, rec.name())?.ok_or_else(|| StoreError::NotFound(rec.name().into()))?;
     Ok(Transitioned::Changed { from, record })
 }
@@ -310,19 +287,8 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
             )
             .optional()
             .map_err(be)?;
-        match owner {
-            Some((o, _)) if o == spec.name => {}
-            Some((o, st)) if st == "retired" => {
-                tx.execute("DELETE FROM machine_macs WHERE mac = ?1", [mac.to_string()]).map_err(|e| be(format!("{o}: {e}")))?;
-            }
-            Some((o, _)) => {
-                return Err(StoreError::Conflict(format!(
-                    "MAC {mac} of machine {} already belongs to machine {o} in the store; retire {o} first \
-                     (bootplane machines retire {o}) or fix the MAC",
-                    spec.name
-                )))
-            }
-            None => {}
+        if let rules::Claim::TakeFromRetired(_) = rules::claim(spec, &format!("MAC {mac}"), parse_owner(owner))? {
+            tx.execute("DELETE FROM machine_macs WHERE mac = ?1", [mac.to_string()]).map_err(be)?;
         }
     }
     if let Some(u) = &spec.uuid {
@@ -332,17 +298,8 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
             })
             .optional()
             .map_err(be)?;
-        match owner {
-            Some((o, st)) if st == "retired" => {
-                tx.execute("UPDATE machines SET uuid = NULL WHERE name = ?1", [o]).map_err(be)?;
-            }
-            Some((o, _)) => {
-                return Err(StoreError::Conflict(format!(
-                    "UUID {u} of machine {} already belongs to machine {o} in the store; retire {o} first or fix the UUID",
-                    spec.name
-                )))
-            }
-            None => {}
+        if let rules::Claim::TakeFromRetired(o) = rules::claim(spec, &format!("UUID {u}"), parse_owner(owner))? {
+            tx.execute("UPDATE machines SET uuid = NULL WHERE name = ?1", [o]).map_err(be)?;
         }
     }
 
@@ -360,13 +317,13 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
             insert_macs(tx, spec)?;
             report.machines_updated += 1;
             let rec = MachineRecord { spec: spec.clone(), ..rec };
-            if spec.provision && matches!(rec.state, MachineState::Ready | MachineState::Discovered) {
-                transition_in(tx, rec, MachineState::Provision, Trigger::Apply, None, json!("provision: true in the applied config"))?;
+            if rules::provisions_on_apply(spec, rec.state) {
+                transition_in(tx, rec, MachineState::Provision, Trigger::Apply, None, json!(rules::PROVISION_ON_APPLY))?;
                 report.machines_provisioned += 1;
             }
         }
         None => {
-            let state = if spec.provision { MachineState::Provision } else { MachineState::Ready };
+            let state = rules::initial_state(spec);
             tx.execute(
                 "INSERT INTO machines (name, spec, state, uuid, install_attempts, credential_generation, observed, created, updated) \
                  VALUES (?1, ?2, ?3, ?4, 0, 0, '{}', ?5, ?5)",
@@ -378,15 +335,7 @@ fn apply_machine(tx: &Connection, spec: &MachineSpec, report: &mut ApplyReport) 
             if spec.provision {
                 report.machines_provisioned += 1;
             }
-            insert_event(
-                tx,
-                &NewEvent::new(
-                    Some(&spec.name),
-                    "state.changed",
-                    None,
-                    json!({ "from": if adopted { Some("discovered") } else { None }, "to": state, "trigger": Trigger::Apply }),
-                ),
-            )?;
+            insert_event(tx, &rules::created(spec, adopted))?;
         }
     }
     Ok(())
@@ -397,6 +346,14 @@ fn all_specs<T: serde::de::DeserializeOwned>(c: &Connection, sql: &str) -> Resul
     let mut st = c.prepare(sql).map_err(be)?;
     let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(be)?;
     rows.map(|r| r.map_err(be).and_then(|s| serde_json::from_str(&s).map_err(be))).collect()
+}
+
+/// A `(name, state)` row; an unreadable state never matches `retired`.
+fn parse_owner(row: Option<(String, String)>) -> Option<(String, MachineState)> {
+    row.map(|(name, state)| {
+        let state = state.parse().unwrap_or(MachineState::Failed);
+        (name, state)
+    })
 }
 
 fn insert_macs(tx: &Connection, spec: &MachineSpec) -> Result<()> {
@@ -432,17 +389,10 @@ fn write_item(tx: &Connection, item: &BatchItem, ts: &str) -> Result<()> {
                 .map_err(be)
         }
         BatchItem::Discovered { observed, source: _ } => {
-            let Some(name) = discovered_name(observed) else {
+            let Some(spec) = rules::discovered_spec(observed) else {
                 return Ok(());
             };
-            let spec = MachineSpec {
-                name: name.clone(),
-                macs: observed.mac.into_iter().collect(),
-                uuid: observed.uuid.clone(),
-                serial: observed.serial.clone(),
-                arch: observed.arch.clone(),
-                ..Default::default()
-            };
+            let name = spec.name.clone();
             let spec = serde_json::to_string(&spec).map_err(be)?;
             let obs = serde_json::to_string(observed).map_err(be)?;
             let inserted = tx
@@ -482,27 +432,26 @@ impl Store for SqliteStore {
                     })
                     .optional()
                     .map_err(be)?;
-                match existing {
-                    Some((old, _, _)) if serde_json::from_str::<Bundle>(&old).ok().as_ref() == Some(&unpinned(b)) => {}
+                let stored = existing.as_ref().map(|(old, rev, _)| (serde_json::from_str::<Bundle>(old).ok(), *rev));
+                match rules::bundle_change(stored.as_ref().map(|(b, r)| (b.as_ref(), *r)), b) {
+                    rules::BundleChange::Same => {}
                     // A new revision; the old one stays readable for machines that use it.
-                    Some((old, revision, created)) => {
+                    rules::BundleChange::Revise(revision) => {
+                        let (old, _, created) = existing.unwrap_or_default();
                         tx.execute(
                             "INSERT OR REPLACE INTO bundle_revisions (name, revision, spec, created) VALUES (?1, ?2, ?3, ?4)",
-                            params![b.name, revision, old, created],
+                            params![b.name, revision - 1, old, created],
                         )
                         .map_err(be)?;
                         tx.execute(
                             "UPDATE bundles SET spec = ?2, revision = ?3, created = ?4 WHERE name = ?1",
-                            params![b.name, json, revision + 1, now()],
+                            params![b.name, json, revision, now()],
                         )
                         .map_err(be)?;
-                        insert_event(
-                            tx,
-                            &NewEvent::new(None, "bundle.revised", None, serde_json::json!({ "bundle": b.name, "revision": revision + 1 })),
-                        )?;
+                        insert_event(tx, &rules::bundle_revised(&b.name, revision))?;
                         report.bundles_revised += 1;
                     }
-                    None => {
+                    rules::BundleChange::Create => {
                         tx.execute("INSERT INTO bundles (name, spec, created) VALUES (?1, ?2, ?3)", params![b.name, json, now()])
                             .map_err(be)?;
                         report.bundles_created += 1;
@@ -648,9 +597,7 @@ impl Store for SqliteStore {
                 let rows = st.query_map([&name], |r| r.get::<_, String>(0)).map_err(be)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
             };
-            if !users.is_empty() {
-                return Err(StoreError::Conflict(format!("bundle {name} is used by machine(s) {}", users.join(", "))));
-            }
+            rules::bundle_in_use(&name, &users)?;
             tx.execute("DELETE FROM bundles WHERE name = ?1", [&name]).map_err(be)?;
             tx.execute("DELETE FROM bundle_revisions WHERE name = ?1", [&name]).map_err(be)?;
             Ok(())
@@ -686,16 +633,13 @@ impl Store for SqliteStore {
         let machine = machine.to_string();
         self.write(move |tx| {
             let rec = get_machine(tx, &machine)?.ok_or_else(|| StoreError::NotFound(machine.clone()))?;
-            if rec.state == to {
-                return Err(TransitionError { from: rec.state, to, trigger }.into());
-            }
-            rec.state.check(to, trigger)?;
+            rules::refuse_replay(&rec, to, trigger)?;
             for w in &settings {
                 if w.first_writer_wins {
                     tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![w.key, w.value]).map_err(be)?;
                     let held: String = tx.query_row("SELECT value FROM settings WHERE key = ?1", [&w.key], |r| r.get(0)).map_err(be)?;
                     if held != w.value {
-                        return Err(StoreError::Conflict(format!("{} is already set to another value", w.key)));
+                        return Err(rules::setting_taken(&w.key));
                     }
                 } else {
                     tx.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![w.key, w.value]).map_err(be)?;
@@ -895,7 +839,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, events_retained: u64, audit_days: u32, max_discovered: u64) -> Result<PruneReport> {
-        let audit = crate::AUDIT_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+        let audit = rules::audit_kinds_sql();
         let cutoff = (Utc::now() - chrono::Duration::days(audit_days.into())).to_rfc3339_opts(SecondsFormat::Millis, true);
         self.write(move |tx| {
             let noise = tx
@@ -925,11 +869,6 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
-
-/// The definition without its stored revision, for comparing with a stored spec.
-fn unpinned(b: &Bundle) -> Bundle {
-    Bundle { revision: 0, ..b.clone() }
-}
 
 /// Bundles with their revision from `sql` (`SELECT spec, revision ...`).
 fn revisions(c: &Connection, sql: &str) -> Result<Vec<Bundle>> {

@@ -16,9 +16,9 @@ pub fn run(file: &Path, args: StoreArgs, dry_run: bool, prune: bool) -> anyhow::
     let dir = data_dir(&args, &partial, Some(file));
     let rt = runtime()?;
     // A file that is invalid on its own creates no store.
-    let existing = args.database.is_some() || dir.join("bootplane.db").exists();
+    let existing = args.database.is_some() || partial.server.database.is_some() || dir.join("bootplane.db").exists();
     let stored = match existing {
-        true => rt.block_on(stored_config(open_store(&args, &dir)?.as_ref(), &partial))?,
+        true => rt.block_on(stored_config(open_store(&args, &partial, &dir, &rt)?.as_ref(), &partial))?,
         false => Config::default(),
     };
     let before = stored.clone();
@@ -36,7 +36,7 @@ pub fn run(file: &Path, args: StoreArgs, dry_run: bool, prune: bool) -> anyhow::
         println!("dry run: nothing written to {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_store(&args, &dir)?;
+    let store = open_store(&args, &partial, &dir, &rt)?;
     let set = named_set(&merged, &partial)?;
     let report = rt.block_on(store.apply(set))?;
     if prune {

@@ -119,6 +119,8 @@ fn artifacts(b: &Bundle) -> Vec<(&'static str, &Artifact)> {
 struct Env {
     store: Arc<dyn Store>,
     content: ContentStore,
+    /// The runtime the store's connections live on (PostgreSQL's pool is bound to it).
+    rt: tokio::runtime::Runtime,
 }
 
 fn env(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Env> {
@@ -132,7 +134,8 @@ fn env(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Env> {
     };
     let dir = data_dir(args, &cfg, cfg_path.as_deref());
     eprintln!("bootplane: store in {}", dir.display());
-    Ok(Env { store: open_store(args, &dir)?, content: ContentStore::new(&dir) })
+    let rt = runtime()?;
+    Ok(Env { store: open_store(args, &cfg, &dir, &rt)?, content: ContentStore::new(&dir), rt })
 }
 
 fn agent() -> ureq::Agent {
@@ -162,7 +165,7 @@ fn verify_signature(keyring: &Path, sig: &Path, data: &Path) -> anyhow::Result<(
 /// detached signature is kept as `image.sig`, since coreos-installer asks for it beside
 /// the image; other signatures are only downloaded to be checked against `keyring`.
 fn fetch_plan(e: &Env, plan: &ReleasePlan, keyring: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let rt = runtime()?;
+    let rt = &e.rt;
     let keeps_sig = |f: &PlannedFile| f.role == "image" && f.signature.is_some();
     if let Some(existing) = rt.block_on(e.store.bundle(&plan.name))? {
         let have = |role: &str| existing.artifact(role).and_then(|a| a.sha256.as_deref()).is_some_and(|h| e.content.has(h));
@@ -231,7 +234,7 @@ fn import(e: &Env, dir: &Path, mut b: Bundle) -> anyhow::Result<ExitCode> {
     if !errors.is_empty() {
         bail!("bundle {name} not recorded:\n  {}", errors.join("\n  "));
     }
-    let r = runtime()?.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
+    let r = e.rt.block_on(e.store.apply(ApplySet { bundles: vec![b], ..Default::default() }))?;
     match (r.bundles_created, r.bundles_revised) {
         (1, _) => println!("bundle {name} recorded"),
         (_, 1) => println!("bundle {name} recorded as a new revision; machines mid-install keep the previous one"),
@@ -278,7 +281,7 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
             fetch_plan(&e, &plan, keyring_arg.as_deref())
         }
         BundleCmd::List { json } => {
-            let rt = runtime()?;
+            let rt = &e.rt;
             let bundles = rt.block_on(e.store.bundles())?;
             let machines = rt.block_on(e.store.machines())?;
             let mut users: BTreeMap<&str, usize> = BTreeMap::new();
@@ -321,7 +324,7 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         BundleCmd::Rm { name } => {
-            let rt = runtime()?;
+            let rt = &e.rt;
             if rt.block_on(e.store.bundle(&name))?.is_none() {
                 bail!("no bundle named `{name}` in the store (bootplane bundle list shows them)");
             }
@@ -333,7 +336,7 @@ pub fn run(cmd: BundleCmd, config: Option<PathBuf>, args: StoreArgs) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         BundleCmd::Gc { prune_bundles } => {
-            let rt = runtime()?;
+            let rt = &e.rt;
             if prune_bundles {
                 for b in rt.block_on(e.store.bundles())? {
                     match rt.block_on(e.store.delete_bundle(&b.name)) {

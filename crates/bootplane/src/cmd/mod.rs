@@ -15,7 +15,7 @@ pub mod serve;
 use crate::StoreArgs;
 use anyhow::{bail, Context};
 use bootplane_config::Config;
-use bootplane_store::{ApplySet, SqliteStore, Store};
+use bootplane_store::{ApplySet, PostgresStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ pub fn data_dir(args: &StoreArgs, cfg: &Config, config_path: Option<&Path>) -> P
         return d.clone();
     }
     // The token and key belong beside the database the operator named.
-    if let Some(db) = args.database.as_deref().and_then(sqlite_path) {
+    if let Some(db) = database_url(args, cfg).and_then(sqlite_path) {
         return match db.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -50,8 +50,15 @@ pub fn default_data_dir() -> PathBuf {
     std::env::var_os("BOOTPLANE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
 }
 
-pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    match args.database.as_deref() {
+/// The store URL: `--database` / `BOOTPLANE_DATABASE`, else the config's `server.database`.
+fn database_url<'a>(args: &'a StoreArgs, cfg: &'a Config) -> Option<&'a str> {
+    args.database.as_deref().or(cfg.server.database.as_deref())
+}
+
+/// Opens the store the operator named (default: `bootplane.db` in `data_dir`). A
+/// PostgreSQL store's connections live on `rt`: use the store only there.
+pub fn open_store(args: &StoreArgs, cfg: &Config, data_dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<dyn Store>> {
+    match database_url(args, cfg) {
         None => Ok(Arc::new(SqliteStore::open(data_dir)?)),
         Some(url) if sqlite_path(url).is_some() => {
             let path = sqlite_path(url).unwrap_or_default();
@@ -62,9 +69,16 @@ pub fn open_store(args: &StoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn S
             Ok(Arc::new(SqliteStore::open_file(path)?))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("--database {}: the PostgreSQL backend is not built yet; use the embedded SQLite store (omit --database)", bootplane_artifacts::download::redact_url(url))
+            let shown = bootplane_artifacts::download::redact_url(url);
+            let store = rt
+                .block_on(PostgresStore::connect(url))
+                .with_context(|| format!("cannot open the PostgreSQL store {shown}; is the server running and the database created (createdb)?"))?;
+            Ok(Arc::new(store))
         }
-        Some(url) => bail!("--database {}: unknown scheme; expected sqlite:PATH or sqlite://PATH", bootplane_artifacts::download::redact_url(url)),
+        Some(url) => bail!(
+            "--database {}: unknown scheme; expected sqlite:PATH, sqlite://PATH or postgres://USER@HOST/DB",
+            bootplane_artifacts::download::redact_url(url)
+        ),
     }
 }
 

@@ -108,9 +108,13 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         tracing::debug!(open_files = n, "file descriptor limit");
     }
     let dir = data_dir(&args, &cfg, config.as_deref());
-    let store = open_store(&args, &dir)?;
     let rt = runtime()?;
+    let store = open_store(&args, &cfg, &dir, &rt)?;
+    let key = secret_key(&cfg, config.as_deref(), &dir)?;
     rt.block_on(async move {
+        // Before anything is written: an instance with another key must not touch a store
+        // whose secrets it cannot open.
+        bootplane_server::check_seal_key(store.as_ref(), &key).await?;
         let report = store.apply(apply_set(&cfg)?).await?;
         tracing::info!(
             created = report.machines_created,
@@ -152,7 +156,6 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
             }
             None => None,
         };
-        let key = secret_key(&cfg, config.as_deref(), &dir)?;
         let state = bootplane_server::state(store, settings, token, key).await?;
         if let Some((at, ca)) = tls {
             let _ = state.tls_ca.set(ca);

@@ -1,0 +1,393 @@
+//! One test battery for every backend: each case below runs against SQLite and against a
+//! throwaway PostgreSQL (`battery::sqlite::*`, `battery::postgres::*`), so a backend
+//! that stores differently but means the same passes the same cases. Cases that open a
+//! second store on the same database play a second bootplane instance.
+
+use crate::*;
+use bootplane_core::model::{Lease, LeaseState, OsKind};
+use bootplane_testkit::postgres::TempPostgres;
+use serde_json::json;
+use std::sync::Arc;
+
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    /// The server lives as long as the fixture.
+    Postgres { _server: TempPostgres, url: String },
+}
+
+#[derive(Clone)]
+pub(super) struct Fixture(Arc<Backend>);
+
+impl Fixture {
+    /// A store on the fixture's database; each call is another instance.
+    async fn open(&self) -> Arc<dyn Store> {
+        match &*self.0 {
+            Backend::Sqlite(d) => Arc::new(SqliteStore::open(d.path()).unwrap()),
+            Backend::Postgres { url, .. } => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        }
+    }
+}
+
+fn sqlite() -> Option<Fixture> {
+    Some(Fixture(Arc::new(Backend::Sqlite(tempfile::tempdir().unwrap()))))
+}
+
+fn postgres() -> Option<Fixture> {
+    let pg = TempPostgres::start_or_skip()?;
+    let url = pg.new_database();
+    Some(Fixture(Arc::new(Backend::Postgres { _server: pg, url })))
+}
+
+macro_rules! battery {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(f) = super::sqlite() { super::$case(f).await }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(f) = super::postgres() { super::$case(f).await }
+            })*
+        }
+    };
+}
+
+battery!(
+    apply_sets_initial_states_and_never_reprovisions_installed,
+    transitions_follow_the_table_and_are_recorded,
+    discovered_machines_are_recorded_then_adopted,
+    mac_owned_by_another_machine_is_refused_atomically,
+    a_changed_bundle_is_a_new_revision_and_the_old_one_stays_readable,
+    prune_caps_events_and_discovered,
+    settings_first_writer_wins,
+    leases_round_trip_and_follow_the_mac,
+    settings_written_with_a_transition_commit_or_roll_back_with_it,
+    reopening_keeps_state,
+    lease_writer_commits_leases_with_their_events,
+    racing_instances_move_a_machine_once_and_count_every_attempt,
+    racing_instances_claim_a_setting_once,
+    a_bad_batch_item_loses_nothing_else,
+    unknown_machines_are_errors_not_panics,
+);
+
+fn spec(name: &str, mac: &str, provision: bool) -> MachineSpec {
+    MachineSpec {
+        name: name.into(),
+        hostname: Some(format!("{name}.lab")),
+        macs: vec![mac.parse().unwrap()],
+        provision,
+        bundle: Some("g".into()),
+        ..Default::default()
+    }
+}
+
+fn bundle() -> Bundle {
+    Bundle::new("g", OsKind::Generic, "x86_64")
+}
+
+fn obs(mac: &str) -> Observed {
+    Observed::from_raw(Some(mac), None, None, Some("x86_64"), None).unwrap()
+}
+
+pub(super) async fn apply_sets_initial_states_and_never_reprovisions_installed(f: Fixture) {
+    let s = f.open().await;
+    let set = ApplySet {
+        machines: vec![spec("a", "52:54:00:00:00:01", false), spec("b", "52:54:00:00:00:02", true)],
+        bundles: vec![bundle()],
+        ..Default::default()
+    };
+    let r = s.apply(set.clone()).await.unwrap();
+    assert_eq!((r.machines_created, r.machines_provisioned), (2, 1));
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Ready);
+    assert_eq!(s.machine("b").await.unwrap().unwrap().state, MachineState::Provision);
+
+    s.transition("b", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    s.transition("b", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap();
+    s.apply(set).await.unwrap();
+    assert_eq!(s.machine("b").await.unwrap().unwrap().state, MachineState::Installed, "re-apply must not reinstall");
+}
+
+pub(super) async fn transitions_follow_the_table_and_are_recorded(f: Fixture) {
+    let s = f.open().await;
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
+    let e = s.transition("a", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Transition(_)), "{e}");
+    let t = s.transition("a", MachineState::Provision, Trigger::AdminProvision, Some("127.0.0.1".into()), json!(null)).await.unwrap();
+    let gen = t.record().credential_generation;
+    assert!(matches!(t, Transitioned::Changed { from: MachineState::Ready, .. }));
+    assert!(matches!(
+        s.transition("a", MachineState::Provision, Trigger::AdminProvision, None, json!(null)).await.unwrap(),
+        Transitioned::Unchanged(_)
+    ));
+    s.note_install_attempt("a").await.unwrap();
+    assert_eq!(s.machine("a").await.unwrap().unwrap().install_attempts, 1);
+    s.transition("a", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    let t = s.transition("a", MachineState::Installed, Trigger::Report, None, json!(null)).await.unwrap();
+    assert_eq!(t.record().credential_generation, gen + 1, "a report retires the credential");
+    assert!(s.note_install_attempt("a").await.is_err());
+    let ev = s.events(EventQuery { machine: Some("a".into()), ..Default::default() }).await.unwrap();
+    let changes: Vec<_> = ev.iter().filter(|e| e.kind == "state.changed").map(|e| e.detail["to"].as_str().unwrap().to_string()).collect();
+    assert_eq!(changes, ["ready", "provision", "installing", "installed"]);
+}
+
+pub(super) async fn discovered_machines_are_recorded_then_adopted(f: Fixture) {
+    let s = f.open().await;
+    let o = obs("52:54:00:00:00:09");
+    s.write_batch(vec![
+        BatchItem::Discovered { observed: o.clone(), source: None },
+        BatchItem::Event(NewEvent::new(Some("discovered-525400000009"), "boot.script", None, json!({}))),
+    ])
+    .await
+    .unwrap();
+    let (u, m) = s.identity_candidates(&o).await.unwrap();
+    assert!(u.is_none());
+    let m = m.unwrap();
+    assert_eq!((m.name(), m.state), ("discovered-525400000009", MachineState::Discovered));
+    assert_eq!(m.observed.arch.as_deref(), Some("x86_64"));
+
+    let r = s.apply(ApplySet { machines: vec![spec("new", "52-54-00-00-00-09", false)], ..Default::default() }).await.unwrap();
+    assert_eq!(r.machines_adopted, 1);
+    assert!(s.machine("discovered-525400000009").await.unwrap().is_none());
+    let ev = s.events(EventQuery { machine: Some("new".into()), ..Default::default() }).await.unwrap();
+    assert!(ev.iter().any(|e| e.kind == "boot.script"), "history follows the machine: {ev:?}");
+}
+
+pub(super) async fn mac_owned_by_another_machine_is_refused_atomically(f: Fixture) {
+    let s = f.open().await;
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
+    let e = s
+        .apply(ApplySet { machines: vec![spec("c", "52:54:00:00:00:03", false), spec("b", "52:54:00:00:00:01", false)], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already belongs to machine a"), "{e}");
+    assert!(s.machine("c").await.unwrap().is_none(), "a refused apply writes nothing");
+}
+
+pub(super) async fn a_changed_bundle_is_a_new_revision_and_the_old_one_stays_readable(f: Fixture) {
+    let s = f.open().await;
+    s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    let again = s.apply(ApplySet { bundles: vec![bundle()], ..Default::default() }).await.unwrap();
+    assert_eq!((again.bundles_created, again.bundles_revised), (0, 0), "the same definition is no new revision");
+    let name = bundle().name;
+    assert_eq!(s.bundle(&name).await.unwrap().unwrap().revision, 1);
+    let mut b = bundle();
+    b.args = Some("changed".into());
+    let r = s.apply(ApplySet { bundles: vec![b], ..Default::default() }).await.unwrap();
+    assert_eq!(r.bundles_revised, 1);
+    let now = s.bundle(&name).await.unwrap().unwrap();
+    assert_eq!((now.revision, now.args.as_deref()), (2, Some("changed")));
+    let first = s.bundle_revision(&name, 1).await.unwrap().unwrap();
+    assert_eq!((first.revision, first.args), (1, bundle().args));
+    assert_eq!(s.bundle_revision(&name, 2).await.unwrap().unwrap().args.as_deref(), Some("changed"));
+    assert!(s.bundle_revision(&name, 3).await.unwrap().is_none());
+    assert_eq!(s.bundle_history().await.unwrap().len(), 1);
+    assert!(s.events(EventQuery { limit: 100, ..Default::default() }).await.unwrap().iter().any(|e| e.kind == "bundle.revised"));
+    s.delete_bundle(&name).await.unwrap();
+    assert!(s.bundle_revision(&name, 1).await.unwrap().is_none() && s.bundle_history().await.unwrap().is_empty());
+}
+
+pub(super) async fn prune_caps_events_and_discovered(f: Fixture) {
+    let s = f.open().await;
+    let mut items = Vec::new();
+    for i in 0..50u32 {
+        let mac = format!("52:54:01:00:{:02x}:{:02x}", i / 256, i % 256);
+        items.push(BatchItem::Discovered { observed: obs(&mac), source: None });
+        items.push(BatchItem::Event(NewEvent::new(None, "boot.script", None, json!(i))));
+    }
+    // Audit events among the noise survive any amount of it.
+    items.insert(3, BatchItem::Event(NewEvent::new(Some("m1"), "state.changed", None, json!("audit"))));
+    items.insert(7, BatchItem::Event(NewEvent::new(Some("m1"), "config.alarm", None, json!("audit"))));
+    s.write_batch(items).await.unwrap();
+    let r = s.prune(10, 90, 20).await.unwrap();
+    assert_eq!(r.discovered_deleted, 30);
+    assert_eq!(s.event_count().await.unwrap(), 12);
+    let kept = s.events(EventQuery { machine: Some("m1".into()), after: None, limit: 10 }).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(s.machines().await.unwrap().len(), 20);
+    // Audit events go by age: none is older than 0 days... once it is, it goes too.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.prune(10, 0, 20).await.unwrap();
+    assert_eq!(s.event_count().await.unwrap(), 10);
+}
+
+pub(super) async fn settings_first_writer_wins(f: Fixture) {
+    let s = f.open().await;
+    assert_eq!(s.setting_or_insert("k", "one").await.unwrap(), "one");
+    assert_eq!(s.setting_or_insert("k", "two").await.unwrap(), "one");
+    // Compare-and-set: only the writer that saw the current value wins.
+    assert!(s.replace_setting("k", "one", "two").await.unwrap());
+    assert!(!s.replace_setting("k", "one", "three").await.unwrap());
+    assert!(!s.replace_setting("missing", "", "x").await.unwrap());
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("two"));
+}
+
+pub(super) async fn leases_round_trip_and_follow_the_mac(f: Fixture) {
+    let s = f.open().await;
+    let mac = "52:54:00:00:00:01".parse().unwrap();
+    let l = Lease { ip: "198.18.0.50".parse().unwrap(), mac, state: LeaseState::Bound, expires: 100, hostname: Some("a".into()) };
+    s.put_leases(std::slice::from_ref(&l)).await.unwrap();
+    s.put_leases(&[Lease { ip: "198.18.0.51".parse().unwrap(), ..l.clone() }]).await.unwrap();
+    let all = s.leases().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].ip.to_string(), "198.18.0.51");
+    assert_eq!(all[0].state, LeaseState::Bound);
+}
+
+pub(super) async fn settings_written_with_a_transition_commit_or_roll_back_with_it(f: Fixture) {
+    let s = f.open().await;
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", true)], ..Default::default() }).await.unwrap();
+    s.transition("a", MachineState::Installing, Trigger::ConfigFetched, None, json!(null)).await.unwrap();
+    s.set_setting("ca", "theirs").await.unwrap();
+    let w = |k: &str, v: &str, fww: bool| SettingWrite { key: k.into(), value: v.into(), first_writer_wins: fww };
+    // A first-writer-wins setting held by another value fails the whole transaction.
+    let e = s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![w("kc", "mine", false), w("ca", "mine", true)]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Installing);
+    assert_eq!(s.setting("kc").await.unwrap(), None, "rolled back with the state change");
+    s.delete_setting("ca").await.unwrap();
+    s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![w("kc", "mine", false), w("ca", "mine", true)]).await.unwrap();
+    assert_eq!(s.setting("ca").await.unwrap().as_deref(), Some("mine"));
+    // A replay to the same state is refused, not "unchanged".
+    let e = s.transition_with_settings("a", MachineState::Installed, Trigger::Report, None, json!(null), vec![]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Transition(_)), "{e}");
+}
+
+pub(super) async fn reopening_keeps_state(f: Fixture) {
+    {
+        let s = f.open().await;
+        s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", true)], ..Default::default() }).await.unwrap();
+    }
+    let s = f.open().await;
+    assert_eq!(s.machine("a").await.unwrap().unwrap().state, MachineState::Provision);
+}
+
+pub(super) async fn lease_writer_commits_leases_with_their_events(f: Fixture) {
+    let s = f.open().await;
+    let mut w = s.lease_writer().expect("every backend has a blocking lease writer");
+    let mac = "52:54:00:00:00:01".parse().unwrap();
+    let l = Lease { ip: "198.18.0.50".parse().unwrap(), mac, state: LeaseState::Bound, expires: 100, hostname: None };
+    let events: Vec<NewEvent> = (0..500).map(|i| NewEvent::new(Some("a"), "dhcp.ack", None, json!({ "i": i }))).collect();
+    // The DHCP thread is a plain thread, not a runtime worker.
+    let l2 = l.clone();
+    let mut w = tokio::task::spawn_blocking(move || {
+        w(std::slice::from_ref(&l2), &events).unwrap();
+        // Events alone (offers) are fine too.
+        w(&[], &events[..1]).unwrap();
+        w
+    })
+    .await
+    .unwrap();
+    // Committed when the call returned: another instance sees it at once.
+    let other = f.open().await;
+    assert_eq!(other.leases().await.unwrap(), vec![l.clone()]);
+    assert_eq!(other.event_count().await.unwrap(), 501);
+    let ev = other.events(EventQuery { machine: Some("a".into()), after: Some(0), limit: 1000 }).await.unwrap();
+    let order: Vec<i64> = ev.iter().map(|e| e.detail["i"].as_i64().unwrap()).collect();
+    assert_eq!(&order[..500], (0..500).collect::<Vec<_>>().as_slice(), "events keep their order");
+    let moved = Lease { ip: "198.18.0.51".parse().unwrap(), ..l };
+    let m2 = moved.clone();
+    tokio::task::spawn_blocking(move || w(&[m2], &[]).unwrap()).await.unwrap();
+    assert_eq!(other.leases().await.unwrap(), vec![moved], "a MAC holds one lease");
+}
+
+/// Two instances serve the same machine at once: a move happens once (one event), every
+/// installer served is counted, and a replayed report is refused on either instance.
+pub(super) async fn racing_instances_move_a_machine_once_and_count_every_attempt(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    a.apply(ApplySet { machines: vec![spec("m", "52:54:00:00:00:01", true)], bundles: vec![bundle()], ..Default::default() })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.note_install_attempt("m").await.unwrap();
+            s.transition("m", MachineState::Installing, Trigger::ConfigFetched, None, json!(i)).await.unwrap()
+        }));
+    }
+    let mut changed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Transitioned::Changed { .. }) {
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 1, "one of 40 racing requests moves the machine");
+    assert_eq!(b.machine("m").await.unwrap().unwrap().install_attempts, 40);
+    let mut reports = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        reports.push(tokio::spawn(async move {
+            s.transition_with_settings("m", MachineState::Installed, Trigger::Report, None, json!(i), vec![]).await
+        }));
+    }
+    let mut ok = 0;
+    for r in reports {
+        match r.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Transition(_)) => {}
+            Err(e) => panic!("a racing report failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(ok, 1, "a report is accepted once across instances");
+    let ev = a.events(EventQuery { machine: Some("m".into()), after: Some(0), limit: 100 }).await.unwrap();
+    let changes: Vec<_> = ev.iter().filter(|e| e.kind == "state.changed").map(|e| e.detail["to"].as_str().unwrap()).collect();
+    assert_eq!(changes, ["provision", "installing", "installed"], "every change has exactly one event");
+}
+
+/// A single-use claim (compare-and-set) and a generated secret (insert-or-read) raced
+/// from two instances: one claim wins; everyone ends up with the same secret.
+pub(super) async fn racing_instances_claim_a_setting_once(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    a.set_setting("claim", "open").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let won = s.replace_setting("claim", "open", &format!("taken-{i}")).await.unwrap();
+            let secret = s.setting_or_insert("secret", &format!("s{i}")).await.unwrap();
+            (won, secret)
+        }));
+    }
+    let mut wins = 0;
+    let mut secrets = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (won, secret) = t.await.unwrap();
+        wins += won as u32;
+        secrets.insert(secret);
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+}
+
+pub(super) async fn a_bad_batch_item_loses_nothing_else(f: Fixture) {
+    let s = f.open().await;
+    s.apply(ApplySet { machines: vec![spec("a", "52:54:00:00:00:01", false)], ..Default::default() }).await.unwrap();
+    // The MAC is a's: recording it as discovered under another name must not take it,
+    // and must not lose the events around it.
+    s.write_batch(vec![
+        BatchItem::Event(NewEvent::new(Some("a"), "boot.script", None, json!(1))),
+        BatchItem::Seen { machine: "a".into(), observed: obs("52:54:00:00:00:01") },
+        BatchItem::Discovered { observed: obs("52:54:00:00:00:02"), source: None },
+        BatchItem::Event(NewEvent::new(Some("a"), "boot.script", None, json!(2))),
+    ])
+    .await
+    .unwrap();
+    let ev = s.events(EventQuery { machine: Some("a".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(ev.iter().filter(|e| e.kind == "boot.script").count(), 2);
+    assert!(s.machine("a").await.unwrap().unwrap().last_seen.is_some());
+    assert!(s.machine("discovered-525400000002").await.unwrap().is_some());
+}
+
+pub(super) async fn unknown_machines_are_errors_not_panics(f: Fixture) {
+    let s = f.open().await;
+    let e = s.transition("ghost", MachineState::Provision, Trigger::AdminProvision, None, json!(null)).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    assert!(s.note_install_attempt("ghost").await.is_err());
+    assert!(s.machine("ghost").await.unwrap().is_none());
+    assert!(s.bundle("ghost").await.unwrap().is_none());
+    assert!(s.delete_bundle("ghost").await.is_ok(), "removing what is not there is not an error");
+    assert!(s.identity_candidates(&obs("52:54:00:00:00:77")).await.unwrap() == (None, None));
+}
