@@ -293,10 +293,15 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
         MessageType::Request => {
             match server_id(msg) {
                 Some(id) if id != s.server_ip => {
-                    // The client took another server's offer: ours is free again.
+                    // The client took another server's offer: ours is free again, in this
+                    // pool only. Nothing is written: the store holds no offer of ours to undo
+                    // (or, with instances sharing leases, the other server's fresh binding
+                    // of this very MAC, which a `released` row would clobber).
                     let freed = pool.lease_of(mac).filter(|l| l.state == bootplane_core::model::LeaseState::Offered).map(|l| l.ip);
-                    let lease = freed.and_then(|ip| pool.release(mac, ip, now));
-                    return Outcome { lease, event: Some(("dhcp.declined_offer", json!({ "server": id }))), ..Default::default() };
+                    if let Some(ip) = freed {
+                        pool.release(mac, ip, now);
+                    }
+                    return Outcome { event: Some(("dhcp.declined_offer", json!({ "server": id }))), ..Default::default() };
                 }
                 _ => {}
             }
@@ -511,7 +516,8 @@ mod tests {
         r.opts_mut().insert(DhcpOption::ServerIdentifier("198.18.0.2".parse().unwrap()));
         let o = handle(&Request { msg: &r, port: 67, hostname: None, now: 1 }, &s, &mut p);
         assert!(o.reply.is_none());
-        assert_eq!(o.lease.unwrap().state, bootplane_core::model::LeaseState::Released);
+        assert_eq!(p.lease_of(Mac(MAC)).unwrap().state, bootplane_core::model::LeaseState::Released, "free in our pool");
+        assert!(o.lease.is_none(), "nothing to write: the store may hold the other server's binding of this MAC");
     }
 
     #[test]

@@ -72,8 +72,14 @@ pub struct DhcpEvent {
 pub trait Backend: Send + 'static {
     fn load_leases(&mut self) -> Vec<Lease>;
     /// Persists leases and events in one transaction; an error means the replies that
-    /// depend on these leases must not leave.
-    fn commit(&mut self, leases: &[Lease], events: Vec<DhcpEvent>) -> Result<(), String>;
+    /// depend on these leases must not leave. Each lease is a claim; the refused ones
+    /// come back as the leases holding those addresses (another instance's).
+    fn commit(&mut self, leases: &[Lease], events: Vec<DhcpEvent>) -> Result<Vec<Lease>, String>;
+    /// Whether other instances allocate from the same leases: then offers are claimed
+    /// before they are sent, and the pools reload the others' leases every [`REFRESH`].
+    fn shared(&self) -> bool {
+        false
+    }
     /// Every known machine, by MAC.
     fn machines(&mut self) -> HashMap<Mac, KnownMachine>;
 }
@@ -275,6 +281,12 @@ impl<B: Backend> DhcpServer<B> {
             }
             let now_i = std::time::Instant::now();
             if now_i >= next_refresh {
+                if self.backend.shared() {
+                    let leases = self.backend.load_leases();
+                    for (pool, r) in pools.iter_mut().zip(&ranges) {
+                        pool.load(leases.iter().filter(|l| r.0 <= l.ip && l.ip <= r.1).cloned());
+                    }
+                }
                 known = self.backend.machines();
                 for pool in &mut pools {
                     pool.set_reservations(known.iter().filter_map(|(mac, m)| m.ip.map(|ip| (*mac, ip))));
@@ -325,6 +337,7 @@ impl<B: Backend> DhcpServer<B> {
         let full = burst.len() >= BURST;
         let decoded: Vec<(Message, Received)> = burst.into_iter().filter_map(|r| policy::decode(&r.bytes).map(|m| (m, r))).collect();
         let subnets: Vec<&Settings> = std::iter::once(&self.settings).chain(self.relayed.iter().map(|(s, _)| s)).collect();
+        let shared = self.backend.shared();
         for (msg, r) in shed(decoded, full) {
             let Some(mac) = policy::client_mac(&msg) else {
                 continue;
@@ -338,9 +351,12 @@ impl<B: Backend> DhcpServer<B> {
                 subnets[i],
                 &mut pools[i],
             );
+            let mut claimed = None;
             if let Some(lease) = out.lease {
-                // An offer that is lost in a restart is simply offered again.
-                if lease.state != LeaseState::Offered {
+                // An offer that is lost in a restart is simply offered again; with other
+                // instances on the same leases it is a claim like any other.
+                if lease.state != LeaseState::Offered || shared {
+                    claimed = Some(lease.ip);
                     durable.push(lease);
                 }
             }
@@ -356,7 +372,7 @@ impl<B: Backend> DhcpServer<B> {
                     Destination::Source => r.src,
                 };
                 if let Some(bytes) = policy::encode(&reply) {
-                    replies.push((bytes, to, r.port));
+                    replies.push((bytes, to, r.port, claimed));
                 }
             }
             if let Some((kind, detail)) = out.event {
@@ -365,11 +381,23 @@ impl<B: Backend> DhcpServer<B> {
         }
         pending.push(events);
         let must_commit = !durable.is_empty() || pending.due(std::time::Instant::now());
-        if must_commit && !self.commit(&durable, pending) {
-            // Better no answer than an acknowledgement we may forget: clients retry.
-            return;
+        let refused = match must_commit {
+            true => match self.commit(&durable, pending) {
+                Some(refused) => refused,
+                // Better no answer than an acknowledgement we may forget: clients retry.
+                None => return,
+            },
+            false => Vec::new(),
+        };
+        // Another instance holds these addresses: learn it, and answer nothing (the
+        // client retries and is offered another address).
+        let taken: std::collections::HashSet<Ipv4Addr> = refused.iter().map(|l| l.ip).collect();
+        for holder in refused {
+            if let Some(pool) = pools.iter_mut().find(|p| p.in_range(holder.ip)) {
+                pool.load([holder]);
+            }
         }
-        for (bytes, to, port) in replies {
+        for (bytes, to, port, _) in replies.into_iter().filter(|(_, _, _, ip)| !ip.is_some_and(|ip| taken.contains(&ip))) {
             let sock = if port == 4011 { pxe.unwrap_or(main) } else { main };
             if let Err(e) = send(sock, &bytes, to) {
                 tracing::warn!("dhcp: cannot send to {to}: {e}");
@@ -377,21 +405,22 @@ impl<B: Backend> DhcpServer<B> {
         }
     }
 
-    /// Writes `durable` and every pending event in one transaction; returns whether the
-    /// replies that depend on `durable` may leave. On failure the events are dropped
-    /// (with a log line): holding them would only grow the queue while the store fails.
-    fn commit(&mut self, durable: &[Lease], pending: &mut Pending) -> bool {
+    /// Writes `durable` and every pending event in one transaction; `None` when the
+    /// replies that depend on `durable` must not leave, else the refused claims. On
+    /// failure the events are dropped (with a log line): holding them would only grow the
+    /// queue while the store fails.
+    fn commit(&mut self, durable: &[Lease], pending: &mut Pending) -> Option<Vec<Lease>> {
         let events = pending.take();
         let n = events.len();
         match self.backend.commit(durable, events) {
-            Ok(()) => true,
+            Ok(refused) => Some(refused),
             Err(e) if durable.is_empty() => {
                 tracing::error!("dhcp: cannot write {n} event(s), dropped: {e}");
-                true
+                Some(Vec::new())
             }
             Err(e) => {
                 tracing::error!("dhcp: cannot save {} lease(s), not answering this burst: {e}", durable.len());
-                false
+                None
             }
         }
     }

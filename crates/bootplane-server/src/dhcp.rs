@@ -29,26 +29,35 @@ impl Backend for StoreBackend {
         })
     }
 
-    fn commit(&mut self, leases: &[Lease], events: Vec<DhcpEvent>) -> Result<(), String> {
+    fn commit(&mut self, leases: &[Lease], events: Vec<DhcpEvent>) -> Result<Vec<Lease>, String> {
         let events = self.to_store(events);
-        match &mut self.writer {
+        let refused = match &mut self.writer {
             Some(w) => {
-                w(leases, &events).map_err(|e| e.to_string())?;
+                let refused = w(leases, &events).map_err(|e| e.to_string())?;
                 // Live event streams wait on this rather than polling.
                 self.state.sink.written.notify_waiters();
-                Ok(())
+                refused
             }
             None => {
-                if !leases.is_empty() {
-                    self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string())?;
-                }
+                let refused = match leases.is_empty() {
+                    true => Vec::new(),
+                    false => self.runtime.block_on(self.state.store.put_leases(leases)).map_err(|e| e.to_string())?,
+                };
                 // Never waits for room: a DHCP server stalled on its own log answers nobody.
                 for e in events {
                     self.state.sink.try_push(BatchItem::Event(e));
                 }
-                Ok(())
+                refused
             }
+        };
+        for l in &refused {
+            tracing::info!(ip = %l.ip, holder = %l.mac, "dhcp: address claimed by another instance; not answering, the client retries");
         }
+        Ok(refused)
+    }
+
+    fn shared(&self) -> bool {
+        self.state.store.shares_leases()
     }
 
     fn machines(&mut self) -> HashMap<Mac, KnownMachine> {

@@ -70,6 +70,8 @@ battery!(
     racing_instances_move_a_machine_once_and_count_every_attempt,
     racing_instances_claim_a_setting_once,
     a_bad_batch_item_loses_nothing_else,
+    a_lease_is_a_claim_another_mac_cannot_take_until_it_expires,
+    racing_instances_never_give_one_address_to_two_macs,
     unknown_machines_are_errors_not_panics,
 );
 
@@ -390,4 +392,73 @@ pub(super) async fn unknown_machines_are_errors_not_panics(f: Fixture) {
     assert!(s.bundle("ghost").await.unwrap().is_none());
     assert!(s.delete_bundle("ghost").await.is_ok(), "removing what is not there is not an error");
     assert!(s.identity_candidates(&obs("52:54:00:00:00:77")).await.unwrap() == (None, None));
+}
+
+pub(super) async fn a_lease_is_a_claim_another_mac_cannot_take_until_it_expires(f: Fixture) {
+    let s = f.open().await;
+    let now = chrono::Utc::now().timestamp();
+    let ip = "198.18.0.60".parse().unwrap();
+    let held = Lease { ip, mac: "52:54:00:00:00:01".parse().unwrap(), state: LeaseState::Bound, expires: now + 600, hostname: None };
+    assert!(s.put_leases(std::slice::from_ref(&held)).await.unwrap().is_empty());
+    let other = Lease { mac: "52:54:00:00:00:02".parse().unwrap(), state: LeaseState::Offered, expires: now + 60, ..held.clone() };
+    assert_eq!(s.put_leases(std::slice::from_ref(&other)).await.unwrap(), vec![held.clone()], "refused, with the holder");
+    assert_eq!(s.leases().await.unwrap(), vec![held.clone()], "nothing changed");
+    // Another instance offering the holder its own address does not shorten its binding.
+    let offer = Lease { state: LeaseState::Offered, expires: now + 30, ..held.clone() };
+    assert!(s.put_leases(&[offer]).await.unwrap().is_empty());
+    assert_eq!(s.leases().await.unwrap(), vec![held.clone()], "still bound, still until its own expiry");
+    // The holder renews; once its time is up, anyone may have the address.
+    let renewed = Lease { expires: now + 1200, ..held.clone() };
+    assert!(s.put_leases(std::slice::from_ref(&renewed)).await.unwrap().is_empty());
+    let expired = Lease { expires: now - 1, ..held };
+    assert!(s.put_leases(&[expired]).await.unwrap().is_empty());
+    assert!(s.put_leases(std::slice::from_ref(&other)).await.unwrap().is_empty());
+    assert_eq!(s.leases().await.unwrap(), vec![other]);
+}
+
+/// Two instances' DHCP threads claim the same free addresses for different MACs at
+/// once, through their blocking lease writers: each address ends with exactly one MAC,
+/// and each claim that lost says who won.
+pub(super) async fn racing_instances_never_give_one_address_to_two_macs(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    let now = chrono::Utc::now().timestamp();
+    let ips: Vec<std::net::Ipv4Addr> = (10..40).map(|i| std::net::Ipv4Addr::new(198, 18, 0, i)).collect();
+    let claims = |side: u8| -> Vec<Lease> {
+        ips.iter()
+            .enumerate()
+            .map(|(i, ip)| Lease {
+                ip: *ip,
+                mac: bootplane_core::Mac([2, side, 0, 0, 0, i as u8]),
+                state: LeaseState::Offered,
+                expires: now + 60,
+                hostname: None,
+            })
+            .collect()
+    };
+    let mut threads = Vec::new();
+    for (store, side) in [(a.clone(), 1u8), (b.clone(), 2u8)] {
+        let mut w = store.lease_writer().unwrap();
+        let mine = claims(side);
+        threads.push(tokio::task::spawn_blocking(move || {
+            // One address per transaction, as bursts of single offers would.
+            let mut lost = Vec::new();
+            for l in &mine {
+                lost.extend(w(std::slice::from_ref(l), &[]).unwrap().into_iter().map(|holder| (l.clone(), holder)));
+            }
+            lost
+        }));
+    }
+    let mut lost = Vec::new();
+    for t in threads {
+        lost.extend(t.await.unwrap());
+    }
+    let stored = a.leases().await.unwrap();
+    assert_eq!(stored.len(), ips.len(), "every address is held once: {stored:?}");
+    for (wanted, holder) in &lost {
+        assert_eq!(wanted.ip, holder.ip);
+        assert_ne!(wanted.mac, holder.mac, "a refusal names the other MAC");
+        assert!(stored.contains(holder), "the holder named is the one stored");
+    }
+    // Every address went to one side; the other side lost exactly those.
+    assert_eq!(lost.len(), ips.len(), "each address was refused to exactly one of the two");
 }

@@ -47,8 +47,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// See [`Store::lease_writer`].
-pub type LeaseWriter = Box<dyn FnMut(&[Lease], &[NewEvent]) -> Result<()> + Send>;
+/// See [`Store::lease_writer`]. Returns the leases it refused, each as the row that holds
+/// the address instead.
+pub type LeaseWriter = Box<dyn FnMut(&[Lease], &[NewEvent]) -> Result<Vec<Lease>> + Send>;
 
 /// An event about to be written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,8 +237,16 @@ pub trait Store: Send + Sync + 'static {
     async fn replace_setting(&self, key: &str, old: &str, new: &str) -> Result<bool>;
 
     async fn leases(&self) -> Result<Vec<Lease>>;
-    /// Upserts leases (by address) in one transaction; each MAC's other leases go.
-    async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
+    /// Writes leases (by address) in one transaction; each MAC's other leases go. A lease
+    /// is a claim: it is refused while another MAC holds the address unexpired (another
+    /// instance got there first). Returns the refused ones as the rows holding them.
+    async fn put_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>>;
+    /// Whether several instances may allocate from this store's leases at once, so the
+    /// DHCP server must claim even its offers here before sending them, and reload what
+    /// the others claimed. False for SQLite (one instance per file).
+    fn shares_leases(&self) -> bool {
+        false
+    }
     /// [`Store::put_leases`] as a blocking call with a connection of its own, for the DHCP
     /// thread, writing the leases and the events about them in one transaction (one
     /// commit per DHCP burst instead of two, and no hand-off to another thread); `None`

@@ -165,6 +165,26 @@ pub fn setting_taken(key: &str) -> StoreError {
     StoreError::Conflict(format!("{key} is already set to another value"))
 }
 
+/// When a lease write may replace the row holding its address (the upsert's `WHERE`,
+/// the same in both dialects; `{now}` is the writer's clock in unix seconds): the same
+/// MAC renewing, or the holder's time is up. The pool in memory follows the same rule
+/// (`LeasePool::available_for`), so one instance never meets a refusal it caused itself.
+pub fn lease_claim_condition(now: &str) -> String {
+    format!("leases.mac = excluded.mac OR leases.expires <= {now}")
+}
+
+/// The upsert's `SET`: an offer never shortens the same MAC's live binding (another
+/// instance may have bound it since this one's pool last loaded the leases; shortening
+/// it would free the address while the client still uses it).
+pub fn lease_claim_set(now: &str) -> String {
+    let keep = format!("excluded.state = 'offered' AND leases.state = 'bound' AND leases.mac = excluded.mac AND leases.expires > {now}");
+    format!(
+        "mac = excluded.mac, hostname = excluded.hostname, \
+         state = CASE WHEN {keep} THEN leases.state ELSE excluded.state END, \
+         expires = CASE WHEN {keep} THEN leases.expires ELSE excluded.expires END"
+    )
+}
+
 /// [`crate::AUDIT_KINDS`] as an SQL list of string literals (both dialects agree).
 pub fn audit_kinds_sql() -> String {
     crate::AUDIT_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")

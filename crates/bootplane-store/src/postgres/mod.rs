@@ -202,21 +202,44 @@ async fn insert_macs(tx: &impl GenericClient, spec: &MachineSpec, macs: &[String
     Ok(())
 }
 
-async fn write_leases(tx: &impl GenericClient, leases: &[Lease]) -> Result<()> {
+/// Claims each lease (see [`rules::lease_claim_condition`]); returns the refused ones as
+/// the rows holding their addresses. Two instances claiming one free address for two
+/// MACs: the second INSERT waits on the first's unique-index entry, then finds the
+/// conflict and a holder with another MAC, so its claim is refused.
+async fn write_leases(tx: &impl GenericClient, leases: &[Lease]) -> Result<Vec<Lease>> {
+    let now = chrono::Utc::now().timestamp();
+    let claim = format!(
+        "INSERT INTO leases (ip, mac, state, expires, hostname) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (ip) DO UPDATE SET {} WHERE {} RETURNING ip",
+        rules::lease_claim_set("$6"),
+        rules::lease_claim_condition("$6")
+    );
+    let claim = tx.prepare_cached(&claim).await.map_err(db)?;
+    let mut refused = Vec::new();
     for l in leases {
         let state = serde_json::to_value(l.state).map_err(json_err)?;
         let (ip, mac) = (l.ip.to_string(), l.mac.to_string());
+        let claimed = tx.query_opt(&claim, &[&ip, &mac, &state.as_str(), &l.expires, &l.hostname, &now]).await.map_err(db)?.is_some();
+        if !claimed {
+            let holder = tx.query_opt("SELECT ip, mac, state, expires, hostname FROM leases WHERE ip = $1", &[&ip]).await.map_err(db)?;
+            refused.extend(holder.as_ref().and_then(lease_from_row));
+            continue;
+        }
         // The MAC moves: drop its other rows that are not declines.
         tx.execute("DELETE FROM leases WHERE mac = $1 AND ip != $2 AND state != 'declined'", &[&mac, &ip]).await.map_err(db)?;
-        tx.execute(
-            "INSERT INTO leases (ip, mac, state, expires, hostname) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires = excluded.expires, hostname = excluded.hostname",
-            &[&ip, &mac, &state.as_str(), &l.expires, &l.hostname],
-        )
-        .await
-        .map_err(db)?;
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// A lease row, or `None` when it no longer parses (skipped, never fatal: DHCP must start).
+fn lease_from_row(r: &Row) -> Option<Lease> {
+    Some(Lease {
+        ip: r.get::<_, String>(0).parse().ok()?,
+        mac: r.get::<_, String>(1).parse().ok()?,
+        state: serde_json::from_value(json!(r.get::<_, String>(2))).ok()?,
+        expires: r.get(3),
+        hostname: r.get(4),
+    })
 }
 
 async fn write_item(tx: &impl GenericClient, item: &BatchItem) -> Result<()> {
@@ -674,23 +697,15 @@ impl Store for PostgresStore {
     async fn leases(&self) -> Result<Vec<Lease>> {
         let c = self.client().await?;
         let rows = c.query("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip", &[]).await.map_err(db)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                // A row that no longer parses is skipped, not fatal: DHCP must start.
-                Some(Lease {
-                    ip: r.get::<_, String>(0).parse().ok()?,
-                    mac: r.get::<_, String>(1).parse().ok()?,
-                    state: serde_json::from_value(json!(r.get::<_, String>(2))).ok()?,
-                    expires: r.get(3),
-                    hostname: r.get(4),
-                })
-            })
-            .collect())
+        Ok(rows.iter().filter_map(lease_from_row).collect())
     }
 
-    async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+    async fn put_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
         in_tx!(self, |tx| write_leases(&tx, leases).await?)
+    }
+
+    fn shares_leases(&self) -> bool {
+        true
     }
 
     fn lease_writer(&self) -> Option<LeaseWriter> {
@@ -702,9 +717,10 @@ impl Store for PostgresStore {
             runtime.block_on(async {
                 let mut client = pool.get().await.map_err(pool_err)?;
                 let tx = client.transaction().await.map_err(db)?;
-                write_leases(&tx, leases).await?;
+                let refused = write_leases(&tx, leases).await?;
                 insert_events(&tx, &events.iter().collect::<Vec<_>>()).await?;
-                tx.commit().await.map_err(db)
+                tx.commit().await.map_err(db)?;
+                Ok(refused)
             })
         }))
     }

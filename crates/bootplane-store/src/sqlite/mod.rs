@@ -364,18 +364,47 @@ fn insert_macs(tx: &Connection, spec: &MachineSpec) -> Result<()> {
     Ok(())
 }
 
-fn write_leases(tx: &Connection, leases: &[Lease]) -> Result<()> {
+/// Claims each lease (see [`rules::lease_claim_condition`]); returns the refused ones as
+/// the rows holding their addresses.
+fn write_leases(tx: &Connection, leases: &[Lease]) -> Result<Vec<Lease>> {
+    let now = Utc::now().timestamp();
+    let mut refused = Vec::new();
     for l in leases {
         let state = serde_json::to_value(l.state).map_err(be)?;
+        let (ip, mac) = (l.ip.to_string(), l.mac.to_string());
+        let claimed = tx
+            .prepare_cached(&format!(
+                "INSERT INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(ip) DO UPDATE SET {} WHERE {} RETURNING ip",
+                rules::lease_claim_set("?6"),
+                rules::lease_claim_condition("?6")
+            ))
+            .and_then(|mut st| st.query_row(params![ip, mac, state.as_str(), l.expires, l.hostname, now], |_| Ok(())).optional())
+            .map_err(be)?
+            .is_some();
+        if !claimed {
+            let holder = tx
+                .query_row("SELECT ip, mac, state, expires, hostname FROM leases WHERE ip = ?1", [&ip], lease_row)
+                .map_err(be)?;
+            refused.extend(holder);
+            continue;
+        }
         // The MAC moves: drop its other rows that are not declines.
         tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
-            .and_then(|mut st| st.execute(params![l.mac.to_string(), l.ip.to_string()]))
-            .map_err(be)?;
-        tx.prepare_cached("INSERT OR REPLACE INTO leases (ip, mac, state, expires, hostname) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut st| st.execute(params![l.ip.to_string(), l.mac.to_string(), state.as_str(), l.expires, l.hostname]))
+            .and_then(|mut st| st.execute(params![mac, ip]))
             .map_err(be)?;
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// A lease row, or `None` when it no longer parses (skipped, never fatal: DHCP must start).
+fn lease_row(r: &Row<'_>) -> rusqlite::Result<Option<Lease>> {
+    let (ip, mac, state, expires, hostname) =
+        (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?);
+    let (Ok(ip), Ok(mac), Ok(state)) = (ip.parse(), mac.parse(), serde_json::from_value(json!(state))) else {
+        return Ok(None);
+    };
+    Ok(Some(Lease { ip, mac, state, expires, hostname }))
 }
 
 fn write_item(tx: &Connection, item: &BatchItem, ts: &str) -> Result<()> {
@@ -775,26 +804,14 @@ impl Store for SqliteStore {
     async fn leases(&self) -> Result<Vec<Lease>> {
         self.run(|c| {
             let mut st = c.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
-                })
-                .map_err(be)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (ip, mac, state, expires, hostname) = row.map_err(be)?;
-                // A row that no longer parses is skipped, not fatal: DHCP must start.
-                let (Ok(ip), Ok(mac), Ok(state)) = (ip.parse(), mac.parse(), serde_json::from_value(json!(state))) else {
-                    continue;
-                };
-                out.push(Lease { ip, mac, state, expires, hostname });
-            }
-            Ok(out)
+            let rows = st.query_map([], lease_row).map_err(be)?;
+            let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?;
+            Ok(rows.into_iter().flatten().collect())
         })
         .await
     }
 
-    async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+    async fn put_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
         let leases = leases.to_vec();
         self.write(move |tx| write_leases(tx, &leases)).await
     }
@@ -806,6 +823,7 @@ impl Store for SqliteStore {
         let checkpointing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut last_checkpoint = std::time::Instant::now();
         Some(Box::new(move |leases: &[Lease], events: &[NewEvent]| {
+            let refused;
             {
                 let _turn = writer.lock().unwrap_or_else(|p| p.into_inner());
                 let c = match &mut conn {
@@ -818,9 +836,10 @@ impl Store for SqliteStore {
                         conn.insert(c)
                     }
                 };
-                immediate(c, |tx| {
-                    write_leases(tx, leases)?;
-                    insert_events(tx, &events.iter().collect::<Vec<_>>(), &now())
+                refused = immediate(c, |tx| {
+                    let refused = write_leases(tx, leases)?;
+                    insert_events(tx, &events.iter().collect::<Vec<_>>(), &now())?;
+                    Ok(refused)
                 })?;
             }
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && !checkpointing.swap(true, Ordering::AcqRel) {
@@ -834,7 +853,7 @@ impl Store for SqliteStore {
                     checkpointing.store(false, Ordering::Release);
                 });
             }
-            Ok(())
+            Ok(refused)
         }))
     }
 

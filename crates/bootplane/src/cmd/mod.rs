@@ -69,6 +69,8 @@ pub fn open_store(args: &StoreArgs, cfg: &Config, data_dir: &Path, rt: &tokio::r
             Ok(Arc::new(SqliteStore::open_file(path)?))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The token, the sealing key and the artifact files still live here.
+            private_dir(data_dir)?;
             let shown = bootplane_artifacts::download::redact_url(url);
             let store = rt
                 .block_on(PostgresStore::connect(url))
@@ -80,6 +82,16 @@ pub fn open_store(args: &StoreArgs, cfg: &Config, data_dir: &Path, rt: &tokio::r
             bootplane_artifacts::download::redact_url(url)
         ),
     }
+}
+
+/// Creates `dir` (0700) if needed, as the SQLite store does for its own directory.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
 }
 
 /// The file of a `sqlite:PATH` / `sqlite://PATH` store URL.

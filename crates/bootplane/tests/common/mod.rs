@@ -46,10 +46,16 @@ impl Server {
     /// Runs `bootplane serve` inside network namespace `ns`, listening on all of its
     /// addresses; `reach` is the namespace address the test uses to talk to it.
     pub fn start_in_netns(ns: &str, reach: &str, dir: &Path) -> Server {
+        Self::start_in_netns_with(ns, reach, dir, &[])
+    }
+
+    /// [`Server::start_in_netns`] with more `serve` arguments.
+    pub fn start_in_netns_with(ns: &str, reach: &str, dir: &Path, args: &[&str]) -> Server {
         let mut c = Command::new("ip");
         c.current_dir(dir)
             .env("BOOTPLANE_TOKEN", TOKEN)
-            .args(["netns", "exec", ns, BIN, "serve", "--config", "bootplane.yaml", "--listen", "0.0.0.0:0"]);
+            .args(["netns", "exec", ns, BIN, "serve", "--config", "bootplane.yaml", "--listen", "0.0.0.0:0"])
+            .args(args);
         Self::spawn(&mut c, Some(reach))
     }
 

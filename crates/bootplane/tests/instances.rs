@@ -1,0 +1,171 @@
+//! Several `bootplane serve` instances on one PostgreSQL store (Debian's real server, a
+//! throwaway cluster per test), each with its own data directory and interfaces, as a
+//! site runs them: a boot started on one instance finishes on another, a report is
+//! accepted once whichever instance gets it, every instance sees every event, an
+//! instance with another sealing key refuses the store, and two DHCP servers in full
+//! mode on one LAN share one pool with real clients, also while one is killed.
+
+mod common;
+use bootplane_testkit::{require_netns, require_postgres, Lan};
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// Starts an instance in `dir` on `url`, with `key` as its sealing key when given.
+fn instance(dir: &Path, url: &str, key: Option<&Path>) -> Server {
+    if let Some(k) = key {
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::copy(k, dir.join("data/secret.key")).unwrap();
+    }
+    Server::start_with(dir, &["--config", "bootplane.yaml", "--database", url])
+}
+
+#[test]
+fn two_instances_share_machines_credentials_and_events() {
+    let pg = require_postgres!();
+    let url = pg.new_database();
+    let (da, db) = (workdir(CONFIG), workdir(CONFIG));
+    let a = instance(da.path(), &url, None);
+    let b = instance(db.path(), &url, Some(&da.path().join("data/secret.key")));
+
+    // node1 boots from instance A and fetches its config there ...
+    let (_, code, ign) = a.boot_and_fetch("node1", "52:54:00:12:34:56");
+    assert_eq!(code, 200, "{ign}");
+    let cred = credential_from_ignition(&ign);
+    assert_eq!(b.machine("node1")["state"], "installing", "B sees A's transition");
+    // ... and reports through instance B, once.
+    let (code, body) = b.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#);
+    assert_eq!(code, 200, "{body}");
+    // The installer's retry after a lost answer, on the other instance: acknowledged,
+    // not recorded twice (the list of changes below has one `written`).
+    let (code, body) = a.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = a.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#);
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = b.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#);
+    assert_ne!(code, 200, "the credential was retired by A's report; B refuses it");
+
+    // Every instance's event list holds every instance's events.
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, body) = b.admin("GET", "/v1/events?machine=node1&limit=200");
+    assert_eq!(code, 200, "{body}");
+    let events: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"config.served"), "A's config event reaches B: {kinds:?}");
+    let changes: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "state.changed").map(|e| e["detail"]["to"].as_str().unwrap()).collect();
+    assert_eq!(changes, ["provision", "installing", "written", "installed"], "one event per change");
+}
+
+#[test]
+fn an_instance_with_another_secret_key_refuses_the_store() {
+    let pg = require_postgres!();
+    let url = pg.new_database();
+    let (da, db) = (workdir(CONFIG), workdir(CONFIG));
+    let a = instance(da.path(), &url, None);
+    // The first instance's sealed secrets exist (a cluster's tokens would be among them).
+    a.stop();
+    // A second instance with a fresh key of its own.
+    let out = bootplane(db.path())
+        .args(["serve", "--config", "bootplane.yaml", "--listen", "127.0.0.1:0", "--database", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with the wrong key: {err}");
+    assert!(err.contains("sealed with another secret key") && err.contains("Nothing was changed"), "{err}");
+    // And the right key still works: nothing was overwritten.
+    let a = instance(da.path(), &url, None);
+    assert_eq!(a.machine("node1")["state"], "provision");
+}
+
+/// The DHCP config of both instances: one range, on `interface`.
+fn dhcp_config(lan: &Lan, interface: &str, own_ip: &str) -> String {
+    let p = &lan.prefix;
+    format!(
+        r#"
+server:
+  listen: 0.0.0.0:0
+  advertise: http://{own_ip}:8080
+dhcp:
+  mode: full
+  interface: {interface}
+  range: {p}.50-{p}.99
+  netmask: 255.255.255.0
+  router: {p}.1
+  lease_time: 10m
+"#
+    )
+}
+
+/// Runs udhcpc on `h` with patient retries; the address it was given.
+fn lease(h: &bootplane_testkit::Host, dir: &Path) -> Option<String> {
+    let out = dir.join(format!("{}.ip", h.name));
+    let script = dir.join(format!("{}.sh", h.name));
+    std::fs::write(&script, format!("#!/bin/sh\ncase \"$1\" in bound|renew) echo \"$ip\" > {};; esac\n", out.display())).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let _ = h
+        .cmd(&["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-A", "1", "-s", &script.display().to_string()])
+        .output();
+    std::fs::read_to_string(&out).ok().map(|s| s.trim().to_string())
+}
+
+#[test]
+fn two_dhcp_instances_share_one_pool_and_survive_a_kill() {
+    require_netns!();
+    let pg = require_postgres!();
+    let url = pg.new_database();
+    let lan = Lan::new("dinst");
+    let p = lan.prefix.clone();
+    // Instance A on the LAN's server namespace (br0), B on a second host (eth0).
+    let da = workdir(&dhcp_config(&lan, "br0", &format!("{p}.1")));
+    let a = Server::start_in_netns_with(&lan.srv.name, &lan.srv.ns_ip, da.path(), &["--database", &url]);
+    let srv2 = lan.add_host("srv2", "02:00:00:00:09:02");
+    srv2.exec_ok(&["ip", "addr", "add", &format!("{p}.2/24"), "dev", "eth0"]);
+    let db = workdir(&dhcp_config(&lan, "eth0", &format!("{p}.2")));
+    std::fs::create_dir_all(db.path().join("data")).unwrap();
+    std::fs::copy(da.path().join("data/secret.key"), db.path().join("data/secret.key")).unwrap();
+    // (The test talks to B only through the database: srv2 is on the LAN alone.)
+    let _b = Server::start_in_netns_with(&srv2.name, &format!("{p}.2"), db.path(), &["--database", &url]);
+
+    let run = |hs: &[bootplane_testkit::Host]| -> Vec<(String, Option<String>)> {
+        std::thread::scope(|s| {
+            let ts: Vec<_> = hs.iter().map(|h| s.spawn(|| (h.mac.clone(), lease(h, da.path())))).collect();
+            ts.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    };
+    // Round 0: B never hears these 8 clients (a real LAN loses packets to one server),
+    // so A alone binds them and B's pool knows nothing of it until it reloads.
+    let unheard: Vec<_> = (0..8).map(|i| lan.add_host(&format!("u{i}"), &format!("02:00:00:00:0b:{i:02x}"))).collect();
+    let macs: Vec<&str> = unheard.iter().map(|h| h.mac.as_str()).collect();
+    srv2.exec_ok(&["nft", "add", "table", "netdev", "deaf"]);
+    srv2.exec_ok(&["nft", "add", "chain", "netdev", "deaf", "in", "{ type filter hook ingress device eth0 priority 0; }"]);
+    srv2.exec_ok(&["nft", "add", "rule", "netdev", "deaf", "in", "ether", "saddr", &format!("{{ {} }}", macs.join(", ")), "drop"]);
+    let mut got = run(&unheard);
+    // Round 1 at once: 16 clients both servers hear. B's pool would offer A's fresh
+    // bindings; the store refuses those claims and B answers nothing for them.
+    let hosts: Vec<_> = (0..24).map(|i| lan.add_host(&format!("c{i}"), &format!("02:00:00:00:0a:{i:02x}"))).collect();
+    got.extend(run(&hosts[..16]));
+    // Round 2: 8 more clients, and instance A is killed while they are mid-exchange.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        a.kill9();
+    });
+    got.extend(run(&hosts[16..]));
+    killer.join().unwrap();
+
+    let missing: Vec<_> = got.iter().filter(|(_, ip)| ip.is_none()).map(|(m, _)| m.clone()).collect();
+    assert!(missing.is_empty(), "clients without an address (the survivor should have answered): {missing:?}");
+    let mut ips: Vec<&String> = got.iter().filter_map(|(_, ip)| ip.as_ref()).collect();
+    ips.sort();
+    let n = ips.len();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "one address went to two clients: {got:?}");
+    // The database agrees with what every client was told.
+    let rows = pg.psql(url.rsplit('/').next().unwrap(), "SELECT mac || ' ' || ip || ' ' || state FROM leases ORDER BY ip");
+    for (mac, ip) in &got {
+        let row = format!("{mac} {} bound", ip.as_deref().unwrap());
+        assert!(rows.lines().any(|l| l == row), "{row} not in the store:\n{rows}");
+    }
+    let acks = pg.psql(url.rsplit('/').next().unwrap(), "SELECT count(*) FROM events WHERE kind = 'dhcp.ack'");
+    assert!(acks.parse::<usize>().unwrap() >= got.len(), "every binding is on record: {acks} acks");
+}
