@@ -322,7 +322,8 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
         };
     }
     // Live stream: poll the store (so events from every instance appear), woken early
-    // when this instance's sink lands a batch.
+    // when this instance's sink lands a batch or another instance commits events; the
+    // cursor catches ids committed out of order by concurrent instances.
     let start = match q.after {
         Some(a) => a,
         None => s
@@ -334,23 +335,32 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
             .unwrap_or(0),
     };
     let machine = q.machine;
-    let stream = futures_util::stream::unfold((s, start), move |(s, after)| {
+    let cursor = crate::cursor::EventCursor::new(start);
+    let stream = futures_util::stream::unfold((s, cursor), move |(s, mut cursor)| {
         let machine = machine.clone();
         async move {
             loop {
                 let written = s.sink.written.clone();
                 let notified = written.notified();
+                let others = s.store.events_written();
+                let others_notified = others.as_ref().map(|n| n.notified());
+                let after = cursor.query_after(std::time::Instant::now());
                 match s.store.events(EventQuery { machine: machine.clone(), after: Some(after), limit: 500 }).await {
-                    Ok(ev) if !ev.is_empty() => {
-                        let last = ev.last().map(|e| e.id).unwrap_or(after);
-                        let items: Vec<Result<SseEvent, std::convert::Infallible>> = ev.iter().map(|e| Ok(sse(e))).collect();
-                        return Some((futures_util::stream::iter(items), (s, last)));
+                    Ok(ev) => {
+                        let ids: Vec<i64> = ev.iter().map(|e| e.id).collect();
+                        let fresh = cursor.accept(&ids, std::time::Instant::now());
+                        if !fresh.is_empty() {
+                            let items: Vec<Result<SseEvent, std::convert::Infallible>> = fresh.iter().map(|&i| Ok(sse(&ev[i]))).collect();
+                            return Some((futures_util::stream::iter(items), (s, cursor)));
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::warn!("event stream: {e}"),
                 }
+                // Woken by this instance's writes, by another instance's (when the store
+                // can tell), or after a second at the latest.
                 tokio::select! {
                     _ = notified => {}
+                    _ = async { match others_notified { Some(n) => n.await, None => std::future::pending().await } } => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }

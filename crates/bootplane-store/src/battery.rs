@@ -72,6 +72,7 @@ battery!(
     a_bad_batch_item_loses_nothing_else,
     a_lease_is_a_claim_another_mac_cannot_take_until_it_expires,
     racing_instances_never_give_one_address_to_two_macs,
+    another_instances_events_wake_this_ones_streams,
     unknown_machines_are_errors_not_panics,
 );
 
@@ -461,4 +462,24 @@ pub(super) async fn racing_instances_never_give_one_address_to_two_macs(f: Fixtu
     }
     // Every address went to one side; the other side lost exactly those.
     assert_eq!(lost.len(), ips.len(), "each address was refused to exactly one of the two");
+}
+
+/// Live streams on one instance are woken by another instance's event commits, where the
+/// backend can tell (PostgreSQL); SQLite's readers poll, which this case records.
+pub(super) async fn another_instances_events_wake_this_ones_streams(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    let Some(wake) = a.events_written() else {
+        assert!(!a.shares_leases(), "a store shared by instances must wake their streams");
+        return;
+    };
+    // The listener connects in the background: write until it hears one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let heard = wake.notified();
+        b.write_batch(vec![BatchItem::Event(NewEvent::new(None, "boot.script", None, json!("from b")))]).await.unwrap();
+        if tokio::time::timeout(std::time::Duration::from_millis(300), heard).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no notification from the other instance's commit");
+    }
 }

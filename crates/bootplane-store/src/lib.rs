@@ -223,6 +223,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()>;
     async fn events(&self, q: EventQuery) -> Result<Vec<Event>>;
+    /// Woken whenever any instance commits events, when the backend can tell (PostgreSQL
+    /// LISTEN/NOTIFY); `None` otherwise (readers poll).
+    fn events_written(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
     async fn event_count(&self) -> Result<u64>;
 
     async fn setting(&self, key: &str) -> Result<Option<String>>;

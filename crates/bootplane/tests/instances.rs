@@ -28,6 +28,19 @@ fn two_instances_share_machines_credentials_and_events() {
     let a = instance(da.path(), &url, None);
     let b = instance(db.path(), &url, Some(&da.path().join("data/secret.key")));
 
+    // B's live event stream, open before anything happens.
+    let stream_url = format!("{}/v1/events?follow=true", b.url);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ureq::get(&stream_url).set("Authorization", &format!("Bearer {TOKEN}")).call().unwrap();
+        for l in std::io::BufRead::lines(std::io::BufReader::new(r.into_reader())).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
     // node1 boots from instance A and fetches its config there ...
     let (_, code, ign) = a.boot_and_fetch("node1", "52:54:00:12:34:56");
     assert_eq!(code, 200, "{ign}");
@@ -45,6 +58,15 @@ fn two_instances_share_machines_credentials_and_events() {
     let (code, _) = b.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#);
     assert_ne!(code, 200, "the credential was retired by A's report; B refuses it");
 
+    // A's events reach B's live stream (woken by PostgreSQL's NOTIFY, within seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut streamed = Vec::new();
+    while !streamed.iter().any(|l: &String| l.contains("config.served")) {
+        assert!(std::time::Instant::now() < deadline, "A's config.served never reached B's stream: {streamed:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            streamed.push(l);
+        }
+    }
     // Every instance's event list holds every instance's events.
     std::thread::sleep(Duration::from_millis(600));
     let (code, body) = b.admin("GET", "/v1/events?machine=node1&limit=200");

@@ -27,6 +27,8 @@ const MACHINE_COLS: &str =
 
 pub struct PostgresStore {
     pool: Pool,
+    /// Woken by every instance's event commits (LISTEN on a connection of its own).
+    events_written: std::sync::Arc<tokio::sync::Notify>,
     /// The runtime the pool's connections live on; the DHCP thread's blocking lease
     /// writer drives its queries there.
     runtime: tokio::runtime::Handle,
@@ -72,10 +74,12 @@ async fn insert_events(c: &impl GenericClient, events: &[&NewEvent]) -> Result<(
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let sources: Vec<Option<&str>> = events.iter().map(|e| e.source.as_deref()).collect();
     let details: Vec<String> = events.iter().map(|e| e.detail.to_string()).collect();
+    // Every instance's live streams are woken at commit (one notification per
+    // transaction: PostgreSQL folds repeats), in the same statement as the insert.
     c.execute(
-        "INSERT INTO events (time, machine, kind, source, detail) \
+        "WITH ins AS (INSERT INTO events (time, machine, kind, source, detail) \
          SELECT clock_timestamp(), m, k, s, d FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t(m, k, s, d, n) \
-         ORDER BY n",
+         ORDER BY n RETURNING 1) SELECT pg_notify('bootplane_events', '') FROM (SELECT 1 FROM ins LIMIT 1) one",
         &[&machines, &kinds, &sources, &details],
     )
     .await
@@ -300,19 +304,55 @@ impl PostgresStore {
     /// Connects to `url` (a libpq-style URL or key=value string), checks the server answers,
     /// and migrates. Must be called inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("not a PostgreSQL connection string ({e}); expected postgres://USER@HOST/DB")))?;
+        let config = config_of(url)?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(16)
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
         migrate(&pool).await?;
-        Ok(PostgresStore { pool, runtime: tokio::runtime::Handle::current() })
+        let events_written = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(listen(config_of(url)?, std::sync::Arc::downgrade(&events_written)));
+        Ok(PostgresStore { pool, events_written, runtime: tokio::runtime::Handle::current() })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+}
+
+fn config_of(url: &str) -> Result<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("not a PostgreSQL connection string ({e}); expected postgres://USER@HOST/DB")))
+}
+
+/// Listens for `bootplane_events` notifications until the store is dropped, reconnecting
+/// after a lost connection (streams poll meanwhile, so nothing is missed, only later).
+async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<tokio::sync::Notify>) {
+    use futures_util::StreamExt;
+    while wake.strong_count() > 0 {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let wake = wake.clone();
+                let driver = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(m)) = messages.next().await {
+                        let Some(w) = wake.upgrade() else { break };
+                        if let tokio_postgres::AsyncMessage::Notification(_) = m {
+                            w.notify_waiters();
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute("LISTEN bootplane_events").await {
+                    eprintln!("bootplane: PostgreSQL LISTEN failed (event streams fall back to polling): {e}");
+                }
+                // Holds `client` (and so the connection) until the connection ends.
+                let _ = driver.await;
+                drop(client);
+            }
+            Err(e) => eprintln!("bootplane: PostgreSQL LISTEN connection failed, retrying in 5 s: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }
 
@@ -706,6 +746,10 @@ impl Store for PostgresStore {
 
     fn shares_leases(&self) -> bool {
         true
+    }
+
+    fn events_written(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.events_written.clone())
     }
 
     fn lease_writer(&self) -> Option<LeaseWriter> {
