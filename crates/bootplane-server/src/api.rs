@@ -25,7 +25,7 @@ pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response
 pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
-        StoreError::Transition(_) | StoreError::Conflict(_) => error(StatusCode::CONFLICT, e),
+        StoreError::Transition(_) | StoreError::Conflict(_) | StoreError::NotEmpty(_) => error(StatusCode::CONFLICT, e),
         StoreError::Backend(_) | StoreError::Database(_) => {
             tracing::error!("{e:#}");
             error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry")

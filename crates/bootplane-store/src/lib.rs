@@ -34,6 +34,9 @@ pub enum StoreError {
     /// A problem the store itself describes (a path it cannot create, a migration).
     #[error("store: {0}")]
     Backend(String),
+    /// `bootplane migrate` into a store that is not empty.
+    #[error("the target store is not empty ({0}); migrate only into a new, empty database")]
+    NotEmpty(String),
     /// The database driver's own error, kept whole so its cause chain reaches the log.
     #[error(transparent)]
     Database(Box<dyn std::error::Error + Send + Sync>),
@@ -116,6 +119,38 @@ pub struct ApplyReport {
     pub bundles_revised: u32,
     pub clusters: u32,
     pub templates: u32,
+}
+
+/// Everything a store holds, for `bootplane migrate`: machines with their counters and
+/// times, bundles with their history, clusters, templates, settings (sealed secrets stay
+/// sealed), the event log with its ids and times, and the leases.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub machines: Vec<MachineRecord>,
+    pub bundles: Vec<Bundle>,
+    pub bundle_history: Vec<Bundle>,
+    pub clusters: Vec<Cluster>,
+    pub templates: Vec<(String, String)>,
+    pub settings: Vec<(String, String)>,
+    pub events: Vec<Event>,
+    pub leases: Vec<Lease>,
+}
+
+impl Snapshot {
+    /// One line per kind, for the operator.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} machines, {} bundles ({} earlier revisions), {} clusters, {} templates, {} settings, {} events, {} leases",
+            self.machines.len(),
+            self.bundles.len(),
+            self.bundle_history.len(),
+            self.clusters.len(),
+            self.templates.len(),
+            self.settings.len(),
+            self.events.len(),
+            self.leases.len()
+        )
+    }
 }
 
 /// The result of asking for a transition.
@@ -259,6 +294,12 @@ pub trait Store: Send + Sync + 'static {
     fn lease_writer(&self) -> Option<LeaseWriter> {
         None
     }
+
+    /// Reads the whole store in one consistent snapshot.
+    async fn export(&self) -> Result<Snapshot>;
+    /// Writes `snapshot` into this store in one transaction; refuses (Conflict) a store
+    /// that already holds machines, bundles, settings or events.
+    async fn import(&self, snapshot: Snapshot) -> Result<()>;
 
     /// Keeps the newest `events_retained` events that are not [`AUDIT_KINDS`], the
     /// audit events of the last `audit_days` days, and `max_discovered` discovered

@@ -185,6 +185,20 @@ pub fn lease_claim_set(now: &str) -> String {
     )
 }
 
+/// What makes a migration target not empty (`None`: empty), from its row counts of
+/// machines, bundles, settings and events.
+pub fn not_empty(machines: i64, bundles: i64, settings: i64, events: i64) -> Option<String> {
+    let parts: Vec<String> = [(machines, "machines"), (bundles, "bundles"), (settings, "settings"), (events, "events")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+pub const COUNT_CONTENTS: &str = "SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM bundles), \
+     (SELECT COUNT(*) FROM settings), (SELECT COUNT(*) FROM events)";
+
 /// [`crate::AUDIT_KINDS`] as an SQL list of string literals (both dialects agree).
 pub fn audit_kinds_sql() -> String {
     crate::AUDIT_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")

@@ -124,6 +124,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cmd::dhcp::DhcpCmd,
     },
+    /// Copy a whole site from one store to another (e.g. SQLite to PostgreSQL): machines,
+    /// leases, events, clusters, bundles and sealed secrets. The target must be empty; stop
+    /// the servers using the source first. Instances on the target need the source's
+    /// `secret.key`.
+    Migrate {
+        /// The source store: `sqlite:PATH` or `postgres://USER@HOST/DB`.
+        #[arg(long)]
+        from: String,
+        /// The target store (new and empty).
+        #[arg(long)]
+        to: String,
+    },
     /// Show what MACHINE would receive, offline, from the config file.
     Render {
         machine: String,
@@ -163,6 +175,7 @@ fn main() -> ExitCode {
         Cmd::Butane(a) => cmd::butane::run(a),
         Cmd::Ignition { cmd } => cmd::ignition::run(cmd),
         Cmd::Bundle { cmd, config, store } => cmd::bundle::run(cmd, config, store),
+        Cmd::Migrate { from, to } => cmd::migrate::run(&from, &to),
     };
     match result {
         Ok(code) => code,

@@ -191,3 +191,68 @@ fn two_dhcp_instances_share_one_pool_and_survive_a_kill() {
     let acks = pg.psql(url.rsplit('/').next().unwrap(), "SELECT count(*) FROM events WHERE kind = 'dhcp.ack'");
     assert!(acks.parse::<usize>().unwrap() >= got.len(), "every binding is on record: {acks} acks");
 }
+
+/// A boot answer with what differs between two servers (address, nonces) taken out.
+fn decision(s: &Server, mac: &str) -> String {
+    let (code, script) = s.get(&format!("/v1/boot/ipxe?mac={mac}&arch=x86_64"));
+    assert_eq!(code, 200, "{script}");
+    let host = s.url.trim_start_matches("http://");
+    let script = script.replace(host, "SERVER");
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in script.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() >= 16 { "HEX" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn a_sqlite_site_moves_to_postgres_and_boots_the_same() {
+    let pg = require_postgres!();
+    let url = pg.new_database();
+    let d = workdir(CONFIG);
+    let s = Server::start(d.path());
+    // Machines in several states: written (node1), installing (node2), ready (node3),
+    // and a discovered stranger.
+    let (_, code, ign) = s.boot_and_fetch("node1", "52:54:00:12:34:56");
+    assert_eq!(code, 200);
+    let cred = credential_from_ignition(&ign);
+    assert_eq!(s.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"written"}"#).0, 200);
+    s.boot_and_fetch("node2", "52:54:00:12:34:57");
+    let macs = ["52:54:00:12:34:56", "52:54:00:12:34:57", "52:54:00:12:34:58", "52:54:00:99:99:99"];
+    // The stranger's first sighting makes it `discovered` (written just after the answer).
+    decision(&s, macs[3]);
+    std::thread::sleep(Duration::from_millis(600));
+    let before: Vec<String> = macs.iter().map(|m| decision(&s, m)).collect();
+    let states: Vec<serde_json::Value> = ["node1", "node2", "node3"].iter().map(|n| s.machine(n)["state"].clone()).collect();
+    std::thread::sleep(Duration::from_millis(600));
+    s.stop();
+
+    let db = d.path().join("data/bootplane.db");
+    let out = bootplane(d.path()).args(["migrate", "--from", &format!("sqlite:{}", db.display()), "--to", &url]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("migrated 4 machines"), "{said}");
+    // A second run finds the target full and changes nothing.
+    let again = bootplane(d.path()).args(["migrate", "--from", &format!("sqlite:{}", db.display()), "--to", &url]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&again.stderr));
+    // Bad input: a source that does not exist.
+    let missing = bootplane(d.path()).args(["migrate", "--from", "sqlite:/nonexistent/b.db", "--to", &url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such database file"));
+
+    // Served from PostgreSQL with the same data directory (token, sealing key).
+    let p = Server::start_with(d.path(), &["--config", "bootplane.yaml", "--database", &url]);
+    let after_states: Vec<serde_json::Value> = ["node1", "node2", "node3"].iter().map(|n| p.machine(n)["state"].clone()).collect();
+    assert_eq!(after_states, states);
+    let after: Vec<String> = macs.iter().map(|m| decision(&p, m)).collect();
+    assert_eq!(after, before, "every machine boots the same decision");
+    // The written machine's installed system still reports with its credential.
+    assert_eq!(p.post("/v1/machines/node1/report", Some(&cred), r#"{"state":"installed"}"#).0, 200);
+}

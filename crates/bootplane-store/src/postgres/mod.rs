@@ -669,19 +669,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
-        let mut v = rows
-            .iter()
-            .map(|r| {
-                Ok(Event {
-                    id: r.get(0),
-                    time: r.get(1),
-                    machine: r.get(2),
-                    kind: r.get(3),
-                    source: r.get(4),
-                    detail: serde_json::from_str(r.get(5)).map_err(json_err)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut v = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
         if q.after.is_none() {
             v.reverse();
         }
@@ -769,6 +757,124 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn export(&self) -> Result<Snapshot> {
+        let mut client = self.client().await?;
+        // One snapshot of the database for every read.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db)?;
+        let rows = |sql: &'static str| {
+            let tx = &tx;
+            async move { tx.query(sql, &[]).await.map_err(db) }
+        };
+        let machines = rows("SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated FROM machines ORDER BY name")
+            .await?
+            .iter()
+            .map(machine_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let pairs = |v: Vec<Row>| v.iter().map(|r| (r.get(0), r.get(1))).collect::<Vec<(String, String)>>();
+        let snap = Snapshot {
+            machines,
+            bundles: rows("SELECT spec, revision FROM bundles ORDER BY name").await?.iter().map(bundle_from_row).collect::<Result<_>>()?,
+            bundle_history: rows("SELECT spec, revision FROM bundle_revisions ORDER BY name, revision")
+                .await?
+                .iter()
+                .map(bundle_from_row)
+                .collect::<Result<_>>()?,
+            clusters: rows("SELECT spec FROM clusters ORDER BY name")
+                .await?
+                .iter()
+                .map(|r| serde_json::from_str(r.get(0)).map_err(json_err))
+                .collect::<Result<_>>()?,
+            templates: pairs(rows("SELECT name, butane FROM templates ORDER BY name").await?),
+            settings: pairs(rows("SELECT key, value FROM settings ORDER BY key").await?),
+            events: rows("SELECT id, time, machine, kind, source, detail FROM events ORDER BY id")
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<_>>()?,
+            leases: rows("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").await?.iter().filter_map(lease_from_row).collect(),
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(snap)
+    }
+
+    async fn import(&self, snap: Snapshot) -> Result<()> {
+        in_tx!(self, |tx| {
+            // Two migrations into one database at once: the second waits, then finds it full.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK]).await.map_err(db)?;
+            let n = tx.query_one(rules::COUNT_CONTENTS, &[]).await.map_err(db)?;
+            if let Some(what) = rules::not_empty(n.get(0), n.get(1), n.get(2), n.get(3)) {
+                return Err(StoreError::NotEmpty(what));
+            }
+            for m in &snap.machines {
+                tx.execute(
+                    "INSERT INTO machines (name, spec, state, uuid, install_attempts, credential_generation, observed, last_seen, created, updated) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &m.name(),
+                        &serde_json::to_string(&m.spec).map_err(json_err)?,
+                        &m.state.as_str(),
+                        &m.spec.uuid.as_ref().map(|u| u.as_str()),
+                        &(m.install_attempts as i32),
+                        &(m.credential_generation as i32),
+                        &serde_json::to_string(&m.observed).map_err(json_err)?,
+                        &m.last_seen,
+                        &m.created,
+                        &m.updated,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+                let macs: Vec<String> = m.spec.macs.iter().map(|x| x.to_string()).collect();
+                insert_macs(&tx, &m.spec, &macs).await?;
+            }
+            for (table, list) in [("bundles", &snap.bundles), ("bundle_revisions", &snap.bundle_history)] {
+                for b in list {
+                    let spec = serde_json::to_string(&rules::unpinned(b)).map_err(json_err)?;
+                    tx.execute(
+                        &format!("INSERT INTO {table} (name, spec, revision, created) VALUES ($1, $2, $3, now())"),
+                        &[&b.name, &spec, &(b.revision as i32)],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+            }
+            for c in &snap.clusters {
+                let spec = serde_json::to_string(c).map_err(json_err)?;
+                tx.execute("INSERT INTO clusters (name, spec, updated) VALUES ($1, $2, now())", &[&c.name, &spec]).await.map_err(db)?;
+            }
+            for (name, butane) in &snap.templates {
+                tx.execute("INSERT INTO templates (name, butane) VALUES ($1, $2)", &[name, butane]).await.map_err(db)?;
+            }
+            for (k, v) in &snap.settings {
+                tx.execute("INSERT INTO settings (key, value) VALUES ($1, $2)", &[k, v]).await.map_err(db)?;
+            }
+            for chunk in snap.events.chunks(5000) {
+                let ids: Vec<i64> = chunk.iter().map(|e| e.id).collect();
+                let times: Vec<chrono::DateTime<chrono::Utc>> = chunk.iter().map(|e| e.time).collect();
+                let machines: Vec<Option<&str>> = chunk.iter().map(|e| e.machine.as_deref()).collect();
+                let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
+                let sources: Vec<Option<&str>> = chunk.iter().map(|e| e.source.as_deref()).collect();
+                let details: Vec<String> = chunk.iter().map(|e| e.detail.to_string()).collect();
+                tx.execute(
+                    "INSERT INTO events (id, time, machine, kind, source, detail) \
+                     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                    &[&ids, &times, &machines, &kinds, &sources, &details],
+                )
+                .await
+                .map_err(db)?;
+            }
+            // New events continue after the copied ones.
+            tx.execute("SELECT setval('events_id_seq', GREATEST((SELECT MAX(id) FROM events), 1))", &[]).await.map_err(db)?;
+            write_leases(&tx, &snap.leases).await?;
+        })
+    }
+
     async fn prune(&self, events_retained: u64, audit_days: u32, max_discovered: u64) -> Result<PruneReport> {
         let audit = rules::audit_kinds_sql();
         in_tx!(self, |tx| {
@@ -800,6 +906,18 @@ impl Store for PostgresStore {
             PruneReport { events_deleted: noise + old_audit, discovered_deleted }
         })
     }
+}
+
+/// `SELECT id, time, machine, kind, source, detail`.
+fn event_from_row(r: &Row) -> Result<Event> {
+    Ok(Event {
+        id: r.get(0),
+        time: r.get(1),
+        machine: r.get(2),
+        kind: r.get(3),
+        source: r.get(4),
+        detail: serde_json::from_str(r.get(5)).map_err(json_err)?,
+    })
 }
 
 fn bundle_from_row(r: &Row) -> Result<Bundle> {

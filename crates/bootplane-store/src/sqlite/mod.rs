@@ -397,6 +397,18 @@ fn write_leases(tx: &Connection, leases: &[Lease]) -> Result<Vec<Lease>> {
     Ok(refused)
 }
 
+/// `SELECT id, time, machine, kind, source, detail`.
+fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        time: parse_time(&r.get::<_, String>(1)?)?,
+        machine: r.get(2)?,
+        kind: r.get(3)?,
+        source: r.get(4)?,
+        detail: json_col(&r.get::<_, String>(5)?)?,
+    })
+}
+
 /// A lease row, or `None` when it no longer parses (skipped, never fatal: DHCP must start).
 fn lease_row(r: &Row<'_>) -> rusqlite::Result<Option<Lease>> {
     let (ip, mac, state, expires, hostname) =
@@ -741,16 +753,7 @@ impl Store for SqliteStore {
             );
             let mut st = c.prepare_cached(&sql).map_err(be)?;
             let rows = st
-                .query_map(params![q.machine, after, limit], |r| {
-                    Ok(Event {
-                        id: r.get(0)?,
-                        time: parse_time(&r.get::<_, String>(1)?)?,
-                        machine: r.get(2)?,
-                        kind: r.get(3)?,
-                        source: r.get(4)?,
-                        detail: json_col(&r.get::<_, String>(5)?)?,
-                    })
-                })
+                .query_map(params![q.machine, after, limit], event_row)
                 .map_err(be)?;
             let mut v = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?;
             if q.after.is_none() {
@@ -855,6 +858,106 @@ impl Store for SqliteStore {
             }
             Ok(refused)
         }))
+    }
+
+    async fn export(&self) -> Result<Snapshot> {
+        self.run(|c| {
+            // One read transaction: a consistent picture even while a server writes.
+            let tx = c.transaction().map_err(be)?;
+            let machines = {
+                let mut st = tx.prepare(&format!("SELECT {MACHINE_COLS} FROM machines ORDER BY name")).map_err(be)?;
+                let rows = st.query_map([], machine_from_row).map_err(be)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
+            };
+            let pairs = |sql: &str| -> Result<Vec<(String, String)>> {
+                let mut st = tx.prepare(sql).map_err(be)?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(be)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)
+            };
+            let templates = pairs("SELECT name, butane FROM templates ORDER BY name")?;
+            let settings = pairs("SELECT key, value FROM settings ORDER BY key")?;
+            let events = {
+                let mut st = tx.prepare("SELECT id, time, machine, kind, source, detail FROM events ORDER BY id").map_err(be)?;
+                let rows = st.query_map([], event_row).map_err(be)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?
+            };
+            let leases = {
+                let mut st = tx.prepare("SELECT ip, mac, state, expires, hostname FROM leases ORDER BY ip").map_err(be)?;
+                let rows = st.query_map([], lease_row).map_err(be)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)?.into_iter().flatten().collect()
+            };
+            Ok(Snapshot {
+                machines,
+                bundles: revisions(&tx, "SELECT spec, revision FROM bundles ORDER BY name")?,
+                bundle_history: revisions(&tx, "SELECT spec, revision FROM bundle_revisions ORDER BY name, revision")?,
+                clusters: all_specs(&tx, "SELECT spec FROM clusters ORDER BY name")?,
+                templates,
+                settings,
+                events,
+                leases,
+            })
+        })
+        .await
+    }
+
+    async fn import(&self, snap: Snapshot) -> Result<()> {
+        self.write(move |tx| {
+            let counts: (i64, i64, i64, i64) =
+                tx.query_row(rules::COUNT_CONTENTS, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(be)?;
+            if let Some(what) = rules::not_empty(counts.0, counts.1, counts.2, counts.3) {
+                return Err(StoreError::NotEmpty(what));
+            }
+            let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+            for m in &snap.machines {
+                tx.execute(
+                    "INSERT INTO machines (name, spec, state, uuid, install_attempts, credential_generation, observed, last_seen, created, updated) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        m.name(),
+                        serde_json::to_string(&m.spec).map_err(be)?,
+                        m.state.as_str(),
+                        m.spec.uuid.as_ref().map(|u| u.as_str()),
+                        m.install_attempts,
+                        m.credential_generation,
+                        serde_json::to_string(&m.observed).map_err(be)?,
+                        m.last_seen.as_ref().map(ts),
+                        ts(&m.created),
+                        ts(&m.updated)
+                    ],
+                )
+                .map_err(be)?;
+                insert_macs(tx, &m.spec)?;
+            }
+            for (table, list) in [("bundles", &snap.bundles), ("bundle_revisions", &snap.bundle_history)] {
+                for b in list {
+                    tx.execute(
+                        &format!("INSERT INTO {table} (name, spec, revision, created) VALUES (?1, ?2, ?3, ?4)"),
+                        params![b.name, serde_json::to_string(&rules::unpinned(b)).map_err(be)?, b.revision, now()],
+                    )
+                    .map_err(be)?;
+                }
+            }
+            for c in &snap.clusters {
+                tx.execute("INSERT INTO clusters (name, spec, updated) VALUES (?1, ?2, ?3)", params![c.name, serde_json::to_string(c).map_err(be)?, now()])
+                    .map_err(be)?;
+            }
+            for (name, butane) in &snap.templates {
+                tx.execute("INSERT INTO templates (name, butane) VALUES (?1, ?2)", params![name, butane]).map_err(be)?;
+            }
+            for (k, v) in &snap.settings {
+                tx.execute("INSERT INTO settings (key, value) VALUES (?1, ?2)", params![k, v]).map_err(be)?;
+            }
+            let mut st = tx
+                .prepare("INSERT INTO events (id, time, machine, kind, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(be)?;
+            for e in &snap.events {
+                st.execute(params![e.id, ts(&e.time), e.machine, e.kind, e.source, e.detail.to_string()]).map_err(be)?;
+            }
+            drop(st);
+            write_leases(tx, &snap.leases)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn prune(&self, events_retained: u64, audit_days: u32, max_discovered: u64) -> Result<PruneReport> {

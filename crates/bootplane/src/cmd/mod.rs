@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod ignition;
 pub mod init;
 pub mod machines;
+pub mod migrate;
 pub mod render;
 pub mod serve;
 
@@ -60,6 +61,14 @@ fn database_url<'a>(args: &'a StoreArgs, cfg: &'a Config) -> Option<&'a str> {
 pub fn open_store(args: &StoreArgs, cfg: &Config, data_dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<dyn Store>> {
     match database_url(args, cfg) {
         None => Ok(Arc::new(SqliteStore::open(data_dir)?)),
+        Some(url) => open_url(url, Some(data_dir), rt),
+    }
+}
+
+/// The store at `url`; `data_dir`, when given, is created beside a PostgreSQL store
+/// (it holds the token, the key and the artifact files).
+pub fn open_url(url: &str, data_dir: Option<&Path>, rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<dyn Store>> {
+    match Some(url) {
         Some(url) if sqlite_path(url).is_some() => {
             let path = sqlite_path(url).unwrap_or_default();
             let path = path.as_path();
@@ -69,16 +78,17 @@ pub fn open_store(args: &StoreArgs, cfg: &Config, data_dir: &Path, rt: &tokio::r
             Ok(Arc::new(SqliteStore::open_file(path)?))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            // The token, the sealing key and the artifact files still live here.
-            private_dir(data_dir)?;
+            if let Some(d) = data_dir {
+                private_dir(d)?;
+            }
             let shown = bootplane_artifacts::download::redact_url(url);
             let store = rt
                 .block_on(PostgresStore::connect(url))
                 .with_context(|| format!("cannot open the PostgreSQL store {shown}; is the server running and the database created (createdb)?"))?;
             Ok(Arc::new(store))
         }
-        Some(url) => bail!(
-            "--database {}: unknown scheme; expected sqlite:PATH, sqlite://PATH or postgres://USER@HOST/DB",
+        _ => bail!(
+            "store URL {}: unknown scheme; expected sqlite:PATH, sqlite://PATH or postgres://USER@HOST/DB",
             bootplane_artifacts::download::redact_url(url)
         ),
     }
@@ -95,7 +105,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The file of a `sqlite:PATH` / `sqlite://PATH` store URL.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     (!rest.is_empty()).then(|| PathBuf::from(rest))
