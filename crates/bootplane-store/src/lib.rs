@@ -37,9 +37,24 @@ pub enum StoreError {
     /// `bootplane migrate` into a store that is not empty.
     #[error("the target store is not empty ({0}); migrate only into a new, empty database")]
     NotEmpty(String),
-    /// The database driver's own error, kept whole so its cause chain reaches the log.
-    #[error(transparent)]
+    /// The database driver's own error, kept whole; shown with its causes (a driver's
+    /// top message alone, e.g. tokio-postgres' "db error", says nothing).
+    #[error("{}", cause_chain(.0.as_ref()))]
     Database(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 impl StoreError {

@@ -220,6 +220,9 @@ async fn write_leases(tx: &impl GenericClient, leases: &[Lease]) -> Result<Vec<L
     );
     let claim = tx.prepare_cached(&claim).await.map_err(db)?;
     let mut refused = Vec::new();
+    // Address order, the same in every instance: concurrent bursts queue, never deadlock.
+    let mut leases: Vec<&Lease> = leases.iter().collect();
+    leases.sort_by_key(|l| u32::from(l.ip));
     for l in leases {
         let state = serde_json::to_value(l.state).map_err(json_err)?;
         let (ip, mac) = (l.ip.to_string(), l.mac.to_string());
@@ -359,14 +362,36 @@ async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<tokio::syn
 /// Runs `$body` with `$tx` a transaction on a pooled connection, committing when it
 /// returns `Ok`. (A macro, not a closure-taking function: the body borrows the
 /// transaction across awaits.)
+/// A transaction PostgreSQL aborted to resolve a deadlock or a serialization conflict
+/// between instances is run again (a few times): the other side has committed by then.
 macro_rules! in_tx {
     ($self:expr, |$tx:ident| $body:expr) => {{
-        let mut client = $self.client().await?;
-        let $tx = client.transaction().await.map_err(db)?;
-        let out = $body;
-        $tx.commit().await.map_err(db)?;
-        Ok(out)
+        let mut tries = 0;
+        loop {
+            let result: Result<_> = async {
+                let mut client = $self.client().await?;
+                let $tx = client.transaction().await.map_err(db)?;
+                let out = $body;
+                $tx.commit().await.map_err(db)?;
+                Ok(out)
+            }
+            .await;
+            match result {
+                Err(e) if tries < RETRIES && retryable(&e) => tries += 1,
+                other => break other,
+            }
+        }
     }};
+}
+
+const RETRIES: u32 = 4;
+
+/// Deadlock or serialization failure: nothing was written, running again is safe.
+fn retryable(e: &StoreError) -> bool {
+    use tokio_postgres::error::SqlState;
+    let StoreError::Database(inner) = e else { return false };
+    let code = inner.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code());
+    code == Some(&SqlState::T_R_DEADLOCK_DETECTED) || code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 #[async_trait]
@@ -560,7 +585,7 @@ impl Store for PostgresStore {
     ) -> Result<Transitioned> {
         in_tx!(self, |tx| {
             let rec = get_machine(&tx, machine, true).await?.ok_or_else(|| StoreError::NotFound(machine.to_string()))?;
-            transition_in(&tx, rec, to, trigger, source, detail).await?
+            transition_in(&tx, rec, to, trigger, source.clone(), detail.clone()).await?
         })
     }
 
@@ -595,7 +620,7 @@ impl Store for PostgresStore {
                     .map_err(db)?;
                 }
             }
-            transition_in(&tx, rec, to, trigger, source, detail).await?
+            transition_in(&tx, rec, to, trigger, source.clone(), detail.clone()).await?
         })
     }
 
@@ -622,18 +647,32 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let mut tx = client.transaction().await.map_err(db)?;
         let mut first_err = None;
-        let mut events: Vec<&NewEvent> = Vec::new();
-        for item in &items {
-            match item {
-                BatchItem::Event(e) => events.push(e),
-                // One bad item must not lose the rest of the batch: each runs in a
-                // savepoint, since PostgreSQL aborts a transaction at its first error.
-                other => {
-                    let sp = tx.savepoint("item").await.map_err(db)?;
-                    match write_item(&sp, other).await {
-                        Ok(()) => sp.commit().await.map_err(db)?,
-                        Err(e) => {
-                            sp.rollback().await.map_err(db)?;
+        let events: Vec<&NewEvent> = items.iter().filter_map(|i| if let BatchItem::Event(e) = i { Some(e) } else { None }).collect();
+        // Rows are locked in name order, the same in every instance's batches, so two
+        // batches touching the same machines queue instead of deadlocking.
+        let mut rows: Vec<(String, &BatchItem)> = items
+            .iter()
+            .filter_map(|i| match i {
+                BatchItem::Event(_) => None,
+                BatchItem::Seen { machine, .. } => Some((machine.clone(), i)),
+                BatchItem::Discovered { observed, .. } => Some((bootplane_core::model::discovered_name(observed).unwrap_or_default(), i)),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, item) in rows {
+            // One bad item must not lose the rest of the batch: each runs in a savepoint,
+            // since PostgreSQL aborts a transaction at its first error. A deadlock with
+            // another kind of transaction (an apply) is tried once more.
+            for tries in 0..2 {
+                let sp = tx.savepoint("item").await.map_err(db)?;
+                match write_item(&sp, item).await {
+                    Ok(()) => {
+                        sp.commit().await.map_err(db)?;
+                        break;
+                    }
+                    Err(e) => {
+                        sp.rollback().await.map_err(db)?;
+                        if tries == 1 || !retryable(&e) {
                             first_err.get_or_insert(e);
                         }
                     }
@@ -746,13 +785,24 @@ impl Store for PostgresStore {
         // The reply leaves only after COMMIT returned, and PostgreSQL's synchronous_commit
         // makes that durable.
         Some(Box::new(move |leases: &[Lease], events: &[NewEvent]| {
+            let events: Vec<&NewEvent> = events.iter().collect();
             runtime.block_on(async {
-                let mut client = pool.get().await.map_err(pool_err)?;
-                let tx = client.transaction().await.map_err(db)?;
-                let refused = write_leases(&tx, leases).await?;
-                insert_events(&tx, &events.iter().collect::<Vec<_>>()).await?;
-                tx.commit().await.map_err(db)?;
-                Ok(refused)
+                let mut tries = 0;
+                loop {
+                    let result: Result<Vec<Lease>> = async {
+                        let mut client = pool.get().await.map_err(pool_err)?;
+                        let tx = client.transaction().await.map_err(db)?;
+                        let refused = write_leases(&tx, leases).await?;
+                        insert_events(&tx, &events).await?;
+                        tx.commit().await.map_err(db)?;
+                        Ok(refused)
+                    }
+                    .await;
+                    match result {
+                        Err(e) if tries < RETRIES && retryable(&e) => tries += 1,
+                        other => break other,
+                    }
+                }
             })
         }))
     }

@@ -165,6 +165,12 @@ fn unsafe_sigterm(pid: u32) {
 }
 
 pub fn req(method: &str, url: &str, bearer: Option<&str>, body: Option<&str>) -> (u16, String) {
+    try_req(method, url, bearer, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`req`] that returns a transport failure (a refused or dropped connection, as from a
+/// killed server) instead of panicking.
+pub fn try_req(method: &str, url: &str, bearer: Option<&str>, body: Option<&str>) -> Result<(u16, String), String> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     let mut r = agent.request(method, url);
     if let Some(t) = bearer {
@@ -175,9 +181,9 @@ pub fn req(method: &str, url: &str, bearer: Option<&str>, body: Option<&str>) ->
         None => r.call(),
     };
     match res {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("{method} {url}: {e}"),
+        Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
