@@ -69,6 +69,7 @@ dhcp:
   netmask: 255.254.0.0
   router: 198.18.0.1
   lease_time: 1h
+  relays: [198.18.0.2]   # perfdhcp talks as a relay would
 YAML
 cat > "$WORK/kea.json" <<JSON
 { "Dhcp4": {
