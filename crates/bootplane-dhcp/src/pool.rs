@@ -108,6 +108,10 @@ impl LeasePool {
             }
         }
         self.rescan_at = self.rescan_at.min(self.by_ip[&ip].expires);
+        self.skip_used();
+    }
+
+    fn skip_used(&mut self) {
         while self.fresh_from <= self.last {
             let next = Ipv4Addr::from(self.fresh_from);
             if !self.by_ip.contains_key(&next) && self.usable(next) {
@@ -115,6 +119,17 @@ impl LeasePool {
             }
             self.fresh_from += 1;
         }
+    }
+
+    /// Starts the search for never-used addresses `offset` addresses into the range
+    /// instead of at its first. Instances sharing one pool each start elsewhere, so they
+    /// seldom pick the same fresh address (each such pick is a refused claim and a client
+    /// left unanswered); the addresses below the start are found once the rest is used
+    /// (the expired-address scan counts never-used ones).
+    pub fn start_fresh_at(&mut self, offset: u32) {
+        let size = self.last - self.first + 1;
+        self.fresh_from = self.first + offset % size;
+        self.skip_used();
     }
 
     /// Whether `ip` may be handed out dynamically at all.
@@ -390,6 +405,22 @@ mod tests {
             p.bind(m, a, 0, 600, None).unwrap();
             assert!(seen.insert(a), "{a} given twice");
         }
+    }
+
+    #[test]
+    fn a_pool_started_midway_still_hands_out_every_address() {
+        let mut p = LeasePool::new("10.0.0.1".parse().unwrap(), "10.0.0.8".parse().unwrap());
+        p.start_fresh_at(4);
+        let mut got = Vec::new();
+        for i in 0..8u8 {
+            let ip = p.allocate(mac(i), None, 0).unwrap();
+            p.bind(mac(i), ip, 0, 600, None).unwrap();
+            got.push(ip.octets()[3]);
+        }
+        assert_eq!(&got[..4], &[5, 6, 7, 8], "fresh addresses from the start offset first");
+        got.sort();
+        assert_eq!(got, (1..=8).collect::<Vec<u8>>(), "then the ones below it");
+        assert_eq!(p.allocate(mac(9), None, 0), Err(PoolError::Exhausted));
     }
 
     #[test]

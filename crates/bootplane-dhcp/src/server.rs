@@ -261,6 +261,12 @@ impl<B: Backend> DhcpServer<B> {
         // whose range holds its address.
         let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = std::iter::once(self.range).chain(self.relayed.iter().map(|(_, r)| *r)).collect();
         let mut pools: Vec<LeasePool> = ranges.iter().map(|r| LeasePool::new(r.0, r.1)).collect();
+        if self.backend.shared() {
+            // Other instances allocate from the same ranges: start elsewhere than they do.
+            for pool in &mut pools {
+                pool.start_fresh_at(rand::random());
+            }
+        }
         if self.settings.mode == Mode::Full {
             let leases = self.backend.load_leases();
             for (pool, r) in pools.iter_mut().zip(&ranges) {

@@ -69,6 +69,13 @@ fn two_instances_share_machines_credentials_and_events() {
             streamed.push(l);
         }
     }
+    // /metrics is each instance's own work: the boot went to A only; the machine gauge
+    // (from the shared store) is the same on both.
+    let boots = |s: &Server| -> u64 {
+        let (_, text) = s.get("/metrics");
+        text.lines().filter(|l| l.starts_with("bootplane_boot_decisions_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    };
+    assert_eq!((boots(&a), boots(&b)), (1, 0), "each instance counts its own boot decisions");
     // Every instance's event list holds every instance's events.
     std::thread::sleep(Duration::from_millis(600));
     let (code, body) = b.admin("GET", "/v1/events?machine=node1&limit=200");
