@@ -418,6 +418,18 @@ pub(super) async fn a_lease_is_a_claim_another_mac_cannot_take_until_it_expires(
     let other = Lease { mac: "52:54:00:00:00:02".parse().unwrap(), state: LeaseState::Offered, expires: now + 60, ..held.clone() };
     assert_eq!(s.put_leases(std::slice::from_ref(&other)).await.unwrap(), vec![held.clone()], "refused, with the holder");
     assert_eq!(s.leases().await.unwrap(), vec![held.clone()], "nothing changed");
+    // Another instance offering the holder another address (its pool did not know of
+    // the binding) must not drop the binding: the client still uses that address.
+    let elsewhere = Lease { ip: "198.18.0.61".parse().unwrap(), state: LeaseState::Offered, expires: now + 30, ..held.clone() };
+    assert!(s.put_leases(std::slice::from_ref(&elsewhere)).await.unwrap().is_empty());
+    assert_eq!(s.leases().await.unwrap(), vec![held.clone(), elsewhere.clone()], "an offer moves no MAC");
+    let stranger = Lease { mac: "52:54:00:00:00:03".parse().unwrap(), ..held.clone() };
+    assert_eq!(s.put_leases(&[stranger]).await.unwrap(), vec![held.clone()], "the binding still holds its address");
+    // Binding it is the client's commitment: its other rows go.
+    let rebound = Lease { state: LeaseState::Bound, expires: now + 600, ..elsewhere };
+    assert!(s.put_leases(std::slice::from_ref(&rebound)).await.unwrap().is_empty());
+    assert_eq!(s.leases().await.unwrap(), vec![rebound], "the MAC moved");
+    assert!(s.put_leases(std::slice::from_ref(&held)).await.unwrap().is_empty());
     // Another instance offering the holder its own address does not shorten its binding.
     let offer = Lease { state: LeaseState::Offered, expires: now + 30, ..held.clone() };
     assert!(s.put_leases(&[offer]).await.unwrap().is_empty());

@@ -199,6 +199,14 @@ pub fn not_empty(machines: i64, bundles: i64, settings: i64, events: i64) -> Opt
 pub const COUNT_CONTENTS: &str = "SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM bundles), \
      (SELECT COUNT(*) FROM settings), (SELECT COUNT(*) FROM events)";
 
+/// Whether writing `lease` moves its MAC off its other addresses (their rows go). Only a
+/// commitment by the client does (a binding, a release, a decline): an offer does not,
+/// since another instance may have bound the same client elsewhere meanwhile, and
+/// dropping that binding would free an address still in use.
+pub fn lease_moves_mac(lease: &bootplane_core::model::Lease) -> bool {
+    lease.state != bootplane_core::model::LeaseState::Offered
+}
+
 /// [`crate::AUDIT_KINDS`] as an SQL list of string literals (both dialects agree).
 pub fn audit_kinds_sql() -> String {
     crate::AUDIT_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")

@@ -233,7 +233,9 @@ async fn write_leases(tx: &impl GenericClient, leases: &[Lease]) -> Result<Vec<L
             continue;
         }
         // The MAC moves: drop its other rows that are not declines.
-        tx.execute("DELETE FROM leases WHERE mac = $1 AND ip != $2 AND state != 'declined'", &[&mac, &ip]).await.map_err(db)?;
+        if rules::lease_moves_mac(l) {
+            tx.execute("DELETE FROM leases WHERE mac = $1 AND ip != $2 AND state != 'declined'", &[&mac, &ip]).await.map_err(db)?;
+        }
     }
     Ok(refused)
 }

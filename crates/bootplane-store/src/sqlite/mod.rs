@@ -390,9 +390,11 @@ fn write_leases(tx: &Connection, leases: &[Lease]) -> Result<Vec<Lease>> {
             continue;
         }
         // The MAC moves: drop its other rows that are not declines.
-        tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
-            .and_then(|mut st| st.execute(params![mac, ip]))
-            .map_err(be)?;
+        if rules::lease_moves_mac(l) {
+            tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2 AND state != 'declined'")
+                .and_then(|mut st| st.execute(params![mac, ip]))
+                .map_err(be)?;
+        }
     }
     Ok(refused)
 }
