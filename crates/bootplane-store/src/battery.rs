@@ -90,6 +90,15 @@ battery!(
     unknown_machines_are_errors_not_panics,
 );
 
+/// A backend's two boot-path lookups (spelled out for speed) select exactly its machine
+/// columns, in order (`m.`-prefixed in the MAC join).
+pub(crate) fn assert_boot_path_queries(cols: &str, by_uuid: &str, by_mac: &str) {
+    let norm = |q: &str| q.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(norm(by_uuid).starts_with(&format!("SELECT {cols} FROM")), "{by_uuid}");
+    let prefixed: Vec<String> = cols.split(", ").map(|c| format!("m.{c}")).collect();
+    assert!(norm(by_mac).starts_with(&format!("SELECT {} FROM", prefixed.join(", "))), "{by_mac}");
+}
+
 fn spec(name: &str, mac: &str, provision: bool) -> MachineSpec {
     MachineSpec {
         name: name.into(),

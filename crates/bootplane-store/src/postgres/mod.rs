@@ -24,6 +24,11 @@ const APPLY_LOCK: i64 = 0x626f_6f74_0002;
 
 const MACHINE_COLS: &str =
     "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
+/// The boot path's two lookups, spelled out once so each request does no formatting.
+const BY_UUID: &str = "SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated \
+     FROM machines WHERE uuid = $1";
+const BY_MAC: &str = "SELECT m.name, m.spec, m.state, m.install_attempts, m.credential_generation, m.observed, m.last_seen, \
+     m.created, m.updated FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = $1";
 
 pub struct PostgresStore {
     pool: Pool,
@@ -473,18 +478,14 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let by_uuid = match &obs.uuid {
             Some(u) => {
-                let st = c.prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE uuid = $1")).await.map_err(db)?;
+                let st = c.prepare_cached(BY_UUID).await.map_err(db)?;
                 c.query_opt(&st, &[&u.as_str()]).await.map_err(db)?.as_ref().map(machine_from_row).transpose()?
             }
             None => None,
         };
         let by_mac = match obs.mac {
             Some(m) => {
-                let cols = MACHINE_COLS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
-                let st = c
-                    .prepare_cached(&format!("SELECT {cols} FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = $1"))
-                    .await
-                    .map_err(db)?;
+                let st = c.prepare_cached(BY_MAC).await.map_err(db)?;
                 c.query_opt(&st, &[&m.to_string()]).await.map_err(db)?.as_ref().map(machine_from_row).transpose()?
             }
             None => None,
@@ -977,3 +978,12 @@ fn bundle_from_row(r: &Row) -> Result<Bundle> {
     Ok(Bundle { revision: r.get::<_, i32>(1) as u32, ..b })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_path_queries_select_the_machine_columns() {
+        crate::battery::assert_boot_path_queries(MACHINE_COLS, BY_UUID, BY_MAC);
+    }
+}

@@ -8,10 +8,7 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 
 #[test]
 fn boot_path_queries_select_the_machine_columns() {
-    let norm = |q: &str| q.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(norm(BY_UUID).starts_with(&format!("SELECT {MACHINE_COLS} FROM")));
-    let prefixed: Vec<String> = MACHINE_COLS.split(", ").map(|c| format!("m.{c}")).collect();
-    assert!(norm(BY_MAC).starts_with(&format!("SELECT {} FROM", prefixed.join(", "))));
+    crate::battery::assert_boot_path_queries(MACHINE_COLS, BY_UUID, BY_MAC);
 }
 
 #[tokio::test]
