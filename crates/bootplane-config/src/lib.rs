@@ -11,7 +11,7 @@ mod settings;
 
 pub use duration::parse_duration;
 pub use lint::{lint, Finding, Severity};
-pub use settings::{BootFiles, DhcpMode, DhcpSettings, DhcpSubnet, IpRange, ServerSettings, TftpSettings, TlsSettings};
+pub use settings::{BootFiles, DhcpMode, DhcpSettings, DhcpSubnet, IpRange, ServerSettings, TftpSettings, TlsSettings, UiSettings};
 
 use bootplane_core::model::{Bundle, Cluster, MachineSpec};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ struct ConfigFile {
     server: Option<ServerSettings>,
     dhcp: Option<DhcpSettings>,
     tftp: Option<TftpSettings>,
+    ui: Option<UiSettings>,
     #[serde(default)]
     bundles: Vec<Bundle>,
     #[serde(default)]
@@ -76,6 +77,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub dhcp: DhcpSettings,
     pub tftp: TftpSettings,
+    pub ui: UiSettings,
     pub bundles: Vec<Bundle>,
     pub clusters: Vec<Cluster>,
     pub ssh_authorized_keys: Vec<String>,
@@ -97,6 +99,7 @@ pub struct Named {
     pub server: bool,
     pub dhcp: bool,
     pub tftp: bool,
+    pub ui: bool,
     pub ssh_authorized_keys: bool,
 }
 
@@ -166,6 +169,7 @@ impl Config {
         let mut server_from: Option<PathBuf> = None;
         let mut dhcp_from: Option<PathBuf> = None;
         let mut tftp_from: Option<PathBuf> = None;
+        let mut ui_from: Option<PathBuf> = None;
         for (path, text) in sources {
             let file: ConfigFile = if text.trim().is_empty() {
                 ConfigFile::default()
@@ -196,6 +200,11 @@ impl Config {
                 once(&mut tftp_from, "tftp")?;
                 cfg.named.tftp = true;
                 cfg.tftp = t;
+            }
+            if let Some(u) = file.ui {
+                once(&mut ui_from, "ui")?;
+                cfg.named.ui = true;
+                cfg.ui = u;
             }
             let at = locate::item_positions(text, "machines");
             for (index, m) in file.machines.into_iter().enumerate() {
@@ -232,6 +241,9 @@ impl Config {
         }
         if !self.named.tftp {
             self.tftp = stored.tftp;
+        }
+        if !self.named.ui {
+            self.ui = stored.ui;
         }
         if !self.named.ssh_authorized_keys {
             self.ssh_authorized_keys = stored.ssh_authorized_keys;

@@ -1,4 +1,4 @@
-//! The `server`, `dhcp` and `tftp` sections. DHCP and TFTP settings are parsed and stored
+//! The `server`, `dhcp`, `tftp` and `ui` sections. DHCP and TFTP settings are parsed and stored
 //! here even where the services that use them live elsewhere, so a typo is caught at
 //! `apply`, not at 3 a.m. when the first machine boots.
 
@@ -355,4 +355,15 @@ impl Default for TftpSettings {
             allow_symlinks_to: default_symlink_targets(),
         }
     }
+}
+
+/// The `ui` section: the web dashboard at `/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSettings {
+    /// Let anyone who reaches the admin listener read the dashboard without logging in
+    /// (changes still need the admin token). Off by default: the fleet view names every
+    /// machine, address and serial.
+    #[serde(default)]
+    pub anonymous_read: bool,
 }

@@ -5,6 +5,7 @@
 //! all call [`decision::decide`]; none of them re-implements it.
 
 pub mod attempt;
+pub mod chain;
 pub mod credential;
 pub mod config;
 pub mod decision;

@@ -8,12 +8,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bootplane_core::model::MachineRecord;
+use crate::service::{self, MachineView};
 use bootplane_core::state::Trigger;
 use bootplane_core::{credential, MachineState};
-use bootplane_store::{Event, EventQuery, StoreError, Transitioned};
+use bootplane_store::{Event, EventQuery, StoreError};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,35 +33,19 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     }
 }
 
-/// A machine as the API shows it: its spec, flattened, plus runtime fields.
-#[derive(Serialize)]
-pub struct MachineView<'a> {
-    #[serde(flatten)]
-    spec: &'a bootplane_core::MachineSpec,
-    state: MachineState,
-    install_attempts: u32,
-    observed: &'a bootplane_core::Observed,
-    last_seen: Option<chrono::DateTime<chrono::Utc>>,
-    created: chrono::DateTime<chrono::Utc>,
-    updated: chrono::DateTime<chrono::Utc>,
-}
-
-impl<'a> From<&'a MachineRecord> for MachineView<'a> {
-    fn from(r: &'a MachineRecord) -> Self {
-        MachineView {
-            spec: &r.spec,
-            state: r.state,
-            install_attempts: r.install_attempts,
-            observed: &r.observed,
-            last_seen: r.last_seen,
-            created: r.created,
-            updated: r.updated,
-        }
+/// A service refusal as the JSON API answers it.
+pub(crate) fn service_error(e: crate::service::ServiceError) -> Response {
+    use crate::service::ServiceError::*;
+    match e {
+        NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        Conflict(m) => error(StatusCode::CONFLICT, m),
+        Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry"),
     }
 }
 
-/// `GET /`: says what this server is and where its entry points are, instead of an empty
-/// 404 (the dashboard of SPEC's `/` is not built yet).
+/// `GET /` on a listener without the admin API (the dashboard is on `server.admin_listen`
+/// then): says what this server is and where its entry points are.
 pub async fn index() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -70,7 +54,7 @@ pub async fn index() -> Response {
              machines:  GET /boot.ipxe (iPXE entry script), /v1/boot/ipxe?mac=...\n\
              operators: bootplane machines list | show NAME, or GET /v1/machines with the admin token\n\
              health:    GET /healthz, GET /metrics\n\n\
-             The web dashboard is not in this version; `bootplane --help` lists the CLI.\n",
+             The web dashboard and the admin API are on the admin listener (server.admin_listen).\n",
             env!("CARGO_PKG_VERSION")
         ),
     )
@@ -88,9 +72,9 @@ pub async fn list_machines(State(s): State<Shared>, headers: HeaderMap) -> Respo
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match s.store.machines().await {
-        Ok(ms) => Json(ms.iter().map(MachineView::from).collect::<Vec<_>>()).into_response(),
-        Err(e) => store_error(e),
+    match service::machines(&s).await {
+        Ok(ms) => Json(ms).into_response(),
+        Err(e) => service_error(e),
     }
 }
 
@@ -98,37 +82,50 @@ pub async fn show_machine(State(s): State<Shared>, headers: HeaderMap, Path(name
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match s.store.machine(&name).await {
-        Ok(Some(m)) => {
-            let events = s.store.events(EventQuery { machine: Some(name), after: None, limit: 50 }).await.unwrap_or_default();
+    match service::machine_with_events(&s, &name, 50).await {
+        Ok((m, events)) => {
             let mut v = serde_json::to_value(MachineView::from(&m)).unwrap_or_default();
             v["events"] = json!(events);
             Json(v).into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no machine named `{name}`")),
-        Err(e) => store_error(e),
+        Err(e) => service_error(e),
     }
 }
 
-async fn admin_transition(
-    s: Shared,
-    headers: HeaderMap,
-    peer: SocketAddr,
-    name: String,
-    to: MachineState,
-    trigger: Trigger,
-) -> Response {
+/// `GET /v1/fleet`: every machine with the furthest step of its latest boot, and counts.
+pub async fn fleet(State(s): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match s.store.transition(&name, to, trigger, Some(peer.ip().to_string()), json!("admin API")).await {
-        Ok(t) => {
-            let changed = matches!(t, Transitioned::Changed { .. });
-            let mut v = serde_json::to_value(MachineView::from(t.record())).unwrap_or_default();
+    match service::fleet(&s).await {
+        Ok(f) => Json(f).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `GET /v1/machines/{name}/preview`: what the machine would receive now, redacted.
+pub async fn preview(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    match service::preview(&s, &name, &headers).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+async fn admin_transition(s: Shared, headers: HeaderMap, peer: SocketAddr, name: String, to: MachineState) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    match service::transition(&s, &name, to, &actor).await {
+        Ok((view, changed)) => {
+            let mut v = serde_json::to_value(view).unwrap_or_default();
             v["changed"] = json!(changed);
             Json(v).into_response()
         }
-        Err(e) => store_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -138,7 +135,7 @@ pub async fn provision(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    admin_transition(s, headers, peer, name, MachineState::Provision, Trigger::AdminProvision).await
+    admin_transition(s, headers, peer, name, MachineState::Provision).await
 }
 
 pub async fn retire(
@@ -147,7 +144,7 @@ pub async fn retire(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    admin_transition(s, headers, peer, name, MachineState::Retired, Trigger::AdminRetire).await
+    admin_transition(s, headers, peer, name, MachineState::Retired).await
 }
 
 async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
@@ -321,22 +318,21 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
             Err(e) => store_error(e),
         };
     }
-    // Live stream: poll the store (so events from every instance appear), woken early
-    // when this instance's sink lands a batch or another instance commits events; the
-    // cursor catches ids committed out of order by concurrent instances.
     let start = match q.after {
         Some(a) => a,
-        None => s
-            .store
-            .events(EventQuery { machine: None, after: None, limit: 1 })
-            .await
-            .ok()
-            .and_then(|v| v.last().map(|e| e.id))
-            .unwrap_or(0),
+        None => service::newest_event_id(&s).await.unwrap_or(0),
     };
-    let machine = q.machine;
+    let stream = live_events(s, q.machine, start).map(|e| Ok::<_, std::convert::Infallible>(sse(&e)));
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Every event after `start` (of `machine`, or all), live. Polls the store (so events
+/// from every instance appear), woken early when this instance's sink lands a batch or
+/// another instance commits events; the cursor catches ids committed out of order by
+/// concurrent instances.
+pub(crate) fn live_events(s: Shared, machine: Option<String>, start: i64) -> impl futures_util::Stream<Item = Event> {
     let cursor = crate::cursor::EventCursor::new(start);
-    let stream = futures_util::stream::unfold((s, cursor), move |(s, mut cursor)| {
+    futures_util::stream::unfold((s, cursor), move |(s, mut cursor)| {
         let machine = machine.clone();
         async move {
             loop {
@@ -350,7 +346,8 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
                         let ids: Vec<i64> = ev.iter().map(|e| e.id).collect();
                         let fresh = cursor.accept(&ids, std::time::Instant::now());
                         if !fresh.is_empty() {
-                            let items: Vec<Result<SseEvent, std::convert::Infallible>> = fresh.iter().map(|&i| Ok(sse(&ev[i]))).collect();
+                            let mut ev: Vec<Option<Event>> = ev.into_iter().map(Some).collect();
+                            let items: Vec<Event> = fresh.iter().filter_map(|&i| ev[i].take()).collect();
                             return Some((futures_util::stream::iter(items), (s, cursor)));
                         }
                     }
@@ -366,6 +363,5 @@ pub async fn events(State(s): State<Shared>, headers: HeaderMap, Query(q): Query
             }
         }
     })
-    .flatten();
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    .flatten()
 }

@@ -11,6 +11,10 @@ impl AdminToken {
     pub fn new(token: impl Into<String>) -> Self {
         AdminToken(token.into().trim().to_string())
     }
+    /// For deriving the dashboard's session key: rotating the token ends every session.
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
+    }
     pub fn matches(&self, presented: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), presented.as_bytes());
         a.len() == b.len() && !a.is_empty() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -22,6 +22,8 @@ pub mod sink;
 pub mod tftp;
 pub mod tls;
 mod watch;
+pub mod ui;
+pub mod service;
 pub mod mirror;
 
 use axum::extract::DefaultBodyLimit;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub tls_ca: std::sync::OnceLock<String>,
     /// Each machine's last compiled config, by a digest of everything it was built from.
     pub config_cache: machine_config::Cache,
+    /// The dashboard's settings (`ui` section); defaults until `serve` sets them.
+    pub ui: std::sync::OnceLock<bootplane_config::UiSettings>,
 }
 
 impl AppState {
@@ -76,6 +80,10 @@ impl AppState {
             self.metrics.events_suppressed.inc();
         }
         admitted
+    }
+
+    pub fn ui_settings(&self) -> bootplane_config::UiSettings {
+        self.ui.get().cloned().unwrap_or_default()
     }
 
     pub fn machine_at(&self, ip: std::net::IpAddr) -> Option<String> {
@@ -111,6 +119,8 @@ pub fn router(state: Shared, admin: bool) -> Router {
         r = r
             .route("/v1/machines", get(api::list_machines))
             .route("/v1/machines/{name}", get(api::show_machine))
+            .route("/v1/machines/{name}/preview", get(api::preview))
+            .route("/v1/fleet", get(api::fleet))
             .route("/v1/machines/{name}/provision", post(api::provision))
             .route("/v1/machines/{name}/retire", post(api::retire))
             .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
@@ -118,8 +128,12 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
             .route("/v1/events", get(api::events));
     }
-    r.route("/", get(api::index))
-        .route("/healthz", get(api::healthz))
+    if admin {
+        r = r.merge(ui::routes());
+    } else {
+        r = r.route("/", get(api::index));
+    }
+    r.route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::handler))
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))
@@ -168,6 +182,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         boot_requests: gate::Gate::new(settings_boots),
         tls_ca: Default::default(),
         config_cache: Default::default(),
+        ui: Default::default(),
     }))
 }
 

@@ -88,6 +88,7 @@ battery!(
     another_instances_events_wake_this_ones_streams,
     a_whole_site_exports_and_imports_unchanged,
     unknown_machines_are_errors_not_panics,
+    latest_events_keeps_each_machines_newest_in_order,
 );
 
 /// A backend's two boot-path lookups (spelled out for speed) select exactly its machine
@@ -584,4 +585,37 @@ async fn a_sqlite_site_migrates_to_postgres_unchanged() {
     let (again, _d) = lite.fresh().await;
     again.import(back).await.unwrap();
     assert_eq!(again.export().await.unwrap(), snap);
+}
+
+pub(super) async fn latest_events_keeps_each_machines_newest_in_order(f: Fixture) {
+    let s = f.open().await;
+    let set = ApplySet {
+        machines: vec![spec("a", "52:54:00:00:00:01", false), spec("b", "52:54:00:00:00:02", false), spec("c", "52:54:00:00:00:03", false)],
+        bundles: vec![bundle()],
+        ..Default::default()
+    };
+    s.apply(set).await.unwrap();
+    // Interleaved, so a per-machine limit cannot be met by taking the newest rows overall.
+    let mut items = Vec::new();
+    for i in 0..30 {
+        items.push(BatchItem::Event(NewEvent::new(Some("a"), "boot.script", None, json!(i))));
+        if i < 2 {
+            items.push(BatchItem::Event(NewEvent::new(Some("b"), "boot.script", None, json!(i))));
+        }
+        items.push(BatchItem::Event(NewEvent::new(None, "dhcp.ignored", None, json!(i))));
+    }
+    s.write_batch(items).await.unwrap();
+    let ev = s.latest_events(5).await.unwrap();
+    let of = |m: &str| ev.iter().filter(|e| e.machine.as_deref() == Some(m)).map(|e| e.detail.clone()).collect::<Vec<_>>();
+    // `a`: its state.changed from apply is older than its 30 scripts, so only scripts.
+    assert_eq!(of("a"), (25..30).map(|i| json!(i)).collect::<Vec<_>>());
+    // `b`: fewer than 5, all of them (apply's event first), oldest first.
+    assert_eq!(ev.iter().filter(|e| e.machine.as_deref() == Some("b")).count(), 3);
+    assert_eq!(of("b")[1..], [json!(0), json!(1)]);
+    assert_eq!(of("c").len(), 1, "c has only its apply event");
+    assert!(ev.iter().all(|e| e.machine.is_some()), "events of no machine are not anyone's");
+    let ids: Vec<(String, i64)> = ev.iter().map(|e| (e.machine.clone().unwrap(), e.id)).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "by machine, then oldest first");
 }

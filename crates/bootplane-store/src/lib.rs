@@ -95,6 +95,15 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
+impl bootplane_core::chain::ChainEvent for Event {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn detail(&self) -> &serde_json::Value {
+        &self.detail
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
     pub machine: Option<String>,
@@ -273,6 +282,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()>;
     async fn events(&self, q: EventQuery) -> Result<Vec<Event>>;
+    /// The latest `per_machine` events of every machine, by machine then id (oldest
+    /// first): the dashboard's fleet view in one query instead of one per machine.
+    async fn latest_events(&self, per_machine: u32) -> Result<Vec<Event>>;
     /// Woken whenever any instance commits events, when the backend can tell (PostgreSQL
     /// LISTEN/NOTIFY); `None` otherwise (readers poll).
     fn events_written(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

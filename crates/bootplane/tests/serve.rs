@@ -65,8 +65,9 @@ fn install_lifecycle_survives_restart_and_kill_9() {
         assert!(body.contains("node1 is installed: booting local disk") && !body.contains("kernel"), "{body}");
     };
     local(&s);
+    // `/` is the dashboard: without a session, its login page (tests/dashboard.rs has the rest).
     let (code, index) = s.get("/");
-    assert!(code == 200 && index.contains("/boot.ipxe") && index.starts_with("bootplane "), "{code} {index}");
+    assert!(code == 200 && index.contains("<title>Log in · bootplane</title>"), "{code} {index}");
     let log = s.stop();
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
     // One line per boot answer, for operators tailing `serve`.

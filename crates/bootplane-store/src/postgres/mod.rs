@@ -718,6 +718,21 @@ impl Store for PostgresStore {
         Ok(v)
     }
 
+    async fn latest_events(&self, per_machine: u32) -> Result<Vec<Event>> {
+        let c = self.client().await?;
+        let n = per_machine.clamp(1, 1000) as i64;
+        let rows = c
+            .query(
+                "SELECT e.id, e.time, e.machine, e.kind, e.source, e.detail FROM machines m \
+                 CROSS JOIN LATERAL (SELECT * FROM events WHERE machine = m.name ORDER BY id DESC LIMIT $1) e \
+                 ORDER BY e.machine, e.id",
+                &[&n],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn event_count(&self) -> Result<u64> {
         let c = self.client().await?;
         Ok(c.query_one("SELECT COUNT(*) FROM events", &[]).await.map_err(db)?.get::<_, i64>(0) as u64)

@@ -766,6 +766,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn latest_events(&self, per_machine: u32) -> Result<Vec<Event>> {
+        let n = per_machine.clamp(1, 1000);
+        self.run(move |c| {
+            // Per machine: the n-th newest id through the (machine, id) index, then a range.
+            let mut st = c
+                .prepare_cached(
+                    "SELECT e.id, e.time, e.machine, e.kind, e.source, e.detail FROM machines m \
+                     JOIN events e ON e.machine = m.name AND e.id >= COALESCE( \
+                       (SELECT id FROM events WHERE machine = m.name ORDER BY id DESC LIMIT 1 OFFSET ?1), 0) \
+                     ORDER BY e.machine, e.id",
+                )
+                .map_err(be)?;
+            let rows = st.query_map(params![n - 1], event_row).map_err(be)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(be)
+        })
+        .await
+    }
+
     async fn event_count(&self) -> Result<u64> {
         self.run(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(be)).await
     }

@@ -4,7 +4,7 @@
 
 use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
-use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings};
+use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings, UiSettings};
 use bootplane_core::model::Bundle;
 use bootplane_core::state::{MachineState, Trigger};
 use bootplane_store::{ApplySet, Store};
@@ -85,6 +85,7 @@ async fn stored_config(store: &dyn Store, partial: &Config) -> anyhow::Result<Co
         server: setting::<ServerSettings>(store, "config.server").await?.unwrap_or_default(),
         dhcp: setting::<DhcpSettings>(store, "config.dhcp").await?.unwrap_or_default(),
         tftp: setting::<TftpSettings>(store, "config.tftp").await?.unwrap_or_default(),
+        ui: setting::<UiSettings>(store, "config.ui").await?.unwrap_or_default(),
         ssh_authorized_keys: setting(store, "config.ssh_authorized_keys").await?.unwrap_or_default(),
         bundles: store.bundles().await?,
         clusters: store.clusters().await?,
@@ -124,6 +125,9 @@ fn named_set(merged: &Config, partial: &Config) -> anyhow::Result<ApplySet> {
     if n.tftp {
         settings.push(("config.tftp".into(), serde_json::to_string(&merged.tftp)?));
     }
+    if n.ui {
+        settings.push(("config.ui".into(), serde_json::to_string(&merged.ui)?));
+    }
     if n.ssh_authorized_keys {
         settings.push(("config.ssh_authorized_keys".into(), serde_json::to_string(&merged.ssh_authorized_keys)?));
     }
@@ -157,6 +161,7 @@ fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
             "config.server" => serde_json::to_string(&stored.server).ok(),
             "config.dhcp" => serde_json::to_string(&stored.dhcp).ok(),
             "config.tftp" => serde_json::to_string(&stored.tftp).ok(),
+            "config.ui" => serde_json::to_string(&stored.ui).ok(),
             _ => serde_json::to_string(&stored.ssh_authorized_keys).ok(),
         };
         out.push(line("setting", k.trim_start_matches("config."), v, old.as_ref()));

@@ -123,6 +123,7 @@ pub fn apply_set(cfg: &Config) -> anyhow::Result<ApplySet> {
             ("config.server".into(), serde_json::to_string(&cfg.server)?),
             ("config.dhcp".into(), serde_json::to_string(&cfg.dhcp)?),
             ("config.tftp".into(), serde_json::to_string(&cfg.tftp)?),
+            ("config.ui".into(), serde_json::to_string(&cfg.ui)?),
             ("config.ssh_authorized_keys".into(), serde_json::to_string(&cfg.ssh_authorized_keys)?),
         ],
     })

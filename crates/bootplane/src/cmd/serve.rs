@@ -163,6 +163,7 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         }
         let _ = state.content.set(bootplane_artifacts::ContentStore::new(&dir));
         bootplane_server::mirror::start(state.clone(), std::time::Duration::from_secs(30));
+        let _ = state.ui.set(cfg.ui.clone());
         let _ = state.first_stage.set((cfg.tftp.root.clone(), cfg.tftp.allow_symlinks_to.clone()));
         if cfg.tftp.enabled {
             let t = bootplane_server::tftp::start(

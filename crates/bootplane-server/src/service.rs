@@ -1,0 +1,496 @@
+//! The operations an operator performs, and the types they return: the JSON admin API
+//! (`api.rs`), the dashboard (`ui/`) and through the API the CLI all call these, so a
+//! rule (who may move a machine, what a preview redacts, where a machine is in its boot
+//! chain) lives once. Nothing here knows HTTP: callers turn [`ServiceError`] into their
+//! own answer (JSON error, HTML page).
+
+use crate::Shared;
+use bootplane_core::chain::{self, Progress, Step};
+use bootplane_core::model::MachineRecord;
+use bootplane_core::state::Trigger;
+use bootplane_core::{decide, ipxe, DecisionContext, IdentityMatch, MachineSpec, MachineState, Observed};
+use bootplane_store::{ApplyReport, ApplySet, Event, EventQuery, StoreError, Transitioned};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Why an operation did not happen, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed; the detail is logged, not shown.
+    #[error("store unavailable; retry")]
+    Unavailable(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => ServiceError::NotFound(e.to_string()),
+            StoreError::Transition(_) | StoreError::Conflict(_) | StoreError::NotEmpty(_) => ServiceError::Conflict(e.to_string()),
+            StoreError::Backend(_) | StoreError::Database(_) => {
+                tracing::error!("{e:#}");
+                ServiceError::Unavailable(e)
+            }
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Who asked, for the event a change writes.
+pub struct Actor {
+    pub source: Option<String>,
+    /// "admin API", "dashboard".
+    pub via: &'static str,
+}
+
+/// A machine as the API and the dashboard show it: its spec, flattened, plus runtime fields.
+#[derive(Clone, Serialize)]
+pub struct MachineView {
+    #[serde(flatten)]
+    pub spec: MachineSpec,
+    pub state: MachineState,
+    pub install_attempts: u32,
+    pub credential_generation: u32,
+    pub observed: Observed,
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub updated: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&MachineRecord> for MachineView {
+    fn from(r: &MachineRecord) -> Self {
+        MachineView {
+            spec: r.spec.clone(),
+            state: r.state,
+            install_attempts: r.install_attempts,
+            credential_generation: r.credential_generation,
+            observed: r.observed.clone(),
+            last_seen: r.last_seen,
+            created: r.created,
+            updated: r.updated,
+        }
+    }
+}
+
+/// One row of the fleet: the machine, the furthest step of its latest boot, its last event.
+#[derive(Clone, Serialize)]
+pub struct FleetEntry {
+    pub machine: MachineView,
+    pub progress: Progress,
+    pub last_event: Option<Event>,
+    /// Its fixed address, else the address bootplane's DHCP leased to one of its MACs.
+    pub address: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(Serialize)]
+pub struct Fleet {
+    pub machines: Vec<FleetEntry>,
+    /// Every state with its count, failures first (what needs a look comes first).
+    pub counts: Vec<(MachineState, usize)>,
+    /// The newest event id when the fleet was read: a live stream resumes after it.
+    pub last_event_id: i64,
+}
+
+/// The order states are shown in: what needs attention first.
+pub const STATE_ORDER: [MachineState; 8] = [
+    MachineState::Failed,
+    MachineState::Installing,
+    MachineState::Written,
+    MachineState::Provision,
+    MachineState::Discovered,
+    MachineState::Ready,
+    MachineState::Installed,
+    MachineState::Retired,
+];
+
+fn state_rank(s: MachineState) -> usize {
+    STATE_ORDER.iter().position(|x| *x == s).unwrap_or(STATE_ORDER.len())
+}
+
+/// How many of each machine's latest events the fleet reads to place it in the chain.
+const FLEET_EVENTS: u32 = 20;
+
+pub async fn fleet(s: &Shared) -> Result<Fleet> {
+    // The id first: an event landing between the reads is streamed again, not missed.
+    let last_event_id = newest_event_id(s).await?;
+    let records = s.store.machines().await?;
+    let now = chrono::Utc::now().timestamp();
+    let leased: std::collections::HashMap<bootplane_core::Mac, std::net::Ipv4Addr> = s
+        .store
+        .leases()
+        .await?
+        .into_iter()
+        .filter(|l| l.state == bootplane_core::model::LeaseState::Bound && l.expires > now)
+        .map(|l| (l.mac, l.ip))
+        .collect();
+    let mut by_machine: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for e in s.store.latest_events(FLEET_EVENTS).await? {
+        if let Some(m) = e.machine.clone() {
+            by_machine.entry(m).or_default().push(e);
+        }
+    }
+    let mut machines: Vec<FleetEntry> = records
+        .iter()
+        .map(|r| {
+            let events = by_machine.remove(r.name()).unwrap_or_default();
+            FleetEntry {
+                machine: MachineView::from(r),
+                progress: chain::progress(&events),
+                last_event: events.last().cloned(),
+                address: r.spec.ip.or_else(|| r.spec.macs.iter().find_map(|m| leased.get(m).copied())),
+            }
+        })
+        .collect();
+    machines.sort_by(|a, b| {
+        (state_rank(a.machine.state), &a.machine.spec.name).cmp(&(state_rank(b.machine.state), &b.machine.spec.name))
+    });
+    let counts = STATE_ORDER
+        .iter()
+        .map(|st| (*st, machines.iter().filter(|m| m.machine.state == *st).count()))
+        .collect();
+    Ok(Fleet { machines, counts, last_event_id })
+}
+
+/// The newest event id (0 for none): where a live stream that wants only new events starts.
+pub async fn newest_event_id(s: &Shared) -> Result<i64> {
+    Ok(s.store.events(EventQuery { machine: None, after: None, limit: 1 }).await?.last().map(|e| e.id).unwrap_or(0))
+}
+
+/// A change to one fleet row, from one event: what the live views apply.
+#[derive(Serialize)]
+pub struct FleetUpdate {
+    pub id: i64,
+    pub machine: String,
+    pub kind: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub summary: String,
+    /// The step this event shows the machine reached, if any.
+    pub step: Option<Step>,
+    /// Whether the event starts a new boot is decided by the page's last known step;
+    /// this is the machine's state after the event, when the event moved it.
+    pub state: Option<MachineState>,
+    /// The machine reported a failure.
+    pub failed: bool,
+}
+
+impl FleetUpdate {
+    pub fn of(e: &Event) -> Option<FleetUpdate> {
+        let machine = e.machine.clone()?;
+        let state = (e.kind == "state.changed")
+            .then(|| e.detail.get("to").cloned().and_then(|v| serde_json::from_value::<MachineState>(v).ok()))
+            .flatten();
+        Some(FleetUpdate {
+            id: e.id,
+            machine,
+            kind: e.kind.clone(),
+            time: e.time,
+            summary: summary(e),
+            step: chain::step_of(&e.kind, &e.detail),
+            failed: state == Some(MachineState::Failed),
+            state,
+        })
+    }
+}
+
+/// One line about an event, for lists: its kind and the detail an operator looks for.
+pub fn summary(e: &Event) -> String {
+    let d = &e.detail;
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str());
+    match e.kind.as_str() {
+        "state.changed" => format!(
+            "{} → {}",
+            s("from").unwrap_or("(new)"),
+            s("to").unwrap_or("?")
+        ),
+        "boot.script" => match (s("decision"), s("reason").or(s("bundle"))) {
+            (Some(dec), Some(why)) => format!("decision {dec} ({why})"),
+            (Some(dec), None) => format!("decision {dec}"),
+            _ => "boot script".into(),
+        },
+        "config.served" | "config.refetched" | "config.refused" | "config.alarm" => {
+            match (s("kind"), s("reason")) {
+                (Some(k), Some(r)) => format!("{k}: {r}"),
+                (Some(k), None) => k.to_string(),
+                _ => String::new(),
+            }
+        }
+        "tftp.read" | "http.boot_file" => s("file").or(s("path")).unwrap_or("").to_string(),
+        "dhcp.offer" | "dhcp.ack" => s("ip").or(s("address")).unwrap_or("").to_string(),
+        _ => s("reason").or(s("error")).unwrap_or("").to_string(),
+    }
+}
+
+/// A machine page: the machine, its boots (newest last), and where the last one got.
+#[derive(Serialize)]
+pub struct MachineDetail {
+    pub machine: MachineView,
+    pub progress: Progress,
+    /// Its recent events grouped by boot, oldest boot first.
+    pub boots: Vec<Vec<Event>>,
+}
+
+/// How many events a machine page reads.
+const MACHINE_EVENTS: u32 = 200;
+
+pub async fn machine(s: &Shared, name: &str) -> Result<MachineDetail> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let events = s.store.events(EventQuery { machine: Some(name.to_string()), after: None, limit: MACHINE_EVENTS }).await?;
+    let boots = chain::boots(&events).into_iter().map(|b| b.into_iter().cloned().collect()).collect();
+    Ok(MachineDetail { machine: MachineView::from(&record), progress: chain::progress(&events), boots })
+}
+
+/// The machine and its latest events, as `GET /v1/machines/{name}` has always answered.
+pub async fn machine_with_events(s: &Shared, name: &str, limit: u32) -> Result<(MachineRecord, Vec<Event>)> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let events = s.store.events(EventQuery { machine: Some(name.to_string()), after: None, limit }).await.unwrap_or_default();
+    Ok((record, events))
+}
+
+fn no_machine(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no machine named `{name}`"))
+}
+
+pub async fn machines(s: &Shared) -> Result<Vec<MachineView>> {
+    Ok(s.store.machines().await?.iter().map(MachineView::from).collect())
+}
+
+/// Moves a machine as an operator asked; `Ok((view, changed))`.
+pub async fn transition(s: &Shared, name: &str, to: MachineState, actor: &Actor) -> Result<(MachineView, bool)> {
+    let trigger = match to {
+        MachineState::Provision => Trigger::AdminProvision,
+        MachineState::Retired => Trigger::AdminRetire,
+        other => return Err(ServiceError::Invalid(format!("an operator cannot move a machine to `{other}`"))),
+    };
+    let t = s.store.transition(name, to, trigger, actor.source.clone(), json!(actor.via)).await?;
+    Ok((MachineView::from(t.record()), matches!(t, Transitioned::Changed { .. })))
+}
+
+/// Stands in for the per-machine credential in previews: the real one is never shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// What a machine would receive if it network-booted now, secrets redacted.
+#[derive(Serialize)]
+pub struct Preview {
+    /// The boot decision for it now, and the iPXE script that carries it.
+    pub decision: String,
+    pub ipxe: String,
+    /// Its Butane: each template, then its own snippet.
+    pub butane: Vec<(String, String)>,
+    /// Its Ignition (JSON) or, for an Ubuntu bundle, its cloud-init user-data.
+    pub config: std::result::Result<String, String>,
+    pub config_kind: &'static str,
+    /// Its k3s config.yaml, when it is in a cluster.
+    pub k3s_config: Option<std::result::Result<String, String>>,
+}
+
+pub async fn preview(s: &Shared, name: &str, headers: &axum::http::HeaderMap) -> Result<Preview> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let loaded = crate::machine_config::load(s, record.clone(), headers)
+        .await
+        .map_err(|_| ServiceError::Conflict(format!("the config of {name} cannot be loaded (its bundle, templates or cluster are missing from the store)")))?;
+    let real_credential = loaded.credential.clone();
+    let mut loaded = loaded;
+    loaded.credential = REDACTED.to_string();
+    let observed = Observed { mac: record.spec.macs.first().copied(), ..Default::default() };
+    let decision = decide(&DecisionContext {
+        nonce: "issued-per-boot",
+        observed: &observed,
+        identity: &IdentityMatch::Known(name.to_string()),
+        machine: Some(&record),
+        bundle: loaded.bundle.as_ref(),
+        server: &loaded.server,
+        max_install_attempts: s.settings.max_install_attempts,
+    });
+    let mut butane: Vec<(String, String)> = loaded.templates.iter().map(|(n, t)| (format!("template {n}"), t.clone())).collect();
+    if let Some(b) = &record.spec.butane {
+        butane.push((format!("{name}'s own"), b.clone()));
+    }
+    let os = loaded.os();
+    let (config, config_kind) = match loaded.inputs() {
+        Err(e) => (Err(e.to_string()), "ignition"),
+        Ok(inputs) if os == bootplane_core::OsKind::Ubuntu => {
+            (bootplane_core::os::ubuntu::user_data(&inputs).map_err(|e| e.to_string()), "user-data")
+        }
+        Ok(inputs) => (
+            bootplane_core::config::assemble(&inputs)
+                .map_err(|e| e.to_string())
+                .and_then(|(c, _)| serde_json::to_string_pretty(&c).map_err(|e| e.to_string())),
+            "ignition",
+        ),
+    };
+    let k3s_config = match loaded.node() {
+        Ok(Some(node)) => Some(
+            bootplane_core::network::of(&record.spec)
+                .map(|n| bootplane_core::k3s::config_yaml(&node, n.map(|n| n.address)))
+                .map_err(|e| e.to_string()),
+        ),
+        Ok(None) => None,
+        Err(e) => Some(Err(e.to_string())),
+    };
+    // Belt and braces: whatever a template quotes, the live credential is never shown.
+    let scrub = |t: String| t.replace(&real_credential, REDACTED);
+    Ok(Preview {
+        decision: decision.kind().to_string(),
+        ipxe: scrub(ipxe::render(&decision, &observed)),
+        butane: butane.into_iter().map(|(n, t)| (n, scrub(t))).collect(),
+        config: config.map(scrub),
+        config_kind,
+        k3s_config: k3s_config.map(|r| r.map(scrub)),
+    })
+}
+
+/// A machine bootplane saw but does not know, as the discovered list shows it.
+#[derive(Serialize)]
+pub struct DiscoveredView {
+    pub name: String,
+    pub observed: Observed,
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where its last request came from (a relay's address for relayed DHCP).
+    pub source: Option<String>,
+    /// The inventory entry to paste into bootplane.yaml to adopt it.
+    pub yaml: String,
+}
+
+pub async fn discovered(s: &Shared) -> Result<Vec<DiscoveredView>> {
+    let mut last_source: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for e in s.store.latest_events(1).await? {
+        if let Some(m) = e.machine {
+            last_source.insert(m, e.source);
+        }
+    }
+    let mut out: Vec<DiscoveredView> = s
+        .store
+        .machines()
+        .await?
+        .into_iter()
+        .filter(|r| r.state == MachineState::Discovered)
+        .map(|r| DiscoveredView {
+            yaml: adoption_yaml(&r, r.name(), None),
+            source: last_source.remove(r.name()).flatten(),
+            name: r.spec.name,
+            observed: r.observed,
+            first_seen: r.created,
+            last_seen: r.last_seen,
+        })
+        .collect();
+    out.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
+    Ok(out)
+}
+
+/// The spec adopting discovered machine `d` as `name` with `bundle`: its identity as seen.
+fn adoption_spec(d: &MachineRecord, name: &str, bundle: Option<&str>) -> MachineSpec {
+    let mut macs = d.spec.macs.clone();
+    macs.extend(d.observed.mac.filter(|m| !d.spec.macs.contains(m)));
+    MachineSpec {
+        name: name.to_string(),
+        hostname: Some(name.to_string()),
+        macs,
+        uuid: d.spec.uuid.clone().or(d.observed.uuid.clone()),
+        serial: d.spec.serial.clone().or(d.observed.serial.clone()),
+        arch: d.spec.arch.clone().or(d.observed.arch.clone()),
+        bundle: bundle.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+/// The `machines:` entry an operator pastes to adopt a discovered machine.
+pub fn adoption_yaml(d: &MachineRecord, name: &str, bundle: Option<&str>) -> String {
+    let spec = adoption_spec(d, name, bundle);
+    let mut entry = serde_json::Map::new();
+    entry.insert("name".into(), json!(spec.name));
+    entry.insert("macs".into(), json!(spec.macs));
+    if let Some(u) = &spec.uuid {
+        entry.insert("uuid".into(), json!(u));
+    }
+    if let Some(sn) = &spec.serial {
+        entry.insert("serial".into(), json!(sn));
+    }
+    if let Some(a) = &spec.arch {
+        entry.insert("arch".into(), json!(a));
+    }
+    entry.insert("bundle".into(), json!(bundle.unwrap_or("CHOOSE-A-BUNDLE")));
+    let doc = json!({ "machines": [entry] });
+    yaml_serde::to_string(&doc).unwrap_or_default()
+}
+
+/// Adopts discovered machine `discovered` as `name` with `bundle`, provisioning it when
+/// asked: the same apply `bootplane apply` makes, naming only this machine.
+pub async fn adopt(s: &Shared, discovered: &str, name: &str, bundle: &str, provision: bool) -> Result<ApplyReport> {
+    if !bootplane_core::model::is_dns_label(name) {
+        return Err(ServiceError::Invalid(format!(
+            "`{name}` is not a valid machine name: use lowercase letters, digits and '-', at most 63 characters"
+        )));
+    }
+    let d = s.store.machine(discovered).await?.ok_or_else(|| no_machine(discovered))?;
+    if d.state != MachineState::Discovered {
+        return Err(ServiceError::Conflict(format!("{discovered} is `{}`, not a discovered machine", d.state)));
+    }
+    if s.store.bundle(bundle).await?.is_none() {
+        return Err(ServiceError::Invalid(format!("no bundle named `{bundle}`; `bootplane bundle list` shows them")));
+    }
+    if name != discovered && s.store.machine(name).await?.is_some() {
+        return Err(ServiceError::Conflict(format!("a machine named `{name}` already exists; choose another name")));
+    }
+    let mut spec = adoption_spec(&d, name, Some(bundle));
+    spec.provision = provision;
+    Ok(s.store.apply(ApplySet { machines: vec![spec], ..Default::default() }).await?)
+}
+
+/// A cluster as the dashboard shows it: members by role, the bootstrap server's handover.
+#[derive(Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub version: Option<String>,
+    pub bootstrap: Option<String>,
+    /// The bootstrap server reported the cluster CA (joiners can pin it).
+    pub ca_reported: bool,
+    pub servers: Vec<(String, MachineState)>,
+    pub agents: Vec<(String, MachineState)>,
+    /// Members whose latest join request was told to wait for the CA.
+    pub waiting: Vec<String>,
+}
+
+pub async fn clusters(s: &Shared) -> Result<Vec<ClusterView>> {
+    let machines = s.store.machines().await?;
+    let mut last_join: BTreeMap<String, String> = BTreeMap::new();
+    for e in s.store.latest_events(FLEET_EVENTS).await? {
+        if let (Some(m), true) = (&e.machine, e.kind.starts_with("join.")) {
+            last_join.insert(m.clone(), e.kind.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for c in s.store.clusters().await? {
+        let ca_reported = s.store.setting(&format!("cluster/{}/ca_hash", c.name)).await?.is_some();
+        let members: Vec<&MachineRecord> =
+            machines.iter().filter(|m| m.spec.cluster.as_deref() == Some(&c.name) && m.state != MachineState::Retired).collect();
+        let of_role = |server: bool| {
+            members
+                .iter()
+                .filter(|m| (m.spec.role != Some(bootplane_core::Role::Agent)) == server)
+                .map(|m| (m.spec.name.clone(), m.state))
+                .collect::<Vec<_>>()
+        };
+        out.push(ClusterView {
+            waiting: members
+                .iter()
+                .filter(|m| last_join.get(m.name()).map(String::as_str) == Some("join.waiting"))
+                .map(|m| m.spec.name.clone())
+                .collect(),
+            servers: of_role(true),
+            agents: of_role(false),
+            version: c.k3s.version.clone(),
+            bootstrap: c.k3s.bootstrap.clone(),
+            ca_reported,
+            name: c.name,
+        });
+    }
+    Ok(out)
+}
