@@ -212,6 +212,15 @@ fn destination(req: &Message, nak: bool) -> Destination {
     }
 }
 
+/// An answer's event detail, with the relay it went through (giaddr) when relayed: the
+/// dashboard shows where a discovered machine sits.
+fn with_relay(mut detail: serde_json::Value, msg: &Message) -> serde_json::Value {
+    if !msg.giaddr().is_unspecified() {
+        detail["relay"] = json!(msg.giaddr());
+    }
+    detail
+}
+
 fn kind_json(kind: ClientKind) -> serde_json::Value {
     match kind {
         ClientKind::NotBoot => json!("host"),
@@ -287,7 +296,7 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
             Outcome {
                 reply: Some((m, destination(msg, false))),
                 lease: Some(lease),
-                event: Some(("dhcp.offer", json!({ "ip": ip, "client": kind_json(kind), "boot": boot.file() }))),
+                event: Some(("dhcp.offer", with_relay(json!({ "ip": ip, "client": kind_json(kind), "boot": boot.file() }), msg))),
             }
         }
         MessageType::Request => {
@@ -319,7 +328,7 @@ fn full(req: &Request<'_>, s: &Settings, pool: &mut LeasePool, mac: Mac, mtype: 
                     Outcome {
                         reply: Some((m, destination(msg, false))),
                         lease: Some(lease),
-                        event: Some(("dhcp.ack", json!({ "ip": ip, "client": kind_json(kind), "boot": boot.file() }))),
+                        event: Some(("dhcp.ack", with_relay(json!({ "ip": ip, "client": kind_json(kind), "boot": boot.file() }), msg))),
                     }
                 }
                 Err(e) => {
@@ -526,7 +535,9 @@ mod tests {
         let mut p = pool();
         let mut d = discover(MAC, Some("PXEClient:Arch:00007"), Some(7), None);
         d.set_giaddr("198.18.0.254".parse::<Ipv4Addr>().unwrap());
-        let (offer, dest) = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let out = handle(&Request { msg: &d, port: 67, hostname: None, now: 0 }, &s, &mut p);
+        assert_eq!(out.event.as_ref().unwrap().1["relay"], "198.18.0.254", "the event says which relay");
+        let (offer, dest) = out.reply.unwrap();
         assert_eq!(dest, Destination::Relay("198.18.0.254".parse().unwrap()));
         assert_eq!(offer.giaddr(), d.giaddr());
         assert_eq!(offer.fname_str().unwrap().unwrap(), "ipxe.efi");

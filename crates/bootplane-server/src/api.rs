@@ -103,6 +103,17 @@ pub async fn fleet(State(s): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `GET /v1/discovered`: machines seen but not in the inventory, with their adoption YAML.
+pub async fn discovered(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    match service::discovered(&s).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
 /// `GET /v1/machines/{name}/preview`: what the machine would receive now, redacted.
 pub async fn preview(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if let Err(r) = require_admin(&s, &headers) {

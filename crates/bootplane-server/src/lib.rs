@@ -121,6 +121,7 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/machines/{name}", get(api::show_machine))
             .route("/v1/machines/{name}/preview", get(api::preview))
             .route("/v1/fleet", get(api::fleet))
+            .route("/v1/discovered", get(api::discovered))
             .route("/v1/machines/{name}/provision", post(api::provision))
             .route("/v1/machines/{name}/retire", post(api::retire))
             .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))

@@ -353,17 +353,25 @@ pub struct DiscoveredView {
     pub observed: Observed,
     pub first_seen: chrono::DateTime<chrono::Utc>,
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
-    /// Where its last request came from (a relay's address for relayed DHCP).
+    /// Where its last request came from.
     pub source: Option<String>,
+    /// The DHCP relay its latest relayed request came through, if any.
+    pub relay: Option<String>,
     /// The inventory entry to paste into bootplane.yaml to adopt it.
     pub yaml: String,
 }
 
 pub async fn discovered(s: &Shared) -> Result<Vec<DiscoveredView>> {
     let mut last_source: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for e in s.store.latest_events(1).await? {
+    let mut relay: BTreeMap<String, String> = BTreeMap::new();
+    for e in s.store.latest_events(FLEET_EVENTS).await? {
         if let Some(m) = e.machine {
-            last_source.insert(m, e.source);
+            if let Some(r) = e.detail.get("relay").and_then(|r| r.as_str()) {
+                relay.insert(m.clone(), r.to_string());
+            }
+            if e.source.is_some() {
+                last_source.insert(m, e.source);
+            }
         }
     }
     let mut out: Vec<DiscoveredView> = s
@@ -375,6 +383,7 @@ pub async fn discovered(s: &Shared) -> Result<Vec<DiscoveredView>> {
         .map(|r| DiscoveredView {
             yaml: adoption_yaml(&r, r.name(), None),
             source: last_source.remove(r.name()).flatten(),
+            relay: relay.remove(r.name()),
             name: r.spec.name,
             observed: r.observed,
             first_seen: r.created,

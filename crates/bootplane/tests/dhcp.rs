@@ -329,6 +329,14 @@ fn two_subnets_behind_a_real_relay_get_their_own_ranges() {
     assert!(b["ip"].starts_with(&format!("{r}.")) && (100..=110).contains(&last), "the rack's own range: {b:?}");
     assert_eq!((b["router"].as_str(), b["domain"].as_str()), (format!("{r}.1").as_str(), "rack2.lab"), "{b:?}");
     assert_eq!(b["boot_file"], "undionly.kpxe", "the right boot file through the relay: {b:?}");
+    // Unknown to the inventory, it shows up as discovered with the relay it sits behind.
+    let (code, _) = s.get("/v1/boot/ipxe?mac=02:00:00:00:03:11&arch=x86_64");
+    assert_eq!(code, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (_, discovered) = s.admin("GET", "/v1/discovered");
+    let discovered: serde_json::Value = serde_json::from_str(&discovered).unwrap();
+    let c1_seen = discovered.as_array().unwrap().iter().find(|d| d["observed"]["mac"] == "02:00:00:00:03:11").expect("c1 discovered");
+    assert_eq!(c1_seen["relay"], format!("{r}.1"), "{c1_seen}");
     // A relay speaking for a subnet nobody configured is ignored, with an event.
     assert!(udhcpc(&c2, d.path(), &[]).is_none(), "a client of an unknown subnet got an address");
     let (_, events) = s.admin("GET", "/v1/events?limit=200");
