@@ -198,3 +198,16 @@ fn a_database_password_in_the_config_is_refused() {
         }
     }
 }
+
+#[test]
+fn power_declarations_are_linted_and_inline_passwords_refused() {
+    let base = "bundles:\n  - {name: g, os: generic, kernel: {url: http://k}, initrd: {url: http://i}}\nmachines:\n  - name: a\n    hostname: a\n    macs: [\"52:54:00:00:00:01\"]\n    bundle: g\n";
+    let with = |power: &str| Config::from_str_named(Path::new("x"), &format!("{base}    power: {power}\n"));
+    with("{ ipmi: { address: 10.0.0.5, username: admin, password_file: /etc/bootplane/bmc/a } }").unwrap();
+    let e = with("{ ipmi: { address: 10.0.0.5, username: admin, password: hunter2, password_file: /etc/bmc } }").unwrap_err().to_string();
+    assert!(e.contains("clear-text passwords are refused") && !e.contains("hunter2"), "{e}");
+    let e = with("{ command: { on: [], off: [/bin/pdu] } }").unwrap_err().to_string();
+    assert!(e.contains("power.command.on"), "{e}");
+    let e = with("{ telnet: {} }").unwrap_err().to_string();
+    assert!(e.contains("telnet"), "{e}");
+}

@@ -18,6 +18,7 @@ pub mod model;
 pub mod network;
 pub mod node;
 pub mod os;
+pub mod power;
 pub mod pxelinux;
 pub mod sealed;
 pub mod state;

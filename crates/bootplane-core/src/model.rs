@@ -71,6 +71,9 @@ pub struct MachineSpec {
     /// Install when first applied; never reinstalls an installed machine.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provision: bool,
+    /// How its power is controlled (BMC or commands), for `machines power` and `reinstall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::power::PowerSpec>,
     /// Butane merged into the generated config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub butane: Option<String>,

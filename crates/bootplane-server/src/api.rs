@@ -40,6 +40,7 @@ pub(crate) fn service_error(e: crate::service::ServiceError) -> Response {
         NotFound(m) => error(StatusCode::NOT_FOUND, m),
         Conflict(m) => error(StatusCode::CONFLICT, m),
         Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        Upstream(m) => error(StatusCode::BAD_GATEWAY, m),
         Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry"),
     }
 }
@@ -375,4 +376,43 @@ pub(crate) fn live_events(s: Shared, machine: Option<String>, start: i64) -> imp
         }
     })
     .flatten()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerBody {
+    action: String,
+}
+
+/// `POST /v1/machines/{name}/power` `{"action":"on|off|cycle"}` (admin).
+pub async fn power(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    let action = match serde_json::from_slice::<PowerBody>(&body).map_err(|e| e.to_string()).and_then(|b| b.action.parse()) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("power: {e}; expected {{\"action\":\"on\"|\"off\"|\"cycle\"}}")),
+    };
+    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    match service::power(&s, &name, action, &actor).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `GET /v1/machines/{name}/power`: its power state, as its driver reads it (admin).
+pub async fn power_status(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    match service::power_status(&s, &name).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => service_error(e),
+    }
 }

@@ -122,6 +122,7 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/machines/{name}/preview", get(api::preview))
             .route("/v1/fleet", get(api::fleet))
             .route("/v1/discovered", get(api::discovered))
+            .route("/v1/machines/{name}/power", get(api::power_status).post(api::power))
             .route("/v1/machines/{name}/provision", post(api::provision))
             .route("/v1/machines/{name}/retire", post(api::retire))
             .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))

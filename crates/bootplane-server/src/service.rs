@@ -26,6 +26,10 @@ pub enum ServiceError {
     /// The store failed; the detail is logged, not shown.
     #[error("store unavailable; retry")]
     Unavailable(StoreError),
+    /// Something bootplane drives (a BMC, a PDU command) failed; the message names the
+    /// machine and the step.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -502,4 +506,67 @@ pub async fn clusters(s: &Shared) -> Result<Vec<ClusterView>> {
         });
     }
     Ok(out)
+}
+
+/// The answer to a power request.
+#[derive(Serialize)]
+pub struct PowerView {
+    pub machine: String,
+    pub driver: &'static str,
+    /// The action done, for a power change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// The power state read after it (`unknown (...)` when the driver cannot tell).
+    pub state: String,
+}
+
+/// How long a power request waits for the machine's state to follow.
+const POWER_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn power_driver(record: &MachineRecord) -> Result<Box<dyn bootplane_power::PowerDriver>> {
+    let name = record.name();
+    let spec = record.spec.power.as_ref().ok_or_else(|| {
+        ServiceError::Invalid(format!(
+            "machine {name} has no `power:`; declare ipmi, redfish or command for it in bootplane.yaml and apply it"
+        ))
+    })?;
+    let target = bootplane_power::Target {
+        name: name.to_string(),
+        mac: record.spec.macs.first().map(|m| m.to_string()),
+        ip: record.spec.ip.map(|ip| ip.to_string()),
+    };
+    bootplane_power::driver_for(spec, &target).map_err(|e| ServiceError::Invalid(format!("machine {name}: {e}")))
+}
+
+/// Runs a (blocking) driver call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Upstream(format!("power driver crashed: {e}")))
+}
+
+pub async fn power_status(s: &Shared, name: &str) -> Result<PowerView> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let driver = power_driver(&record)?;
+    let kind = driver.kind();
+    let state = blocking(move || driver.status()).await?.map_err(|e| ServiceError::Upstream(format!("machine {name}: {e}")))?;
+    Ok(PowerView { machine: name.to_string(), driver: kind, action: None, state: state.to_string() })
+}
+
+/// Switches a machine's power and records it (`power.action`, with the failing step when
+/// it fails; never a credential).
+pub async fn power(s: &Shared, name: &str, action: bootplane_power::PowerAction, actor: &Actor) -> Result<PowerView> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let driver = power_driver(&record)?;
+    let kind = driver.kind();
+    let result = blocking(move || bootplane_power::power_and_settle(driver.as_ref(), action, POWER_SETTLE)).await?;
+    let mut detail = json!({ "action": action.as_str(), "driver": kind, "via": actor.via });
+    match &result {
+        Ok(state) => detail["state"] = json!(state.to_string()),
+        Err(e) => {
+            detail["error"] = json!(e.to_string());
+            detail["step"] = json!(e.step().to_string());
+        }
+    }
+    s.sink.push(bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(Some(name), "power.action", actor.source.clone(), detail))).await;
+    let state = result.map_err(|e| ServiceError::Upstream(format!("machine {name}: {e}")))?;
+    Ok(PowerView { machine: name.to_string(), driver: kind, action: Some(action.as_str()), state: state.to_string() })
 }

@@ -178,6 +178,14 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
                 ));
             }
         }
+        if let Some(p) = &m.power {
+            for problem in p.problems() {
+                out.error(format!("{w}: {problem}"));
+            }
+            for warning in p.warnings() {
+                out.warn(format!("{w}: {warning}"));
+            }
+        }
         let bundle = m.bundle.as_deref().map(|b| (b, cfg.bundle(b)));
         match bundle {
             Some((b, None)) => out.error(format!("{w}: bundle `{b}` is not defined in `bundles`")),

@@ -192,6 +192,7 @@ fn service_failure(viewer: &Viewer, e: ServiceError) -> Response {
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Upstream(_) => StatusCode::BAD_GATEWAY,
     };
     message(status, viewer, "Not done", &e.to_string())
 }

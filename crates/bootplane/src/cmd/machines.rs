@@ -15,6 +15,12 @@ pub enum MachinesCmd {
     Provision { name: String },
     /// Take NAME out of service; it boots its local disk and never installs.
     Retire { name: String },
+    /// Switch NAME's power or read it, through its `power:` driver (IPMI, Redfish, command).
+    Power {
+        name: String,
+        #[arg(value_parser = ["on", "off", "cycle", "status"])]
+        action: String,
+    },
 }
 
 pub(crate) struct Client {
@@ -44,24 +50,32 @@ impl Client {
     }
 
     fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
+        self.call_with(method, path, None)
+    }
+
+    fn call_with(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
-        let r = self.send(method, path)?;
+        let r = self.send(method, path, body)?;
         r.into_json().with_context(|| format!("{method} {url}: response is not JSON"))
     }
 
     /// A text answer, e.g. a kubeconfig.
     pub(crate) fn text(&self, method: &str, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{}", self.base, path);
-        self.send(method, path)?.into_string().with_context(|| format!("{method} {url}: unreadable response"))
+        self.send(method, path, None)?.into_string().with_context(|| format!("{method} {url}: unreadable response"))
     }
 
-    fn send(&self, method: &str, path: &str) -> anyhow::Result<ureq::Response> {
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<ureq::Response> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.agent.request(method, &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
-        match req.call() {
+        let sent = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match sent {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(401, _)) if self.token.is_none() => bail!(
                 "{method} {url}: the server wants the admin token and none was sent: no --token, no BOOTPLANE_TOKEN, \
@@ -100,6 +114,10 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
         MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
         MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
+        MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
+        MachinesCmd::Power { name, action } => {
+            c.call_with("POST", &format!("/v1/machines/{name}/power"), Some(serde_json::json!({ "action": action })))?
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -137,6 +155,10 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
                 t.add_row([s(&e["time"]), s(&e["kind"]), s(&e["source"]), e["detail"].to_string()]);
             }
             println!("\nrecent events (oldest first):\n{t}");
+        }
+        MachinesCmd::Power { name, .. } => {
+            let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
+            println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
         }
         MachinesCmd::Provision { name } | MachinesCmd::Retire { name } => {
             let changed = v["changed"].as_bool().unwrap_or(false);
