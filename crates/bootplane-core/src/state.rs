@@ -46,6 +46,9 @@ pub enum Trigger {
     AttemptsExhausted,
     /// The disk was written but the installed system did not report in time.
     ReportTimeout,
+    /// `machines reinstall` provisioned the machine but could not power-cycle it: the
+    /// provision is undone, back to where it was.
+    ReinstallAborted,
 }
 
 /// (from, to, trigger): every move the system may make.
@@ -75,6 +78,9 @@ pub const TRANSITIONS: &[(MachineState, MachineState, Trigger)] = &[
     (Installing, Retired, Trigger::AdminRetire),
     (Installed, Retired, Trigger::AdminRetire),
     (Failed, Retired, Trigger::AdminRetire),
+    (Provision, Installed, Trigger::ReinstallAborted),
+    (Provision, Ready, Trigger::ReinstallAborted),
+    (Provision, Failed, Trigger::ReinstallAborted),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

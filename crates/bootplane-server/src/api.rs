@@ -33,6 +33,14 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// A service answer as JSON, or its refusal.
+fn answer<T: serde::Serialize>(r: service::Result<T>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
 /// A service refusal as the JSON API answers it.
 pub(crate) fn service_error(e: crate::service::ServiceError) -> Response {
     use crate::service::ServiceError::*;
@@ -73,10 +81,7 @@ pub async fn list_machines(State(s): State<Shared>, headers: HeaderMap) -> Respo
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match service::machines(&s).await {
-        Ok(ms) => Json(ms).into_response(),
-        Err(e) => service_error(e),
-    }
+    answer(service::machines(&s).await)
 }
 
 pub async fn show_machine(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
@@ -98,10 +103,7 @@ pub async fn fleet(State(s): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match service::fleet(&s).await {
-        Ok(f) => Json(f).into_response(),
-        Err(e) => service_error(e),
-    }
+    answer(service::fleet(&s).await)
 }
 
 /// `GET /v1/discovered`: machines seen but not in the inventory, with their adoption YAML.
@@ -109,10 +111,7 @@ pub async fn discovered(State(s): State<Shared>, headers: HeaderMap) -> Response
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match service::discovered(&s).await {
-        Ok(d) => Json(d).into_response(),
-        Err(e) => service_error(e),
-    }
+    answer(service::discovered(&s).await)
 }
 
 /// `GET /v1/machines/{name}/preview`: what the machine would receive now, redacted.
@@ -120,10 +119,7 @@ pub async fn preview(State(s): State<Shared>, headers: HeaderMap, Path(name): Pa
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match service::preview(&s, &name, &headers).await {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => service_error(e),
-    }
+    answer(service::preview(&s, &name, &headers).await)
 }
 
 async fn admin_transition(s: Shared, headers: HeaderMap, peer: SocketAddr, name: String, to: MachineState) -> Response {
@@ -400,10 +396,7 @@ pub async fn power(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("power: {e}; expected {{\"action\":\"on\"|\"off\"|\"cycle\"}}")),
     };
     let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
-    match service::power(&s, &name, action, &actor).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => service_error(e),
-    }
+    answer(service::power(&s, &name, action, &actor).await)
 }
 
 /// `GET /v1/machines/{name}/power`: its power state, as its driver reads it (admin).
@@ -411,8 +404,37 @@ pub async fn power_status(State(s): State<Shared>, headers: HeaderMap, Path(name
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    match service::power_status(&s, &name).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => service_error(e),
+    answer(service::power_status(&s, &name).await)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReinstallBody {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /v1/machines/{name}/reinstall` `{"force":false}` (admin): one-time network boot,
+/// provision, power cycle; the answer lists the steps done. The install itself is then
+/// followed through the machine's events.
+pub async fn reinstall(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
     }
+    let body: ReinstallBody = if body.is_empty() {
+        ReinstallBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reinstall: {e}; expected {{\"force\":false}}")),
+        }
+    };
+    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    answer(service::reinstall(&s, &name, body.force, &actor).await)
 }

@@ -123,6 +123,7 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/fleet", get(api::fleet))
             .route("/v1/discovered", get(api::discovered))
             .route("/v1/machines/{name}/power", get(api::power_status).post(api::power))
+            .route("/v1/machines/{name}/reinstall", post(api::reinstall))
             .route("/v1/machines/{name}/provision", post(api::provision))
             .route("/v1/machines/{name}/retire", post(api::retire))
             .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))

@@ -570,3 +570,150 @@ pub async fn power(s: &Shared, name: &str, action: bootplane_power::PowerAction,
     let state = result.map_err(|e| ServiceError::Upstream(format!("machine {name}: {e}")))?;
     Ok(PowerView { machine: name.to_string(), driver: kind, action: Some(action.as_str()), state: state.to_string() })
 }
+
+/// What `reinstall` did before handing over to the machine: each step, in order.
+#[derive(Serialize)]
+pub struct ReinstallStarted {
+    pub machine: String,
+    /// The state it was in before.
+    pub previous: MachineState,
+    pub steps: Vec<String>,
+    /// Events after this id are the reinstall's (for a caller following it).
+    pub after: i64,
+    /// For a k3s node: what to run against the cluster first (or now).
+    pub kubectl: Vec<String>,
+}
+
+/// The cluster members `name` leaves without a server if it is reinstalled now.
+fn only_server(record: &MachineRecord, all: &[MachineRecord]) -> Option<String> {
+    let cluster = record.spec.cluster.as_ref()?;
+    if record.spec.role == Some(bootplane_core::Role::Agent) {
+        return None;
+    }
+    let others = all.iter().any(|m| {
+        m.name() != record.name()
+            && m.spec.cluster.as_ref() == Some(cluster)
+            && m.spec.role != Some(bootplane_core::Role::Agent)
+            && m.state == MachineState::Installed
+    });
+    (!others).then(|| cluster.clone())
+}
+
+/// Reinstalls a machine through its power driver: (1) reads its power state, (2) sets a
+/// one-time network boot (when the driver can), (3) provisions it (new credential),
+/// (4) power-cycles it (or powers it on). Each step is a `reinstall.step` event. A
+/// failure before (3) changes nothing; a failure at (4) rolls the provision back to the
+/// state it was in. The machine then boots, installs and reports as always.
+pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Result<ReinstallStarted> {
+    use bootplane_power::{PowerAction, PowerState};
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let all = s.store.machines().await?;
+    if let (Some(cluster), false) = (only_server(&record, &all), force) {
+        return Err(ServiceError::Conflict(format!(
+            "{name} is the only installed server of cluster {cluster}: reinstalling it loses the cluster's datastore. \
+             Add a server first, or pass --force if the cluster is to be rebuilt"
+        )));
+    }
+    let kubectl = match &record.spec.cluster {
+        Some(_) => vec![
+            format!("kubectl drain {name} --ignore-daemonsets --delete-emptydir-data"),
+            format!("kubectl delete node {name}"),
+        ],
+        None => Vec::new(),
+    };
+    let driver: std::sync::Arc<dyn bootplane_power::PowerDriver> = power_driver(&record)?.into();
+    let after = newest_event_id(s).await?;
+    let mut steps = Vec::new();
+    let step_event = |step: &str, detail: serde_json::Value| {
+        bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
+            Some(name),
+            "reinstall.step",
+            actor.source.clone(),
+            json!({ "step": step, "via": actor.via, "detail": detail }),
+        ))
+    };
+    let fail = |step: &str, e: &bootplane_power::PowerError, consequence: &str| {
+        ServiceError::Upstream(format!("machine {name}: reinstall stopped at step `{step}`: {e}. {consequence}"))
+    };
+    // 1. The BMC answers at all: nothing is changed before that is known.
+    let d = driver.clone();
+    let state = match blocking(move || d.status()).await? {
+        Ok(st) => st,
+        Err(e) => {
+            s.sink.push(step_event("power status", json!({ "error": e.to_string() }))).await;
+            return Err(fail("power status", &e, "Nothing was changed"));
+        }
+    };
+    s.sink.push(step_event("power status", json!({ "state": state.to_string() }))).await;
+    steps.push(format!("power status: {state}"));
+    // 2. The next boot goes to the network.
+    if driver.sets_boot_device() {
+        let uefi = record.observed.platform.as_deref() == Some("efi");
+        let d = driver.clone();
+        if let Err(e) = blocking(move || d.boot_once_from_network(uefi)).await? {
+            s.sink.push(step_event("boot override", json!({ "error": e.to_string() }))).await;
+            return Err(fail("one-time network boot", &e, "Nothing was changed"));
+        }
+        let what = format!("one-time network boot set ({})", if uefi { "UEFI" } else { "BIOS" });
+        s.sink.push(step_event("boot override", json!({ "uefi": uefi }))).await;
+        steps.push(what);
+    } else {
+        steps.push(format!("no boot override ({} cannot set one): the machine must boot from the network first", driver.kind()));
+    }
+    // 3. Provision: a new credential, the install decision at its next boot.
+    let previous = record.state;
+    s.store.transition(name, MachineState::Provision, Trigger::AdminProvision, actor.source.clone(), json!(format!("reinstall via {}", actor.via))).await?;
+    steps.push(format!("provisioned (was {previous})"));
+    // 4. Power: cycle a running machine, switch on one that is off.
+    let action = if state == PowerState::Off { PowerAction::On } else { PowerAction::Cycle };
+    let d = driver.clone();
+    if let Err(e) = blocking(move || d.power(action)).await? {
+        s.sink.push(step_event(&format!("power {}", action.as_str()), json!({ "error": e.to_string() }))).await;
+        let undone = match s
+            .store
+            .transition(name, previous, Trigger::ReinstallAborted, actor.source.clone(), json!({ "failed_step": format!("power {}", action.as_str()) }))
+            .await
+        {
+            Ok(_) => format!("The provision was rolled back: {name} is `{previous}` again"),
+            Err(_) => format!("{name} stays in `provision` (it was `{previous}`, which cannot be restored): it installs at its next network boot"),
+        };
+        return Err(fail(&format!("power {}", action.as_str()), &e, &undone));
+    }
+    s.sink.push(step_event(&format!("power {}", action.as_str()), json!({}))).await;
+    steps.push(format!("power {} done", action.as_str()));
+    Ok(ReinstallStarted { machine: name.to_string(), previous, steps, after, kubectl })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, role: Option<bootplane_core::Role>, state: MachineState) -> MachineRecord {
+        let now = chrono::Utc::now();
+        MachineRecord {
+            spec: MachineSpec { name: name.into(), cluster: Some("lab".into()), role, ..Default::default() },
+            state,
+            install_attempts: 0,
+            credential_generation: 0,
+            observed: Observed::default(),
+            last_seen: None,
+            created: now,
+            updated: now,
+        }
+    }
+
+    #[test]
+    fn the_only_installed_server_is_not_reinstalled_without_force() {
+        use bootplane_core::Role::{Agent, Server};
+        let s1 = rec("s1", Some(Server), MachineState::Installed);
+        let a1 = rec("a1", Some(Agent), MachineState::Installed);
+        let s2_installing = rec("s2", Some(Server), MachineState::Installing);
+        assert_eq!(only_server(&s1, &[s1.clone(), a1.clone(), s2_installing.clone()]).as_deref(), Some("lab"), "s2 is not up yet");
+        let s2 = rec("s2", Some(Server), MachineState::Installed);
+        assert_eq!(only_server(&s1, &[s1.clone(), s2]), None);
+        assert_eq!(only_server(&a1, &[s1.clone(), a1.clone()]), None, "agents hold no datastore");
+        let mut loner = s1.clone();
+        loner.spec.cluster = None;
+        assert_eq!(only_server(&loner, &[loner.clone()]), None, "not a cluster member");
+    }
+}

@@ -48,7 +48,7 @@ fn config(machines: &str) -> String {
     format!(
         "server:\n  listen: 127.0.0.1:8080\n  advertise: http://198.18.0.10:8080\ndhcp: {{ mode: off }}\n\
          bundles:\n  - name: rescue\n    os: generic\n    kernel: {{ url: \"http://198.18.0.10:8081/vmlinuz\" }}\n    \
-         initrd: {{ url: \"http://198.18.0.10:8081/initrd.img\" }}\nmachines:\n{machines}"
+         initrd: {{ url: \"http://198.18.0.10:8081/initrd.img\" }}\n    args: \"console=ttyS0 rescue.ignition={{{{ ignition_url }}}}\"\nmachines:\n{machines}"
     )
 }
 
@@ -78,7 +78,9 @@ fn assert_never_shown(srv: &Server, secrets: &[&str], also: &[String]) {
 
 /// OpenIPMI's BMC simulator on a loopback UDP port, user `admin`, with a chassis-control
 /// program standing in for the machine: it keeps the power state and the boot device in
-/// files, as ipmi_sim's chassis_control protocol asks (`<mc> get|set power|boot ...`).
+/// files, as ipmi_sim's chassis_control protocol asks (`<mc> get|set power|boot ...`),
+/// and refuses power changes while a `refuse-power` file exists (a BMC that takes the
+/// boot override but not the power cycle: ipmi_sim answers "Unspecified error").
 /// Reproduced: a real BMC's IPMI 2.0 sessions, authentication, chassis control and
 /// boot-options commands. Not here: a machine that boots (the e2e VM suite attaches
 /// ipmi_sim to QEMU for that).
@@ -94,7 +96,7 @@ fn ipmi_sim(dir: &Path) -> Option<(Killed, u16)> {
         format!(
             "#!/bin/sh\nd={d}\nshift; op=$1; shift\ncase $op in\nget) for p in \"$@\"; do case $p in\n  power) echo \"power:$(cat $d/power 2>/dev/null || echo 0)\";;\n  \
              boot) echo \"boot:$(cat $d/boot 2>/dev/null || echo default)\";;\n  esac; done;;\nset) while [ $# -gt 0 ]; do case $1 in\n  \
-             power) echo \"$2\" > $d/power; echo \"$2\" >> $d/power.log;;\n  boot) echo \"$2\" > $d/boot;;\n  esac; shift 2; done;;\nesac\n",
+             power) [ -e $d/refuse-power ] && exit 1; echo \"$2\" > $d/power; echo \"$2\" >> $d/power.log;;\n  boot) echo \"$2\" > $d/boot;;\n  esac; shift 2; done;;\nesac\n",
             d = dir.display()
         ),
     )
@@ -376,4 +378,96 @@ fn a_scripted_pdu_through_the_cli() {
     assert!(!ok && out.contains("HTTP 502") && out.contains("machine pi2: power on:") && out.contains("login refused"), "{out}");
     let (ok, out) = cli(&["machines", "power", "pi1", "reboot"]);
     assert!(!ok && out.contains("invalid value 'reboot'"), "{out}");
+}
+
+/// Installs `name` as a machine does: its boot, its config fetch, its `installed` report.
+fn play_install(srv: &Server, name: &str, mac: &str) {
+    let (_, code, ign) = srv.boot_and_fetch(name, mac);
+    assert_eq!(code, 200, "{ign}");
+    let cred = credential_from_ignition(&ign);
+    let (code, body) = srv.post(&format!("/v1/machines/{name}/report"), Some(&cred), r#"{"state":"installed"}"#);
+    assert_eq!(code, 200, "{body}");
+}
+
+fn wait_state(srv: &Server, name: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while srv.machine(name)["state"] != want {
+        assert!(Instant::now() < deadline, "{name} never reached {want}: {}", srv.machine(name));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn reinstall_through_a_bmc_follows_the_machine_until_it_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let Some((_sim, port)) = ipmi_sim(d.path()) else { return };
+    let pw = secret_file(d.path(), "bmc", "bmc-pass-4421");
+    let cfg = config(&format!(
+        "  - {{ name: n1, hostname: n1.lab.test, ip: 198.18.0.31, macs: [\"52:54:00:00:0a:01\"], bundle: rescue, provision: true, \
+         power: {{ ipmi: {{ address: 127.0.0.1, port: {port}, username: admin, password_file: {}, cipher_suite: 3 }} }} }}\n",
+        pw.display()
+    ));
+    let w = workdir(&cfg);
+    let srv = Server::start(w.path());
+    play_install(&srv, "n1", "52:54:00:00:0a:01");
+    assert_eq!(srv.machine("n1")["state"], "installed");
+    let generation = srv.machine("n1")["credential_generation"].as_u64().unwrap();
+
+    let cli = bootplane(w.path())
+        .args(["machines", "reinstall", "n1", "--timeout", "60", "--server", &srv.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The BMC got the one-time network boot and the power change before the machine
+    // could boot; then the machine (played here) installs and reports.
+    wait_state(&srv, "n1", "provision");
+    assert!(srv.machine("n1")["credential_generation"].as_u64().unwrap() > generation, "a new credential");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.path().join("power").exists() {
+        assert!(Instant::now() < deadline, "the BMC was never told to power the machine");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(d.path().join("boot")).unwrap().trim(), "pxe");
+    play_install(&srv, "n1", "52:54:00:00:0a:01");
+    let out = cli.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for want in ["n1: power status: off", "one-time network boot set (BIOS)", "provisioned (was installed)", "power on done", "provision -> installing", "reinstalled"] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let o = bootplane(w.path()).args(["machines", "ssh-known-hosts", "n1", "--server", &srv.url]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ssh-keygen -R 198.18.0.31\nssh-keygen -R n1\nssh-keygen -R n1.lab.test\n");
+}
+
+#[test]
+fn a_bmc_refusing_the_power_cycle_leaves_nothing_half_done() {
+    let d = tempfile::tempdir().unwrap();
+    let Some((_sim, port)) = ipmi_sim(d.path()) else { return };
+    let pw = secret_file(d.path(), "bmc", "bmc-pass-4421");
+    let dead = free_udp_port();
+    let m = |name: &str, mac: &str, port: u16| {
+        format!(
+            "  - {{ name: {name}, macs: [\"{mac}\"], bundle: rescue, provision: true, power: {{ ipmi: {{ address: 127.0.0.1, port: {port}, username: admin, password_file: {}, cipher_suite: 3 }} }} }}\n",
+            pw.display()
+        )
+    };
+    let w = workdir(&config(&format!("{}{}", m("n1", "52:54:00:00:0b:01", port), m("n2", "52:54:00:00:0b:02", dead))));
+    let srv = Server::start(w.path());
+    play_install(&srv, "n1", "52:54:00:00:0b:01");
+    play_install(&srv, "n2", "52:54:00:00:0b:02");
+    std::fs::write(d.path().join("refuse-power"), "").unwrap();
+    let o = bootplane(w.path()).args(["machines", "reinstall", "n1", "--timeout", "5", "--server", &srv.url]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("machine n1: reinstall stopped at step `power on`") && err.contains("rolled back: n1 is `installed` again"), "{err}");
+    assert_eq!(srv.machine("n1")["state"], "installed", "the provision was undone");
+    // An unreachable BMC: stopped before anything changed.
+    let o = bootplane(w.path()).args(["machines", "reinstall", "n2", "--timeout", "5", "--server", &srv.url]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("stopped at step `power status`") && err.contains("Nothing was changed"), "{err}");
+    assert_eq!(srv.machine("n2")["state"], "installed");
+    std::thread::sleep(Duration::from_millis(1200));
+    let events = srv.machine("n1")["events"].to_string();
+    assert!(events.contains("reinstall_aborted") && events.contains("reinstall.step"), "{events}");
 }

@@ -15,6 +15,19 @@ pub enum MachinesCmd {
     Provision { name: String },
     /// Take NAME out of service; it boots its local disk and never installs.
     Retire { name: String },
+    /// Reinstall NAME end to end: one-time network boot, provision, power cycle through
+    /// its `power:` driver, then follow its events until it reports (or --timeout).
+    Reinstall {
+        name: String,
+        /// Also when it is its cluster's only server (the cluster is rebuilt).
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the installed report.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+    /// The known_hosts entries to drop after NAME is reinstalled (its host keys change).
+    SshKnownHosts { name: String },
     /// Switch NAME's power or read it, through its `power:` driver (IPMI, Redfish, command).
     Power {
         name: String,
@@ -109,11 +122,33 @@ fn s(v: &Value) -> String {
 
 pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&args);
+    if let MachinesCmd::Reinstall { name, force, timeout } = &cmd {
+        return reinstall(&c, name, *force, *timeout);
+    }
+    if let MachinesCmd::SshKnownHosts { name } = &cmd {
+        let m = c.call("GET", &format!("/v1/machines/{name}"))?;
+        let mut hosts: Vec<String> = vec![name.clone()];
+        for k in ["hostname", "ip"] {
+            if let Some(h) = m[k].as_str() {
+                hosts.push(h.to_string());
+                if let Some((short, _)) = h.split_once('.').filter(|_| k == "hostname") {
+                    hosts.push(short.to_string());
+                }
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        for h in hosts {
+            println!("ssh-keygen -R {h}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let v = match &cmd {
         MachinesCmd::List => c.call("GET", "/v1/machines")?,
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
         MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
         MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
+        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
         MachinesCmd::Power { name, action } => {
             c.call_with("POST", &format!("/v1/machines/{name}/power"), Some(serde_json::json!({ "action": action })))?
@@ -156,6 +191,7 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
             println!("\nrecent events (oldest first):\n{t}");
         }
+        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, .. } => {
             let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
             println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
@@ -166,4 +202,56 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `machines reinstall`: the server does the power steps; this follows the machine's
+/// events until it reports `installed` (exit 0), `failed` (1) or the timeout (1).
+fn reinstall(c: &Client, name: &str, force: bool, timeout: u64) -> anyhow::Result<ExitCode> {
+    let started = c.call_with("POST", &format!("/v1/machines/{name}/reinstall"), Some(serde_json::json!({ "force": force })))?;
+    let kubectl: Vec<&str> = started["kubectl"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !kubectl.is_empty() {
+        println!("{name} is a k3s node: remove it from the cluster (draining through the Kubernetes API is not bootplane's yet):");
+        for k in &kubectl {
+            println!("  {k}");
+        }
+    }
+    for step in started["steps"].as_array().into_iter().flatten() {
+        println!("{name}: {}", s(step));
+    }
+    let mut after = started["after"].as_i64().unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        let m = c.call("GET", &format!("/v1/machines/{name}"))?;
+        for e in m["events"].as_array().into_iter().flatten() {
+            let id = e["id"].as_i64().unwrap_or(0);
+            if id > after {
+                after = id;
+                let detail = &e["detail"];
+                let what = match e["kind"].as_str() {
+                    Some("state.changed") => format!("{} -> {}", s(&detail["from"]), s(&detail["to"])),
+                    _ => detail.to_string(),
+                };
+                println!("{name}: {} {what}", s(&e["kind"]));
+            }
+        }
+        match m["state"].as_str() {
+            Some("installed") => {
+                println!("{name}: reinstalled. Its SSH host keys changed; drop the old ones with `bootplane machines ssh-known-hosts {name}`");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some("failed") => {
+                eprintln!("{name}: the install failed; `bootplane machines show {name}` has its events");
+                return Ok(ExitCode::from(1));
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "{name}: no installed report within {timeout} s (state {}); it may still be installing: `bootplane machines show {name}`",
+                s(&m["state"])
+            );
+            return Ok(ExitCode::from(1));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
