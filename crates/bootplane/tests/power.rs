@@ -471,3 +471,39 @@ fn a_bmc_refusing_the_power_cycle_leaves_nothing_half_done() {
     let events = srv.machine("n1")["events"].to_string();
     assert!(events.contains("reinstall_aborted") && events.contains("reinstall.step"), "{events}");
 }
+
+#[test]
+fn a_rack_powers_on_in_waves() {
+    let d = tempfile::tempdir().unwrap();
+    let pdu = d.path().join("pdu");
+    // Each outlet switched on is logged with the time, so the waves can be seen.
+    std::fs::write(&pdu, format!("#!/bin/sh\n[ \"$1\" = on ] && echo \"$2 $(date +%s%N)\" >> {}/log\necho on\n", d.path().display())).unwrap();
+    std::fs::set_permissions(&pdu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = pdu.display();
+    let machines: String = (1..=7)
+        .map(|i| {
+            let rack = if i == 7 { "r2" } else { "r1" };
+            format!(
+                "  - {{ name: w{i}, macs: [\"52:54:00:00:0c:0{i}\"], bundle: rescue, labels: {{ rack: {rack} }}, power: {{ command: {{ on: [{p}, on, \"{{{{ name }}}}\"], off: [{p}, off], status: [{p}, status], timeout: 5 }} }} }}\n"
+            )
+        })
+        .collect();
+    let w = workdir(&config(&machines));
+    let srv = Server::start(w.path());
+    let o = bootplane(w.path())
+        .args(["machines", "power-on", "--wave", "2", "--interval", "2", "-l", "rack=r1", "--server", &srv.url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("wave 1/3: w1: power is on") && out.contains("wave 3/3: w6: power is on") && !out.contains("w7"), "{out}");
+    let log = std::fs::read_to_string(d.path().join("log")).unwrap();
+    let mut at: Vec<(String, u128)> = log.lines().map(|l| l.split_once(' ').map(|(n, t)| (n.to_string(), t.parse().unwrap())).unwrap()).collect();
+    at.sort_by_key(|(n, _)| n.clone());
+    assert_eq!(at.len(), 6, "{log}");
+    let wave_start = |k: usize| at[2 * k].1.min(at[2 * k + 1].1);
+    for k in 1..3 {
+        let gap_ms = (wave_start(k) - wave_start(k - 1)) / 1_000_000;
+        assert!(gap_ms >= 1500, "wave {} started {gap_ms} ms after wave {k}", k + 1);
+    }
+}

@@ -28,6 +28,20 @@ pub enum MachinesCmd {
     },
     /// The known_hosts entries to drop after NAME is reinstalled (its host keys change).
     SshKnownHosts { name: String },
+    /// Power machines on in waves, so DHCP, TFTP and HTTP are not hit by a whole rack at
+    /// once: the NAMEs given, or every machine with a `power:` matching --selector.
+    PowerOn {
+        names: Vec<String>,
+        /// Machines per wave.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        wave: u32,
+        /// Seconds between the start of one wave and the next.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Labels the machines must all have, e.g. `rack=r1,role=worker`.
+        #[arg(long, short = 'l')]
+        selector: Option<String>,
+    },
     /// Switch NAME's power or read it, through its `power:` driver (IPMI, Redfish, command).
     Power {
         name: String,
@@ -125,6 +139,9 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
     if let MachinesCmd::Reinstall { name, force, timeout } = &cmd {
         return reinstall(&c, name, *force, *timeout);
     }
+    if let MachinesCmd::PowerOn { names, wave, interval, selector } = &cmd {
+        return power_on_in_waves(&c, names, *wave as usize, *interval, selector.as_deref());
+    }
     if let MachinesCmd::SshKnownHosts { name } = &cmd {
         let m = c.call("GET", &format!("/v1/machines/{name}"))?;
         let mut hosts: Vec<String> = vec![name.clone()];
@@ -148,7 +165,7 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
         MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
         MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
-        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } => unreachable!("handled above"),
+        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
         MachinesCmd::Power { name, action } => {
             c.call_with("POST", &format!("/v1/machines/{name}/power"), Some(serde_json::json!({ "action": action })))?
@@ -191,7 +208,7 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
             println!("\nrecent events (oldest first):\n{t}");
         }
-        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } => unreachable!("handled above"),
+        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, .. } => {
             let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
             println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
@@ -253,5 +270,92 @@ fn reinstall(c: &Client, name: &str, force: bool, timeout: u64) -> anyhow::Resul
             return Ok(ExitCode::from(1));
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Which machines `power-on` takes: the names given, else those with a `power:` whose
+/// labels include every `k=v` of the selector; in name order.
+pub(crate) fn wave_targets(machines: &[Value], names: &[String], selector: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let wanted: Vec<(String, String)> = match selector {
+        Some(sel) => sel
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).with_context(|| format!("selector `{p}` is not key=value")))
+            .collect::<anyhow::Result<_>>()?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for m in machines {
+        let name = m["name"].as_str().unwrap_or_default().to_string();
+        let named = names.is_empty() || names.contains(&name);
+        let labelled = wanted.iter().all(|(k, v)| m["labels"][k].as_str() == Some(v.as_str()));
+        let retired = m["state"] == "retired";
+        if named && labelled && !retired && !m["power"].is_null() {
+            out.push(name);
+        }
+    }
+    for n in names {
+        if !out.contains(n) {
+            bail!("machine {n} is unknown, retired, or has no `power:`; `bootplane machines show {n}` says which");
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `machines power-on`: each wave's machines are switched on together, the next wave
+/// starts `interval` seconds after this one started.
+fn power_on_in_waves(c: &Client, names: &[String], wave: usize, interval: u64, selector: Option<&str>) -> anyhow::Result<ExitCode> {
+    let machines = c.call("GET", "/v1/machines")?;
+    let targets = wave_targets(machines.as_array().map(Vec::as_slice).unwrap_or_default(), names, selector)?;
+    if targets.is_empty() {
+        bail!("no machine with a `power:` matches; nothing to do");
+    }
+    let waves: Vec<&[String]> = targets.chunks(wave).collect();
+    let mut failed = 0;
+    for (i, group) in waves.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let results: Vec<(String, anyhow::Result<Value>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|n| s.spawn(move || (n.clone(), c.call_with("POST", &format!("/v1/machines/{n}/power"), Some(serde_json::json!({ "action": "on" }))))))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("power thread")).collect()
+        });
+        for (n, r) in results {
+            match r {
+                Ok(v) => println!("wave {}/{}: {n}: power is {}", i + 1, waves.len(), s(&v["state"])),
+                Err(e) => {
+                    failed += 1;
+                    println!("wave {}/{}: {n}: FAILED: {e:#}", i + 1, waves.len());
+                }
+            }
+        }
+        if i + 1 < waves.len() {
+            std::thread::sleep(std::time::Duration::from_secs(interval).saturating_sub(started.elapsed()));
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wave_targets_follow_names_labels_and_power() {
+        let ms: Vec<Value> = serde_json::from_str(
+            r#"[{"name":"b","labels":{"rack":"r1"},"power":{},"state":"installed"},
+                {"name":"a","labels":{"rack":"r1"},"power":{},"state":"ready"},
+                {"name":"c","labels":{"rack":"r2"},"power":{},"state":"ready"},
+                {"name":"d","labels":{"rack":"r1"},"state":"ready"},
+                {"name":"e","labels":{"rack":"r1"},"power":{},"state":"retired"}]"#,
+        )
+        .unwrap();
+        assert_eq!(wave_targets(&ms, &[], Some("rack=r1")).unwrap(), ["a", "b"], "sorted; no power or retired left out");
+        assert_eq!(wave_targets(&ms, &[], None).unwrap(), ["a", "b", "c"]);
+        assert_eq!(wave_targets(&ms, &["c".into()], None).unwrap(), ["c"]);
+        assert!(wave_targets(&ms, &["d".into()], None).unwrap_err().to_string().contains("no `power:`"));
+        assert!(wave_targets(&ms, &[], Some("rack")).is_err());
     }
 }
