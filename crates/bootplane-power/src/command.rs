@@ -38,6 +38,10 @@ impl Command {
         let argv = self.argv(template);
         let secs = self.spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let (program, args) = argv.split_first().ok_or_else(|| PowerError::Failed { step, detail: "empty command".into() })?;
+        // Said up front: under qemu-user (the aarch64 tests) a failed exec only shows as exit 127.
+        if program.contains('/') && !std::path::Path::new(program).exists() {
+            return Err(PowerError::Failed { step, detail: format!("cannot run {program}: no such file") });
+        }
         let mut child = std::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
