@@ -94,6 +94,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The known_hosts entries to drop after NAME is reinstalled (its SSH host keys change):
+    /// `ssh-keygen -R` for its name, host name and address.
+    SshKnownHosts {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// k3s clusters on a running server.
     Cluster {
         #[command(subcommand)]
@@ -169,6 +176,7 @@ fn main() -> ExitCode {
         Cmd::Apply { file, dry_run, prune, store } => cmd::apply::run(&file, store, dry_run, prune),
         Cmd::Check { path, json } => cmd::check::run(&path, json),
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
+        Cmd::SshKnownHosts { name, client } => cmd::machines::ssh_known_hosts(&name, client),
         Cmd::Cluster { cmd, client } => cmd::cluster::run(cmd, client),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),

@@ -436,7 +436,7 @@ fn reinstall_through_a_bmc_follows_the_machine_until_it_reports() {
     for want in ["n1: power status: off", "one-time network boot set (BIOS)", "provisioned (was installed)", "power on done", "provision -> installing", "reinstalled"] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    let o = bootplane(w.path()).args(["machines", "ssh-known-hosts", "n1", "--server", &srv.url]).output().unwrap();
+    let o = bootplane(w.path()).args(["ssh-known-hosts", "n1", "--server", &srv.url]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ssh-keygen -R 198.18.0.31\nssh-keygen -R n1\nssh-keygen -R n1.lab.test\n");
 }
 
@@ -491,7 +491,7 @@ fn a_rack_powers_on_in_waves() {
     let w = workdir(&config(&machines));
     let srv = Server::start(w.path());
     let o = bootplane(w.path())
-        .args(["machines", "power-on", "--wave", "2", "--interval", "2", "-l", "rack=r1", "--server", &srv.url])
+        .args(["machines", "power-on", "--wave", "2", "--interval", "2s", "rack=r1", "--server", &srv.url])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();

@@ -26,21 +26,17 @@ pub enum MachinesCmd {
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
     },
-    /// The known_hosts entries to drop after NAME is reinstalled (its host keys change).
-    SshKnownHosts { name: String },
     /// Power machines on in waves, so DHCP, TFTP and HTTP are not hit by a whole rack at
-    /// once: the NAMEs given, or every machine with a `power:` matching --selector.
+    /// once. SELECTOR: machine names and/or labels (`rack=r1`, `rack=r1,role=worker`);
+    /// none: every machine with a `power:`.
     PowerOn {
-        names: Vec<String>,
+        selector: Vec<String>,
         /// Machines per wave.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         wave: u32,
-        /// Seconds between the start of one wave and the next.
-        #[arg(long, default_value_t = 30)]
-        interval: u64,
-        /// Labels the machines must all have, e.g. `rack=r1,role=worker`.
-        #[arg(long, short = 'l')]
-        selector: Option<String>,
+        /// Time between the start of one wave and the next (90s, 2m, or seconds).
+        #[arg(long, default_value = "30s", value_parser = bootplane_config::parse_duration)]
+        interval: std::time::Duration,
     },
     /// Switch NAME's power or read it, through its `power:` driver (IPMI, Redfish, command).
     Power {
@@ -134,38 +130,45 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `bootplane ssh-known-hosts NAME`: the `ssh-keygen -R` lines for every name the
+/// machine's host key may be known under.
+pub fn ssh_known_hosts(name: &str, args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let m = Client::new(&args).call("GET", &format!("/v1/machines/{name}"))?;
+    let mut hosts: Vec<String> = vec![name.to_string()];
+    for k in ["hostname", "ip"] {
+        if let Some(h) = m[k].as_str() {
+            hosts.push(h.to_string());
+            if let Some((short, _)) = h.split_once('.').filter(|_| k == "hostname") {
+                hosts.push(short.to_string());
+            }
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    for h in hosts {
+        println!("ssh-keygen -R {h}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&args);
     if let MachinesCmd::Reinstall { name, force, timeout } = &cmd {
         return reinstall(&c, name, *force, *timeout);
     }
-    if let MachinesCmd::PowerOn { names, wave, interval, selector } = &cmd {
-        return power_on_in_waves(&c, names, *wave as usize, *interval, selector.as_deref());
+    if let MachinesCmd::PowerOn { selector, wave, interval } = &cmd {
+        let (labels, names): (Vec<&String>, Vec<&String>) = selector.iter().partition(|s| s.contains('='));
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let labels = labels.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        return power_on_in_waves(&c, &names, *wave as usize, *interval, Some(labels.as_str()).filter(|l| !l.is_empty()));
     }
-    if let MachinesCmd::SshKnownHosts { name } = &cmd {
-        let m = c.call("GET", &format!("/v1/machines/{name}"))?;
-        let mut hosts: Vec<String> = vec![name.clone()];
-        for k in ["hostname", "ip"] {
-            if let Some(h) = m[k].as_str() {
-                hosts.push(h.to_string());
-                if let Some((short, _)) = h.split_once('.').filter(|_| k == "hostname") {
-                    hosts.push(short.to_string());
-                }
-            }
-        }
-        hosts.sort();
-        hosts.dedup();
-        for h in hosts {
-            println!("ssh-keygen -R {h}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+
     let v = match &cmd {
         MachinesCmd::List => c.call("GET", "/v1/machines")?,
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
         MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
         MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
-        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
+        MachinesCmd::Reinstall { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
         MachinesCmd::Power { name, action } => {
             c.call_with("POST", &format!("/v1/machines/{name}/power"), Some(serde_json::json!({ "action": action })))?
@@ -208,7 +211,7 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
             println!("\nrecent events (oldest first):\n{t}");
         }
-        MachinesCmd::Reinstall { .. } | MachinesCmd::SshKnownHosts { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
+        MachinesCmd::Reinstall { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, .. } => {
             let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
             println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
@@ -253,7 +256,7 @@ fn reinstall(c: &Client, name: &str, force: bool, timeout: u64) -> anyhow::Resul
         }
         match m["state"].as_str() {
             Some("installed") => {
-                println!("{name}: reinstalled. Its SSH host keys changed; drop the old ones with `bootplane machines ssh-known-hosts {name}`");
+                println!("{name}: reinstalled. Its SSH host keys changed; drop the old ones with `bootplane ssh-known-hosts {name}`");
                 return Ok(ExitCode::SUCCESS);
             }
             Some("failed") => {
@@ -305,7 +308,7 @@ pub(crate) fn wave_targets(machines: &[Value], names: &[String], selector: Optio
 
 /// `machines power-on`: each wave's machines are switched on together, the next wave
 /// starts `interval` seconds after this one started.
-fn power_on_in_waves(c: &Client, names: &[String], wave: usize, interval: u64, selector: Option<&str>) -> anyhow::Result<ExitCode> {
+fn power_on_in_waves(c: &Client, names: &[String], wave: usize, interval: std::time::Duration, selector: Option<&str>) -> anyhow::Result<ExitCode> {
     let machines = c.call("GET", "/v1/machines")?;
     let targets = wave_targets(machines.as_array().map(Vec::as_slice).unwrap_or_default(), names, selector)?;
     if targets.is_empty() {
@@ -332,7 +335,7 @@ fn power_on_in_waves(c: &Client, names: &[String], wave: usize, interval: u64, s
             }
         }
         if i + 1 < waves.len() {
-            std::thread::sleep(std::time::Duration::from_secs(interval).saturating_sub(started.elapsed()));
+            std::thread::sleep(interval.saturating_sub(started.elapsed()));
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
