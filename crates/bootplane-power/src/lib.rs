@@ -7,6 +7,7 @@
 //! accepted the boot override but refused the power cycle". Nothing here logs, and no
 //! error or output carries a password: drivers read it from its file at each use and
 //! hand it to the BMC only (ipmitool through its environment, never its argv).
+//! `docs/bmc-notes.md` records the BMC and simulator behaviour the drivers handle.
 
 pub mod command;
 pub mod ipmi;
