@@ -507,3 +507,107 @@ fn a_rack_powers_on_in_waves() {
         assert!(gap_ms >= 1500, "wave {} started {gap_ms} ms after wave {k}", k + 1);
     }
 }
+
+/// A libvirt domain (QEMU, TCG) for sushy's libvirt driver, removed when dropped.
+struct Domain(String);
+impl Drop for Domain {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh").args(["-c", "qemu:///system", "destroy", &self.0]).output();
+        let _ = Command::new("virsh").args(["-c", "qemu:///system", "undefine", &self.0]).output();
+    }
+}
+
+fn virsh(args: &[&str]) -> String {
+    let o = Command::new("virsh").args(["-c", "qemu:///system"]).args(args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Redfish on a real VM: sushy-tools' emulator with its libvirt driver in front of a
+/// libvirt-managed QEMU domain (Debian's libvirtd; `.ci/run` starts it). Power changes
+/// reach the VM (virsh sees them) and the network boot override rewrites the domain's
+/// boot order, as on a real server's BMC.
+#[test]
+fn redfish_drives_a_libvirt_vm() {
+    let sushy_bin = std::env::var("BOOTPLANE_SUSHY_EMULATOR").unwrap_or_else(|_| "/opt/sushy-tools/bin/sushy-emulator".into());
+    let python = Path::new(&sushy_bin).with_file_name("python");
+    let libvirt_ok = Command::new("virsh").args(["-c", "qemu:///system", "version"]).output().is_ok_and(|o| o.status.success())
+        && Command::new(&python).args(["-c", "import libvirt"]).output().is_ok_and(|o| o.status.success());
+    if !libvirt_ok {
+        required("a running libvirtd (libvirt-daemon-system; libvirtd -d, virtlogd -d) and sushy-tools in a venv that sees python3-libvirt");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let Some((sushy_fake, _, _)) = sushy(d.path()) else { return };
+    drop(sushy_fake);
+    let name = format!("bp-rf-{}", std::process::id());
+    let uuid = format!("6a8d6b3e-0000-4e4e-9c9c-{:012x}", std::process::id());
+    let xml = d.path().join("domain.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\
+             <devices><interface type='user'><mac address='52:54:00:0f:0f:01'/><model type='e1000'/></interface></devices></domain>"
+        ),
+    )
+    .unwrap();
+    let out = virsh(&["define", xml.to_str().unwrap()]);
+    assert!(out.contains("defined"), "{out}");
+    let _domain = Domain(name.clone());
+    // The same emulator as `sushy()` (TLS, htpasswd), now with the libvirt driver.
+    std::fs::write(
+        d.path().join("sushy.conf"),
+        format!("SUSHY_EMULATOR_AUTH_FILE = '{}'\nSUSHY_EMULATOR_LIBVIRT_URI = 'qemu:///system'\n", d.path().join("htpasswd").display()),
+    )
+    .unwrap();
+    let port = free_port();
+    let _sushy = Killed(
+        Command::new(&sushy_bin)
+            .arg("--config")
+            .arg(d.path().join("sushy.conf"))
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "--ssl-certificate"])
+            .arg(d.path().join("bmc.crt"))
+            .arg("--ssl-key")
+            .arg(d.path().join("bmc.key"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sushy-emulator (libvirt) did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pw = secret_file(d.path(), "rf", "rf-pass-9931");
+    let ca = d.path().join("ca.pem");
+    let cfg = config(&format!(
+        "  - {{ name: lv1, macs: [\"52:54:00:0f:0f:01\"], bundle: rescue, power: {{ redfish: {{ url: \"https://127.0.0.1:{port}\", system: {uuid}, username: admin, password_file: {}, ca_file: {} }} }} }}\n",
+        pw.display(),
+        ca.display()
+    ));
+    let w = workdir(&cfg);
+    let srv = Server::start(w.path());
+    let domstate = || virsh(&["domstate", &name]);
+    assert_eq!(status(&srv, "lv1").1["state"], "off");
+    let (code, v) = power(&srv, "lv1", "on");
+    assert_eq!((code, v["state"].as_str()), (200, Some("on")), "{v}");
+    assert!(domstate().contains("running"), "{}", domstate());
+    // One-time network boot: sushy puts the NIC first in the domain's boot order.
+    let spec: bootplane_core::power::PowerSpec = yaml_serde::from_str(&format!(
+        "redfish: {{ url: \"https://127.0.0.1:{port}\", system: {uuid}, username: admin, password_file: {}, ca_file: {} }}",
+        pw.display(),
+        ca.display()
+    ))
+    .unwrap();
+    bootplane_power::driver_for(&spec, &bootplane_power::Target::default()).unwrap().boot_once_from_network(false).unwrap();
+    // The change is made to the persistent definition, read at the next start.
+    let xml_now = virsh(&["dumpxml", "--inactive", &name]);
+    let nic = xml_now.split("<interface").nth(1).unwrap_or_default();
+    assert!(nic.split("</interface>").next().unwrap_or_default().contains("<boot order='1'/>"), "{xml_now}");
+    let (code, v) = power(&srv, "lv1", "cycle");
+    assert_eq!((code, v["state"].as_str()), (200, Some("on")), "{v}");
+    let (code, v) = power(&srv, "lv1", "off");
+    assert_eq!((code, v["state"].as_str()), (200, Some("off")), "{v}");
+    assert!(domstate().contains("shut off"), "{}", domstate());
+}
