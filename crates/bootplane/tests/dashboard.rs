@@ -25,12 +25,17 @@ fn cluster_fixture() -> String {
 struct Browser {
     driver: Child,
     client: Client,
+    /// Chromium's profile directory: it names this browser's processes.
+    profile: PathBuf,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that panicked never closed its session: Chromium outlives chromedriver.
+        let _ = Command::new("pkill").arg("-f").arg(format!("user-data-dir={}", self.profile.display())).status();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -70,7 +75,7 @@ async fn browser(width: u32, height: u32) -> Option<Browser> {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    Some(Browser { driver: child, client })
+    Some(Browser { driver: child, client, profile })
 }
 
 fn screenshots() -> PathBuf {
