@@ -338,6 +338,20 @@ pub struct MachineRecord {
 }
 
 impl MachineRecord {
+    /// A record that has never booted: no attempts, first credential, nothing observed.
+    pub fn fresh(spec: MachineSpec, state: crate::MachineState, now: chrono::DateTime<chrono::Utc>) -> Self {
+        MachineRecord {
+            spec,
+            state,
+            install_attempts: 0,
+            credential_generation: 0,
+            observed: Default::default(),
+            last_seen: None,
+            created: now,
+            updated: now,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.spec.name
     }

@@ -689,17 +689,7 @@ mod tests {
     use super::*;
 
     fn rec(name: &str, role: Option<bootplane_core::Role>, state: MachineState) -> MachineRecord {
-        let now = chrono::Utc::now();
-        MachineRecord {
-            spec: MachineSpec { name: name.into(), cluster: Some("lab".into()), role, ..Default::default() },
-            state,
-            install_attempts: 0,
-            credential_generation: 0,
-            observed: Observed::default(),
-            last_seen: None,
-            created: now,
-            updated: now,
-        }
+        MachineRecord::fresh(MachineSpec { name: name.into(), cluster: Some("lab".into()), role, ..Default::default() }, state, chrono::Utc::now())
     }
 
     #[test]

@@ -87,16 +87,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Utc::now();
-    let record = MachineRecord {
-        spec: spec.clone(),
-        state: MachineState::Provision,
-        install_attempts: 0,
-        credential_generation: 0,
-        observed: Observed::default(),
-        last_seen: None,
-        created: now,
-        updated: now,
-    };
+    let record = MachineRecord::fresh(spec.clone(), MachineState::Provision, now);
     let observed = Observed { mac: record.spec.macs.first().copied(), ..Default::default() };
     let decision = decide(&DecisionContext {
         nonce: NONCE_PLACEHOLDER,
