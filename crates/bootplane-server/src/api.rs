@@ -126,7 +126,7 @@ async fn admin_transition(s: Shared, headers: HeaderMap, peer: SocketAddr, name:
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    let actor = service::Actor::from(peer, "admin API");
     match service::transition(&s, &name, to, &actor).await {
         Ok((view, changed)) => {
             let mut v = serde_json::to_value(view).unwrap_or_default();
@@ -395,7 +395,7 @@ pub async fn power(
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("power: {e}; expected {{\"action\":\"on\"|\"off\"|\"cycle\"}}")),
     };
-    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    let actor = service::Actor::from(peer, "admin API");
     answer(service::power(&s, &name, action, &actor).await)
 }
 
@@ -435,6 +435,6 @@ pub async fn reinstall(
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("reinstall: {e}; expected {{\"force\":false}}")),
         }
     };
-    let actor = service::Actor { source: Some(peer.ip().to_string()), via: "admin API" };
+    let actor = service::Actor::from(peer, "admin API");
     answer(service::reinstall(&s, &name, body.force, &actor).await)
 }

@@ -54,6 +54,13 @@ pub struct Actor {
     pub via: &'static str,
 }
 
+impl Actor {
+    /// A request from `peer` through `via`.
+    pub fn from(peer: std::net::SocketAddr, via: &'static str) -> Actor {
+        Actor { source: Some(peer.ip().to_string()), via }
+    }
+}
+
 /// A machine as the API and the dashboard show it: its spec, flattened, plus runtime fields.
 #[derive(Clone, Serialize)]
 pub struct MachineView {

@@ -478,7 +478,7 @@ async fn machine_action(
             &format!("To {action} {name}, type its name `{name}` in the confirmation box."),
         );
     }
-    let actor = Actor { source: Some(peer.ip().to_string()), via: "dashboard" };
+    let actor = Actor::from(peer, "dashboard");
     match service::transition(&s, &name, to, &actor).await {
         Ok(_) => harden(Redirect::to(&format!("/ui/machines/{}?done={action}", percent(&name))).into_response()),
         Err(e) => service_failure(&viewer, e),
