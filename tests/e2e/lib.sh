@@ -62,13 +62,15 @@ start_bootplane() { # config data-dir: `serve` in $NS, waits for /healthz
     return 1
 }
 
-boot_vm() { # name mac firmware(bios|uefi) disk [uuid] -> QEMU in the background
+boot_vm() { # name mac firmware(bios|uefi|uefi-sb) disk [uuid [second-disk]] -> QEMU in the background
     # Network boot only (-boot n), NIC e1000 (BIOS, iPXE ROM) or OVMF's own PXE client.
-    local name=$1 mac=$2 fw=$3 disk=$4 uuid=${5:-}
+    local name=$1 mac=$2 fw=$3 disk=$4 uuid=${5:-} second=${6:-}
     local extra=()
     [ -n "$uuid" ] && extra=(-uuid "$uuid")
+    [ -n "$second" ] && extra+=(-drive "file=$second,format=raw,if=virtio")
     local nic=(-device "e1000,netdev=n0,mac=$mac")
-    [ "$fw" = uefi ] && nic=(-device "virtio-net-pci,netdev=n0,mac=$mac,romfile=")
+    # OVMF's own virtio-net driver: under Secure Boot an unsigned option ROM would not load.
+    [ "$fw" != bios ] && nic=(-device "virtio-net-pci,netdev=n0,mac=$mac,romfile=")
     start_qemu "$name" "$fw" 1024 -boot n "${nic[@]}" -drive "file=$disk,format=raw,if=virtio" "${extra[@]}"
 }
 boot_machine() { # name mac firmware disk: network first, then the disk, on every boot
@@ -85,7 +87,15 @@ start_qemu() { # name firmware memory-MiB qemu-args...
     inns ip tuntap add "$tap" mode tap
     inns ip link set "$tap" master br0 up
     local fwargs=()
-    if [ "$fw" = uefi ]; then
+    if [ "$fw" = uefi-sb ]; then
+        # Secure Boot on, Microsoft's keys enrolled (Debian ovmf: secboot code, ms vars);
+        # the secure flash needs SMM, so q35.
+        [ -f "$WORK/$name.vars" ] || cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd "$WORK/$name.vars"
+        # shellcheck disable=SC2054  # QEMU's own comma-separated values
+        fwargs=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
+            -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+            -drive "if=pflash,format=raw,unit=1,file=$WORK/$name.vars")
+    elif [ "$fw" = uefi ]; then
         [ -f "$WORK/$name.vars" ] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/$name.vars" 2>/dev/null || cp /usr/share/OVMF/OVMF_VARS.fd "$WORK/$name.vars"
         local code=/usr/share/OVMF/OVMF_CODE_4M.fd; [ -f "$code" ] || code=/usr/share/OVMF/OVMF_CODE.fd
         fwargs=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$code" -drive "if=pflash,format=raw,unit=1,file=$WORK/$name.vars")

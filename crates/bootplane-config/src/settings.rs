@@ -295,6 +295,11 @@ pub struct DhcpSettings {
     pub lease_time: Option<HumanDuration>,
     #[serde(default)]
     pub boot_files: BootFiles,
+    /// The first stage UEFI x86-64 machines get unless their machine or bundle says
+    /// otherwise: `ipxe` (`boot_files.efi_x64`) or `shim` (shim → GRUB, for Secure Boot;
+    /// docs/secure-boot.md).
+    #[serde(default, skip_serializing_if = "is_ipxe")]
+    pub loader: bootplane_core::grub::Loader,
     /// DHCP relay agents (their giaddr) whose relayed requests are answered; requests
     /// relayed by anyone else are ignored, so a host on the LAN cannot pose as a relay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -336,6 +341,21 @@ pub struct TftpSettings {
     /// links `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`; any other escape is refused.
     #[serde(default = "default_symlink_targets")]
     pub allow_symlinks_to: Vec<PathBuf>,
+    /// The Microsoft-signed shim served as `shimx64.efi` (Debian's `shim-signed`).
+    #[serde(default = "default_shim")]
+    pub shim: PathBuf,
+    /// The signed network GRUB served as `grubx64.efi` (Debian's `grub-efi-amd64-signed`).
+    #[serde(default = "default_grub")]
+    pub grub: PathBuf,
+}
+fn is_ipxe(l: &bootplane_core::grub::Loader) -> bool {
+    *l == bootplane_core::grub::Loader::Ipxe
+}
+fn default_shim() -> PathBuf {
+    "/usr/lib/shim/shimx64.efi.signed".into()
+}
+fn default_grub() -> PathBuf {
+    "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed".into()
 }
 fn default_tftp_root() -> PathBuf {
     "/usr/lib/ipxe".into()
@@ -353,6 +373,8 @@ impl Default for TftpSettings {
             root: default_tftp_root(),
             listen: default_tftp_listen(),
             allow_symlinks_to: default_symlink_targets(),
+            shim: default_shim(),
+            grub: default_grub(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod credential;
 pub mod config;
 pub mod decision;
+pub mod grub;
 pub mod identity;
 pub mod ignition;
 pub mod ipxe;

@@ -74,6 +74,10 @@ pub struct MachineSpec {
     /// How its power is controlled (BMC or commands), for `machines power` and `reinstall`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<crate::power::PowerSpec>,
+    /// Its first network stage on UEFI x86-64: `ipxe`, or `shim` (Secure Boot). Default:
+    /// the bundle's, else `dhcp.loader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<crate::grub::Loader>,
     /// Butane merged into the generated config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub butane: Option<String>,
@@ -184,6 +188,10 @@ pub struct Bundle {
     /// Air-gapped k3s on fcos: the `k3s-selinux` RPM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s_selinux: Option<Artifact>,
+    /// The first network stage of the machines installing it on UEFI x86-64 (`ipxe` or
+    /// `shim`), unless a machine says otherwise. Default: `dhcp.loader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<crate::grub::Loader>,
     /// The store's revision of this definition (1, then +1 per changed definition); 0 for
     /// a bundle read from a file. Set by the store, never written in YAML.
     #[serde(skip)]
@@ -213,6 +221,7 @@ impl Bundle {
             k3s: None,
             k3s_images: None,
             k3s_selinux: None,
+            loader: None,
             revision: 0,
         }
     }

@@ -89,9 +89,12 @@ impl BootAnswer {
     }
 }
 
-/// `server` is the HTTP base URL machines use (`server.advertise`).
-pub fn boot_answer(kind: ClientKind, files: &BootFiles, server: &str) -> BootAnswer {
+/// `server` is the HTTP base URL machines use (`server.advertise`). `shim`: UEFI x86-64
+/// gets shim (then GRUB, `bootplane_core::grub`) instead of iPXE, for Secure Boot.
+pub fn boot_answer(kind: ClientKind, files: &BootFiles, server: &str, shim: bool) -> BootAnswer {
+    let shim_file = bootplane_core::grub::SHIM_FILE.to_string();
     let by_arch = |a: u16| match a {
+        7 | 9 | 16 if shim => &shim_file,
         7 | 9 | 16 => &files.efi_x64,
         11 | 19 => &files.efi_arm64,
         // BIOS, and PXE clients we do not know: they still get a loader, so they can
@@ -151,11 +154,29 @@ pub(crate) mod tests {
             (discover(MAC, None, None, None), BootAnswer::None),
         ];
         for (msg, want) in cases {
-            assert_eq!(boot_answer(classify(&msg), &f, s), want, "{msg:?}");
+            assert_eq!(boot_answer(classify(&msg), &f, s, false), want, "{msg:?}");
         }
         // iPXE's own option 175 marks it even without the user class.
         let mut m = discover(MAC, Some("PXEClient:Arch:00007"), Some(7), None);
         m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(OptionCode::from(175u8), vec![0xb1, 1, 1])));
         assert_eq!(classify(&m), ClientKind::Ipxe { arch: 7 });
+    }
+
+    #[test]
+    fn shim_replaces_ipxe_for_uefi_x64_only() {
+        let f = BootFiles::default();
+        let s = "http://198.18.0.1:8080";
+        let cases: Vec<(Message, BootAnswer)> = vec![
+            (discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None), BootAnswer::Tftp("shimx64.efi".into())),
+            (discover(MAC, Some("PXEClient:Arch:00009:UNDI:003016"), Some(9), None), BootAnswer::Tftp("shimx64.efi".into())),
+            (discover(MAC, Some("HTTPClient:Arch:00016:UNDI:003001"), Some(16), None), BootAnswer::Http(format!("{s}/boot/shimx64.efi"))),
+            // BIOS has no Secure Boot; Debian ships no arm64 shim here; iPXE already runs.
+            (discover(MAC, Some("PXEClient:Arch:00000:UNDI:002001"), Some(0), None), BootAnswer::Tftp("undionly.kpxe".into())),
+            (discover(MAC, Some("PXEClient:Arch:00011:UNDI:003016"), Some(11), None), BootAnswer::Tftp("ipxe-arm64.efi".into())),
+            (discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), Some(b"\x04iPXE")), BootAnswer::Http(format!("{s}/boot.ipxe"))),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(boot_answer(classify(&msg), &f, s, true), want, "{msg:?}");
+        }
     }
 }

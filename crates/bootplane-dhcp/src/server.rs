@@ -54,6 +54,8 @@ pub struct KnownMachine {
     pub hostname: String,
     /// Its fixed address, if it has one.
     pub ip: Option<Ipv4Addr>,
+    /// It takes the shim chain (Secure Boot) on UEFI x86-64.
+    pub shim: bool,
 }
 
 /// One thing that happened, for the event log.
@@ -353,7 +355,13 @@ impl<B: Backend> DhcpServer<B> {
             // which refuses it with an event.
             let i = policy::select(&msg, &subnets).unwrap_or(0);
             let out = policy::handle(
-                &Request { msg: &msg, port: r.port, hostname: machine.map(|m| m.hostname.clone()), now: t },
+                &Request {
+                    msg: &msg,
+                    port: r.port,
+                    hostname: machine.map(|m| m.hostname.clone()),
+                    shim: machine.map_or(self.settings.shim, |m| m.shim),
+                    now: t,
+                },
                 subnets[i],
                 &mut pools[i],
             );

@@ -236,14 +236,14 @@ pub async fn boot_decision(
     Ok(decision)
 }
 
-/// A first-stage loader over HTTP (`/boot/ipxe.efi`), for UEFI HTTP boot clients that
-/// DHCP pointed here. Same root and same path rules as TFTP.
+/// A first-stage loader over HTTP (`/boot/ipxe.efi`, `/boot/shimx64.efi`), for UEFI HTTP
+/// boot clients that DHCP pointed here. Same files and same path rules as TFTP.
 pub async fn first_stage_file(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Response {
-    let Some((root, allowed)) = s.first_stage.get() else {
+    let Some(fs) = s.first_stage.get() else {
         return (StatusCode::NOT_FOUND, "no first-stage root configured (tftp.root)\n").into_response();
     };
     let refused = |why: String| {
@@ -260,11 +260,16 @@ pub async fn first_stage_file(
             return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
         }
     };
-    let root = match root.canonicalize() {
+    let root = match fs.root.canonicalize() {
         Ok(r) => r,
         Err(e) => return (StatusCode::NOT_FOUND, format!("first-stage root: {e}\n")).into_response(),
     };
-    match bootplane_tftp::path::resolve(&root, &rel, allowed) {
+    // The signed loaders of the Secure Boot chain (shim fetches GRUB from beside itself).
+    let found = match rel.to_str().and_then(|n| fs.signed(n)) {
+        Some(p) => Ok(Some(p.to_path_buf())),
+        None => bootplane_tftp::path::resolve(&root, &rel, &fs.allowed),
+    };
+    match found {
         // Streamed from the file: slow readers of a big file never each hold a copy.
         Ok(Some(path)) => match tokio::fs::File::open(&path).await {
             Ok(f) => {

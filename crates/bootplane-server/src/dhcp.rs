@@ -5,7 +5,8 @@
 use crate::Shared;
 use bootplane_config::{DhcpMode, DhcpSettings};
 use bootplane_core::model::{discovered_name, Lease};
-use bootplane_core::{Mac, MachineState, Observed};
+use bootplane_core::grub::{self, Loader};
+use bootplane_core::{Bundle, Mac, MachineState, Observed};
 use bootplane_dhcp::server::{interface_addr, Backend, DhcpEvent, DhcpHandle, DhcpServer, KnownMachine};
 use std::collections::HashMap;
 use bootplane_dhcp::{BootFiles, Mode, Settings};
@@ -19,6 +20,7 @@ struct StoreBackend {
     state: Shared,
     runtime: tokio::runtime::Handle,
     writer: Option<bootplane_store::LeaseWriter>,
+    site_loader: Loader,
 }
 
 impl Backend for StoreBackend {
@@ -62,6 +64,8 @@ impl Backend for StoreBackend {
 
     fn machines(&mut self) -> HashMap<Mac, KnownMachine> {
         let machines = self.runtime.block_on(self.state.store.machines()).unwrap_or_default();
+        let bundles: HashMap<String, Bundle> =
+            self.runtime.block_on(self.state.store.bundles()).unwrap_or_default().into_iter().map(|b| (b.name.clone(), b)).collect();
         let mut out = HashMap::new();
         for m in machines.iter().filter(|m| m.state != MachineState::Discovered) {
             let retired = m.state == MachineState::Retired;
@@ -73,6 +77,8 @@ impl Backend for StoreBackend {
                         hostname: m.spec.hostname.clone().unwrap_or_else(|| m.spec.name.clone()),
                         // A retired machine's address goes back to the pool.
                         ip: m.spec.ip.filter(|_| !retired),
+                        shim: grub::effective(Some(&m.spec), m.spec.bundle.as_ref().and_then(|b| bundles.get(b)), self.site_loader)
+                            == Loader::Shim,
                     },
                 );
             }
@@ -141,6 +147,7 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         offer_hold: 10,
         decline_hold: 600,
         relays: cfg.relays.clone(),
+        shim: cfg.loader == Loader::Shim,
     };
     let relayed = cfg
         .subnets
@@ -159,7 +166,7 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         })
         .collect();
     let writer = state.store.lease_writer();
-    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer };
+    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer, site_loader: cfg.loader };
     // Binds before returning, so a missing interface or a busy port fails `serve` at start.
     let handle = DhcpServer { settings, interface, range, relayed, backend }.spawn()?;
     Ok(Some((server_ip, handle)))

@@ -50,9 +50,9 @@ pub struct AppState {
     /// Which machine was last seen at an address (boot requests, DHCP), so TFTP and
     /// HTTP events carry a machine name. Bounded; cleared when full.
     recent_ips: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, String>>,
-    /// Where `/boot/{file}` (first-stage loaders over HTTP, for UEFI HTTP boot) reads
-    /// from: the TFTP root and the symlink targets allowed outside it.
-    pub first_stage: std::sync::OnceLock<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
+    /// Where `/boot/{file}` (first-stage loaders over HTTP, for UEFI HTTP boot) and TFTP
+    /// read from.
+    pub first_stage: std::sync::OnceLock<FirstStage>,
     /// The artifact content store behind `/artifacts/...`.
     pub content: std::sync::OnceLock<bootplane_artifacts::ContentStore>,
     /// Open HTTP connections, against the caps in `settings`.
@@ -68,6 +68,27 @@ pub struct AppState {
     pub config_cache: machine_config::Cache,
     /// The dashboard's settings (`ui` section); defaults until `serve` sets them.
     pub ui: std::sync::OnceLock<bootplane_config::UiSettings>,
+}
+
+/// Where first-stage loaders come from: the TFTP root (iPXE), the symlink targets allowed
+/// outside it, and the signed shim and GRUB of the Secure Boot chain.
+#[derive(Clone, Debug)]
+pub struct FirstStage {
+    pub root: std::path::PathBuf,
+    pub allowed: Vec<std::path::PathBuf>,
+    pub shim: std::path::PathBuf,
+    pub grub: std::path::PathBuf,
+}
+
+impl FirstStage {
+    /// The file behind a signed loader's name (`shimx64.efi`, `grubx64.efi`).
+    pub fn signed(&self, name: &str) -> Option<&std::path::Path> {
+        match name {
+            bootplane_core::grub::SHIM_FILE => Some(&self.shim),
+            bootplane_core::grub::GRUB_FILE => Some(&self.grub),
+            _ => None,
+        }
+    }
 }
 
 impl AppState {

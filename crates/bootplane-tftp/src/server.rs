@@ -50,17 +50,27 @@ impl TftpConfig {
     }
 }
 
-/// Generated files (e.g. `pxelinux.cfg/...`), consulted before the root directory.
+/// What a [`FileSource`] answers for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// Made for this request (e.g. `pxelinux.cfg/...`).
+    Bytes(Vec<u8>),
+    /// A file outside the root the name stands for (a bundle file, a signed loader):
+    /// served like a root file, with its size limit and cache.
+    File(PathBuf),
+}
+
+/// Generated and mapped names, consulted before the root directory.
 #[async_trait]
 pub trait FileSource: Send + Sync + 'static {
-    async fn generated(&self, rel: &Path, client: SocketAddr) -> Option<Vec<u8>>;
+    async fn generated(&self, rel: &Path, client: SocketAddr) -> Option<Generated>;
 }
 
 /// No generated files.
 pub struct RootOnly;
 #[async_trait]
 impl FileSource for RootOnly {
-    async fn generated(&self, _: &Path, _: SocketAddr) -> Option<Vec<u8>> {
+    async fn generated(&self, _: &Path, _: SocketAddr) -> Option<Generated> {
         None
     }
 }
@@ -281,13 +291,16 @@ impl TftpServer {
             Ok(r) => r,
             Err(e) => return refused(e.to_string()),
         };
-        if let Some(bytes) = self.source.generated(&rel, client).await {
-            return Opened::Content(Body::Bytes(Arc::new(if netascii { to_netascii(&bytes) } else { bytes })));
-        }
-        let path = match resolve(&self.root, &rel, &self.cfg.allowed_outside) {
-            Ok(Some(p)) => p,
-            Ok(None) => return not_found(),
-            Err(e) => return refused(e.to_string()),
+        let path = match self.source.generated(&rel, client).await {
+            Some(Generated::Bytes(bytes)) => {
+                return Opened::Content(Body::Bytes(Arc::new(if netascii { to_netascii(&bytes) } else { bytes })))
+            }
+            Some(Generated::File(path)) => path,
+            None => match resolve(&self.root, &rel, &self.cfg.allowed_outside) {
+                Ok(Some(p)) => p,
+                Ok(None) => return not_found(),
+                Err(e) => return refused(e.to_string()),
+            },
         };
         let meta = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => m,

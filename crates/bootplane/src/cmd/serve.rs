@@ -164,15 +164,15 @@ pub fn run(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, args: 
         let _ = state.content.set(bootplane_artifacts::ContentStore::new(&dir));
         bootplane_server::mirror::start(state.clone(), std::time::Duration::from_secs(30));
         let _ = state.ui.set(cfg.ui.clone());
-        let _ = state.first_stage.set((cfg.tftp.root.clone(), cfg.tftp.allow_symlinks_to.clone()));
+        let first_stage = bootplane_server::FirstStage {
+            root: cfg.tftp.root.clone(),
+            allowed: cfg.tftp.allow_symlinks_to.clone(),
+            shim: cfg.tftp.shim.clone(),
+            grub: cfg.tftp.grub.clone(),
+        };
+        let _ = state.first_stage.set(first_stage.clone());
         if cfg.tftp.enabled {
-            let t = bootplane_server::tftp::start(
-                state.clone(),
-                cfg.tftp.listen,
-                cfg.tftp.root.clone(),
-                cfg.tftp.allow_symlinks_to.clone(),
-            )
-            .await?;
+            let t = bootplane_server::tftp::start(state.clone(), cfg.tftp.listen, first_stage).await?;
             eprintln!("bootplane: TFTP on {t} from {}", cfg.tftp.root.display());
         }
         let dhcp = bootplane_server::dhcp::start(state.clone(), &cfg.dhcp).await?;
