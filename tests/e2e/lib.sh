@@ -62,7 +62,7 @@ start_bootplane() { # config data-dir: `serve` in $NS, waits for /healthz
     return 1
 }
 
-boot_vm() { # name mac firmware(bios|uefi|uefi-sb) disk [uuid [second-disk]] -> QEMU in the background
+boot_vm() { # name mac firmware(bios|uefi|uefi-sb|uefi-http) disk [uuid [second-disk]] -> QEMU in the background
     # Network boot only (-boot n), NIC e1000 (BIOS, iPXE ROM) or OVMF's own PXE client.
     local name=$1 mac=$2 fw=$3 disk=$4 uuid=${5:-} second=${6:-}
     local extra=()
@@ -95,10 +95,15 @@ start_qemu() { # name firmware memory-MiB qemu-args...
         fwargs=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
             -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
             -drive "if=pflash,format=raw,unit=1,file=$WORK/$name.vars")
-    elif [ "$fw" = uefi ]; then
+    elif [ "$fw" = uefi ] || [ "$fw" = uefi-http ]; then
         [ -f "$WORK/$name.vars" ] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/$name.vars" 2>/dev/null || cp /usr/share/OVMF/OVMF_VARS.fd "$WORK/$name.vars"
         local code=/usr/share/OVMF/OVMF_CODE_4M.fd; [ -f "$code" ] || code=/usr/share/OVMF/OVMF_CODE.fd
         fwargs=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$code" -drive "if=pflash,format=raw,unit=1,file=$WORK/$name.vars")
+        # UEFI HTTP boot only: OVMF's PXE and IPv6 switched off through its fw_cfg knobs
+        # (OvmfPkg/RUNTIME_CONFIG.md), so the HTTPv4 boot option is the only network one.
+        # shellcheck disable=SC2054  # QEMU's own comma-separated values
+        [ "$fw" = uefi-http ] && fwargs+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no
+            -fw_cfg name=opt/org.tianocore/IPv6Support,string=no)
     fi
     # Not through a shell function: $! must be QEMU itself (ip netns exec execs it).
     ip netns exec "$NS" qemu-system-x86_64 "${ACCEL[@]}" -m "$mem" -display none -serial "file:$WORK/$name.serial" \

@@ -211,3 +211,30 @@ fn power_declarations_are_linted_and_inline_passwords_refused() {
     let e = with("{ telnet: {} }").unwrap_err().to_string();
     assert!(e.contains("telnet"), "{e}");
 }
+
+#[test]
+fn the_shim_loader_needs_bundle_files_bootplane_holds() {
+    let sum = "a".repeat(64);
+    let text = |loader_line: &str, kernel: &str| {
+        format!(
+            "{loader_line}bundles:\n  - {{name: g, os: generic, kernel: {kernel}, initrd: {{sha256: {sum}}}}}\n\
+             machines:\n  - {{name: m1, hostname: m1, macs: [\"52:54:00:00:00:01\"], bundle: g}}\n"
+        )
+    };
+    let findings = |t: String| lint(&Config::from_str_named(Path::new("x"), &t).unwrap());
+    let url_only = "{url: http://mirror/k}";
+    let held = format!("{{sha256: {sum}}}");
+    // iPXE fetches the URL itself: fine.
+    assert!(!findings(text("", url_only)).iter().any(|f| f.message.contains("loader shim")));
+    // Site default shim: GRUB cannot fetch it.
+    let e = err(&text("dhcp: {loader: shim}\n", url_only));
+    assert!(e.contains("machines[0] (m1): loader shim loads kernel of bundle g over TFTP"), "{e}");
+    assert!(!findings(text("dhcp: {loader: shim}\n", &held)).iter().any(|f| f.message.contains("loader shim")));
+    // The machine's own setting wins over the site's.
+    let t = text("dhcp: {loader: shim}\n", url_only).replace("bundle: g}", "bundle: g, loader: ipxe}");
+    assert!(!findings(t).iter().any(|f| f.message.contains("loader shim")));
+    let t = text("", url_only).replace("bundle: g}", "bundle: g, loader: shim}");
+    assert!(err(&t).contains("loader shim loads kernel"));
+    let e = err(&text("dhcp: {loader: grub}\n", &held));
+    assert!(e.contains("loader"), "{e}");
+}

@@ -143,8 +143,8 @@ pub fn render(decision: &BootDecision, observed: &Observed, server: &str) -> Str
                 return s;
             };
             s += &format!("echo {}\n", message(&format!("installing {machine} from bundle {bundle}")));
-            let args: Vec<String> = plan.args.split_whitespace().map(quote).collect();
-            s += &format!("linux {} {}\n", files[0], args.join(" "));
+            let args: String = plan.args.split_whitespace().map(|a| format!(" {}", quote(a))).collect();
+            s += &format!("linux {}{args}\n", files[0]);
             s += &format!("initrd {}\n", files[1..].join(" "));
             s += "boot\n";
         }

@@ -125,6 +125,23 @@ fn database_url(out: &mut Findings, url: &str) {
     }
 }
 
+/// A bundle installed through the shim chain: GRUB boots only x86-64 here and loads the
+/// kernel and initrd over TFTP, from bootplane's own store (files with a sha256).
+fn shim_bundle(out: &mut Findings, who: &str, b: &bootplane_core::Bundle) {
+    if b.arch != "x86_64" {
+        out.warn(format!("{who}: loader shim is for UEFI x86-64 (Debian ships no other signed shim); bundle {} is {}, so it keeps iPXE", b.name, b.arch));
+    }
+    for role in ["kernel", "initramfs", "initrd"] {
+        if b.artifact(role).is_some_and(|a| a.sha256.is_none() || a.proxy == Some(false)) {
+            out.error(format!(
+                "{who}: loader shim loads {role} of bundle {} over TFTP from bootplane's store, but it is only served from its URL; \
+                 give it a sha256 (bootplane then copies and verifies it) or use loader: ipxe",
+                b.name
+            ));
+        }
+    }
+}
+
 pub fn lint(cfg: &Config) -> Vec<Finding> {
     let mut out = Findings(Vec::new());
     let who = |i: usize| cfg.describe_machine(i);
@@ -201,6 +218,10 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             }
             None if m.provision => out.error(format!("{w}: provision: true but no bundle to install")),
             None => {}
+        }
+        let shim = bootplane_core::grub::effective(Some(m), bundle.and_then(|(_, b)| b), cfg.dhcp.loader) == bootplane_core::grub::Loader::Shim;
+        if let (true, Some(b)) = (shim, bundle.and_then(|(_, b)| b)) {
+            shim_bundle(&mut out, &w, b);
         }
         if let Some(c) = &m.cluster {
             if cfg.cluster(c).is_none() {
