@@ -394,6 +394,11 @@ fn proxy(req: &Request<'_>, s: &Settings, mtype: MessageType, kind: ClientKind) 
     let mut m = base_reply(msg, reply_type, s);
     m.set_ciaddr(msg.ciaddr());
     let boot = add_boot(&mut m, msg, kind, s, req.shim);
+    // Nothing to boot (a shim machine's HTTP boot option): a proxy offer without a file
+    // would only confuse the client; the real DHCP server's offer stands alone.
+    if boot == BootAnswer::None {
+        return Outcome { event: Some(("dhcp.ignored", json!({ "reason": "no boot file for this client", "client": kind_json(kind) }))), ..Default::default() };
+    }
     // A ProxyDHCP offer is recognised by vendor class `PXEClient` (PXE 2.1 §2.2.4); iPXE
     // ignores one without it, even when all it needs is the boot file name.
     if !matches!(m.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"HTTPClient") {
@@ -623,6 +628,34 @@ mod tests {
         assert_eq!((ack.opts().msg_type(), dest), (Some(MessageType::Ack), Destination::Source));
         // A plain REQUEST on 67 belongs to the real server.
         assert!(handle(&Request { msg: &r, port: 67, hostname: None, shim: false, now: 0 }, &s, &mut p).reply.is_none());
+    }
+
+    #[test]
+    fn a_shim_machine_gets_shim_over_pxe_and_no_http_boot_file() {
+        for mode in [Mode::Full, Mode::Proxy] {
+            let s = settings(mode);
+            let mut p = pool();
+            let d = discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None);
+            let o = handle(&Request { msg: &d, port: 67, hostname: None, shim: true, now: 0 }, &s, &mut p);
+            let (offer, _) = o.reply.unwrap();
+            assert_eq!(offer.fname_str().unwrap().unwrap(), "shimx64.efi", "{mode:?}");
+            assert_eq!(offer.siaddr(), s.server_ip);
+            // Its HTTP boot option: an address in full mode, no boot file; nothing in proxy.
+            let h = discover(MAC, Some("HTTPClient:Arch:00016:UNDI:003001"), Some(16), None);
+            let o = handle(&Request { msg: &h, port: 67, hostname: None, shim: true, now: 0 }, &s, &mut p);
+            match mode {
+                Mode::Full => {
+                    let (offer, _) = o.reply.unwrap();
+                    assert!(offer.opts().get(OptionCode::BootfileName).is_none() && !offer.yiaddr().is_unspecified());
+                }
+                Mode::Proxy => assert!(o.reply.is_none() && o.event.is_some_and(|(k, _)| k == "dhcp.ignored")),
+            }
+            // Without shim the same HTTP client gets iPXE's URL and the HTTPClient class.
+            let o = handle(&Request { msg: &h, port: 67, hostname: None, shim: false, now: 0 }, &s, &mut p);
+            let (offer, _) = o.reply.unwrap();
+            assert_eq!(offer.fname_str().unwrap().unwrap(), "http://198.18.0.1:8080/boot/ipxe.efi");
+            assert!(matches!(offer.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"HTTPClient"));
+        }
     }
 
     #[test]

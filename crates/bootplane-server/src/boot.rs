@@ -237,7 +237,9 @@ pub async fn boot_decision(
 }
 
 /// A first-stage loader over HTTP (`/boot/ipxe.efi`, `/boot/shimx64.efi`), for UEFI HTTP
-/// boot clients that DHCP pointed here. Same files and same path rules as TFTP.
+/// boot clients that DHCP pointed here. Same files and same path rules as TFTP. The rest
+/// of the path is taken whole: shim asks for its second stage as `/boot//grubx64.efi`
+/// (its directory, a `/`, then its `\grubx64.efi` with the backslash made a slash).
 pub async fn first_stage_file(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -161,7 +161,7 @@ pub fn router(state: Shared, admin: bool) -> Router {
         .route("/metrics", get(metrics::handler))
         .route("/boot.ipxe", get(boot::entry))
         .route("/v1/boot/ipxe", get(boot::decision))
-        .route("/boot/{file}", get(boot::first_stage_file))
+        .route("/boot/{*file}", get(boot::first_stage_file))
         .route("/artifacts/{bundle}/{role}", get(artifacts::handler))
         .route("/v1/machines/{name}/report", post(api::report))
         .route("/v1/machines/{name}/ignition", get(machine_config::ignition))

@@ -132,6 +132,9 @@ machines:
         let (code, body) = s.get_bytes(&format!("/boot/{name}"));
         assert_eq!((code, body), (200, std::fs::read(file).unwrap()), "{name} over HTTP");
     }
+    // Shim asks for its second stage beside itself as `<dir>/` + `\grubx64.efi`.
+    assert_eq!(s.get_bytes("/boot//grubx64.efi"), (200, std::fs::read(grub).unwrap()));
+    assert_eq!(s.get("/boot//..%2F..%2Fetc%2Fpasswd").0, 403);
     let entry = String::from_utf8(fetch("/grub/grub.cfg").unwrap()).unwrap();
     assert!(entry.contains("configfile \"($root)/bootplane/grub/${net_default_mac}/${bootplane_uuid}\""), "{entry}");
 
