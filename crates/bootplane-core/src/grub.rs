@@ -15,7 +15,8 @@
 //! cannot be installed through this chain. Identity: `$net_default_mac` and the SMBIOS
 //! UUID (`smbios --get-uuid`); the serial number is left out because GRUB cannot escape
 //! it into a file name. Local boot chainloads the first EFI loader found on a local disk
-//! (the removable path, then the distributions' shims; shim verifies it): GRUB 2.06's
+//! (the removable path, then the distributions' shims; shim verifies it; boot media are
+//! skipped): GRUB 2.06's
 //! `exit` always returns success, which ends the firmware's boot order walk in its setup
 //! menu (seen in the Secure Boot e2e run), so leaving GRUB cannot mean "try the disk".
 
@@ -105,14 +106,31 @@ fn tftp_path(url: &str, server: &str) -> Option<String> {
 const LOCAL_LOADERS: &[&str] =
     &["/EFI/BOOT/BOOTX64.EFI", "/EFI/fedora/shimx64.efi", "/EFI/debian/shimx64.efi", "/EFI/ubuntu/shimx64.efi", "/EFI/redhat/shimx64.efi"];
 
-/// Boots the local disk: chainloads its EFI loader, else says so and leaves GRUB.
+/// The FAT label of bootplane's boot media (`bootplane media`): the local answer never
+/// chainloads the stick it was booted from, which also carries the removable-path loader.
+pub const MEDIA_LABEL: &str = "BPMEDIA";
+
+/// Boots the local disk: chainloads the first EFI loader on a disk's partition (disks and
+/// partitions in order, GPT or MBR, then an unpartitioned disk), skipping boot media, else says so and leaves GRUB.
+/// GRUB's `search` returns only the first match, which would be the media's own loader
+/// when the stick sorts first; hence the explicit walk.
 fn local_tail() -> String {
     format!(
         "set bootplane_esp=\n\
-         for f in {}; do\n\
-         \x20 if [ -z \"$bootplane_esp\" ]; then search --no-floppy --file --set=bootplane_esp \"$f\"; set bootplane_loader=\"$f\"; fi\n\
+         set bootplane_skip=\n\
+         search --no-floppy --label --set=bootplane_skip {MEDIA_LABEL}\n\
+         regexp --set=1:bootplane_skip '^([^,]*)' \"$bootplane_skip\"\n\
+         for d in hd0 hd1 hd2 hd3 hd4 hd5 hd6 hd7; do\n\
+         \x20 if [ \"$d\" = \"$bootplane_skip\" ]; then continue; fi\n\
+         \x20 for p in gpt1 gpt2 gpt3 gpt4 msdos1 msdos2 msdos3 msdos4 disk; do\n\
+         \x20   if [ \"$p\" = disk ]; then set bootplane_dev=\"$d\"; else set bootplane_dev=\"$d,$p\"; fi\n\
+         \x20   for f in {}; do\n\
+         \x20     if [ -z \"$bootplane_esp\" ]; then if [ -f \"($bootplane_dev)$f\" ]; then set bootplane_esp=\"$bootplane_dev\"; set bootplane_loader=\"$f\"; fi; fi\n\
+         \x20   done\n\
+         \x20 done\n\
          done\n\
          if [ -n \"$bootplane_esp\" ]; then\n\
+         \x20 echo \"bootplane: starting $bootplane_loader on $bootplane_esp\"\n\
          \x20 set root=\"$bootplane_esp\"\n\
          \x20 chainloader \"$bootplane_loader\"\n\
          \x20 boot\n\

@@ -11,7 +11,7 @@ use crate::state::MachineState;
 /// The commands bootplane's scripts may use.
 pub const KNOWN_COMMANDS: &[&str] = &[
     "echo", "kernel", "initrd", "boot", "chain", "exit", "sanboot", "sleep", "iseq", "isset", "goto",
-    "imgfree", "set", "prompt", "reboot", "shell", "dhcp", "ifconf",
+    "imgfree", "set", "prompt", "reboot", "shell", "dhcp", "ifconf", "ifopen",
 ];
 
 /// The entry script at `/boot.ipxe`: hands iPXE's own identity variables to the decision.

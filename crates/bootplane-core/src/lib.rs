@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ignition;
 pub mod ipxe;
 pub mod k3s;
+pub mod media;
 pub mod k3s_flags;
 pub mod model;
 pub mod network;

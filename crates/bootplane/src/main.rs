@@ -143,6 +143,9 @@ enum Cmd {
         #[arg(long)]
         to: String,
     },
+    /// Write boot media (USB stick or ISO image) for machines that cannot network-boot:
+    /// BIOS and UEFI (Secure Boot too), by DHCP or a static address, then the normal chain.
+    Media(cmd::media::MediaArgs),
     /// Show what MACHINE would receive, offline, from the config file.
     Render {
         machine: String,
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         Cmd::Machines { cmd, client } => cmd::machines::run(cmd, client),
         Cmd::SshKnownHosts { name, client } => cmd::machines::ssh_known_hosts(&name, client),
         Cmd::Cluster { cmd, client } => cmd::cluster::run(cmd, client),
+        Cmd::Media(a) => cmd::media::run(a),
         Cmd::Render { machine, config, what } => cmd::render::run(&machine, &config, what),
         Cmd::Dhcp { cmd } => cmd::dhcp::run(cmd),
         Cmd::Butane(a) => cmd::butane::run(a),

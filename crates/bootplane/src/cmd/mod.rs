@@ -10,6 +10,7 @@ pub mod ignition;
 pub mod init;
 pub mod machines;
 pub mod migrate;
+pub mod media;
 pub mod render;
 pub mod serve;
 
