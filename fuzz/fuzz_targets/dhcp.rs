@@ -22,6 +22,7 @@ fn settings(mode: Mode) -> Settings {
         offer_hold: 10,
         decline_hold: 600,
         relays: vec!["198.18.0.254".parse().unwrap()],
+        shim: false,
     }
 }
 
@@ -36,8 +37,9 @@ fuzz_target!(|data: &[u8]| {
         let rack = Settings { network: "198.18.7.100".parse().unwrap(), relays: vec!["198.18.7.1".parse().unwrap()], ..settings(mode) };
         let subnets = [&local, &rack];
         let i = select(&msg, &subnets).unwrap_or(0);
-        for port in [67, 4011] {
-            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), now: 1000 }, subnets[i], &mut pools[i]);
+        // Both first stages: iPXE and the Secure Boot chain (shim).
+        for (port, shim) in [(67, false), (4011, false), (67, true), (4011, true)] {
+            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), shim, now: 1000 }, subnets[i], &mut pools[i]);
             if let Some((reply, _)) = out.reply {
                 // Whatever we answer must encode.
                 let _ = dhcproto::Encodable::to_vec(&reply);
