@@ -50,6 +50,16 @@ impl BootDecision {
     }
 }
 
+/// What a local-boot answer adds after the state, for the operator at the console (iPXE
+/// and GRUB print the same words).
+pub fn local_boot_note(state: MachineState) -> &'static str {
+    match state {
+        MachineState::Failed => " (its install failed; provision it again to retry)",
+        MachineState::Retired => " (retired)",
+        _ => "",
+    }
+}
+
 pub fn decide(ctx: &DecisionContext<'_>) -> BootDecision {
     let rec = match (ctx.identity, ctx.machine) {
         (IdentityMatch::Conflict(reason), _) => {

@@ -23,7 +23,6 @@
 use crate::decision::BootDecision;
 use crate::identity::{Mac, Observed, SmbiosUuid};
 use crate::model::{Bundle, MachineSpec};
-use crate::state::MachineState;
 use serde::{Deserialize, Serialize};
 
 /// The first network stage a UEFI x86-64 machine gets.
@@ -167,11 +166,7 @@ pub fn render(decision: &BootDecision, observed: &Observed, server: &str) -> Str
             s += "boot\n";
         }
         BootDecision::LocalBoot { machine, state } => {
-            let why = match state {
-                MachineState::Failed => " (its install failed; provision it again to retry)",
-                MachineState::Retired => " (retired)",
-                _ => "",
-            };
+            let why = crate::decision::local_boot_note(*state);
             s += &format!("echo {}\n", message(&format!("{machine} is {state}{why}: booting local disk")));
             s += &local_tail();
         }
@@ -205,6 +200,7 @@ pub fn render(decision: &BootDecision, observed: &Observed, server: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MachineState;
     use crate::os::InstallerPlan;
 
     fn install(kernel: &str) -> BootDecision {

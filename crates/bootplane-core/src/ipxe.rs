@@ -6,7 +6,6 @@
 
 use crate::decision::BootDecision;
 use crate::identity::Observed;
-use crate::state::MachineState;
 
 /// The commands bootplane's scripts may use.
 pub const KNOWN_COMMANDS: &[&str] = &[
@@ -67,11 +66,7 @@ pub fn render(decision: &BootDecision, observed: &Observed) -> String {
             s += "boot\n";
         }
         BootDecision::LocalBoot { machine, state } => {
-            let why = match state {
-                MachineState::Failed => " (its install failed; provision it again to retry)",
-                MachineState::Retired => " (retired)",
-                _ => "",
-            };
+            let why = crate::decision::local_boot_note(*state);
             s += &format!("echo bootplane: {} is {}{}: booting local disk\n", safe(machine), state, why);
             s += local_boot_tail();
         }
@@ -139,6 +134,7 @@ pub fn lint(script: &str) -> Result<(), LintError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MachineState;
     use crate::os::InstallerPlan;
 
     #[test]
