@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use bootplane_config::Config;
 use bootplane_core::media::{self, MediaIdentity, MediaNet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,13 +122,9 @@ pub fn run(a: MediaArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "{}: {} MiB, BIOS and UEFI (Secure Boot too), {how}, server {server}{}; {what}",
-        display(&a.output),
+        a.output.display(),
         size / (1024 * 1024),
         a.name.as_deref().map(|n| format!(", identifies as {n}")).unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }
