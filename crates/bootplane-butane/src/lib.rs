@@ -174,6 +174,23 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     schema::order_map("Config", &mut cfg);
     let mut config = J::Object(cfg);
     validate::run(&mut ctx, &mut config);
+    // Go Butane validates what it generated with Ignition's own rules; their entries get
+    // the position of the nearest Butane node that produced them.
+    let before = ctx.report.len();
+    ignition::semantics(&mut ctx, &config);
+    for i in before..ctx.report.len() {
+        let mut key = ctx.report[i].path.trim_start_matches("$.").to_string();
+        let pos = loop {
+            if let Some(p) = ctx.pos.get(&key) {
+                break Some(*p);
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent.to_string(),
+                None => break None,
+            }
+        };
+        ctx.report[i].pos = pos;
+    }
     if ctx.report.iter().any(|e| e.level == Level::Error) {
         return Err(Failure { report: ctx.report, message: "config generated was invalid".into() });
     }

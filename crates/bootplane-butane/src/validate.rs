@@ -1,11 +1,10 @@
 //! The checks Butane runs on the Ignition it produced (its own validators and the
-//! vendored Ignition's): absolute and unique paths, unique names, units enabled without
-//! an `[Install]` section, decimal-looking and special-bit modes, hash syntax, user and
-//! group on hard links. Errors make the translation fail; warnings are reported.
+//! vendored Ignition's): absolute paths, units enabled without
+//! an `[Install]` section, decimal-looking and special-bit modes, user and group on hard
+//! links. (Ignition's other rules, hashes among them, are [`crate::ignition`]'s.) Errors make the translation fail; warnings are reported.
 
 use crate::translate::Ctx;
 use serde_json::Value as J;
-use std::collections::HashSet;
 
 fn arr<'a>(v: &'a J, path: &[&str]) -> Vec<&'a J> {
     let mut cur = v;
@@ -39,17 +38,16 @@ fn decimal_mode(mode: i64, dir: bool) -> bool {
 
 pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
     let pos = |ctx: &Ctx<'_>, p: &str| ctx.pos.get(p).copied();
-    let mut seen_paths: HashSet<String> = HashSet::new();
     for kind in ["files", "directories", "links"] {
         for (i, e) in arr(cfg, &["storage", kind]).into_iter().enumerate() {
             let p = format!("storage.{kind}.{i}");
             let path = e.get("path").and_then(J::as_str).unwrap_or("");
-            if !path.starts_with('/') {
+            if path.is_empty() {
+                let at = pos(ctx, &p);
+                ctx.error(&format!("{p}.path"), at, "path not specified");
+            } else if !path.starts_with('/') {
                 let at = pos(ctx, &format!("{p}.path"));
                 ctx.error(&format!("{p}.path"), at, "path not absolute");
-            } else if !seen_paths.insert(path.trim_end_matches('/').to_string()) {
-                let at = pos(ctx, &p);
-                ctx.error(&p, at, "duplicate entry defined");
             }
             if let Some(mode) = e.get("mode").and_then(J::as_i64) {
                 let at = pos(ctx, &format!("{p}.mode"));
@@ -60,44 +58,17 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
                     ctx.warn(&format!("{p}.mode"), at, "setuid/setgid/sticky bits are not supported or functional in spec versions older than 3.6.0");
                 }
             }
-            if kind == "links" && e.get("hard").and_then(J::as_bool) == Some(true) && (e.get("user").is_some() || e.get("group").is_some()) {
-                let at = pos(ctx, &p);
-                ctx.warn(&p, at, "user/group ignored for hard link");
-            }
-            let mut hashes = Vec::new();
-            if let Some(h) = e.get("contents").and_then(|c| c.get("verification")).and_then(|v| v.get("hash")).and_then(J::as_str) {
-                hashes.push((format!("{p}.contents.verification.hash"), h.to_string()));
-            }
-            for (path, h) in hashes {
-                let ok = h.split_once('-').is_some_and(|(f, d)| {
-                    (f == "sha512" && d.len() == 128 || f == "sha256" && d.len() == 64) && d.bytes().all(|b| b.is_ascii_hexdigit())
-                });
-                if !ok {
-                    let at = pos(ctx, &path);
-                    ctx.error(&path, at, "invalid hash: expected sha512-<128 hex digits> or sha256-<64 hex digits>");
+            if kind == "links" && e.get("hard").and_then(J::as_bool) == Some(true) {
+                for (who, key) in [("user", "id"), ("user", "name"), ("group", "id"), ("group", "name")] {
+                    if e.get(who).and_then(|o| o.get(key)).is_some_and(|v| !v.is_null()) {
+                        let w = format!("{p}.{who}.{key}");
+                        let at = pos(ctx, &w).or_else(|| pos(ctx, &p));
+                        ctx.warn(&w, at, "user/group ignored for hard link");
+                    }
                 }
             }
         }
     }
-    let unique = |ctx: &mut Ctx<'_>, list: &[&str], key: &str| {
-        let mut seen = HashSet::new();
-        for (i, e) in arr(cfg, list).into_iter().enumerate() {
-            if let Some(k) = e.get(key).and_then(J::as_str) {
-                if !seen.insert(k.to_string()) {
-                    let p = format!("{}.{i}", list.join("."));
-                    let at = pos(ctx, &p);
-                    ctx.error(&p, at, "duplicate entry defined");
-                }
-            }
-        }
-    };
-    unique(ctx, &["systemd", "units"], "name");
-    unique(ctx, &["storage", "disks"], "device");
-    unique(ctx, &["storage", "filesystems"], "device");
-    unique(ctx, &["storage", "luks"], "name");
-    unique(ctx, &["storage", "raid"], "name");
-    unique(ctx, &["passwd", "users"], "name");
-    unique(ctx, &["passwd", "groups"], "name");
     partitions(ctx, cfg);
     if !ctx.fcos {
         for (i, l) in arr(cfg, &["storage", "luks"]).into_iter().enumerate() {
@@ -111,7 +82,7 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
     for (i, u) in arr(cfg, &["systemd", "units"]).into_iter().enumerate() {
         let name = u.get("name").and_then(J::as_str).unwrap_or("");
         if let (Some(c), Some(true)) = (u.get("contents").and_then(J::as_str), u.get("enabled").and_then(J::as_bool)) {
-            if !c.lines().any(|l| l.trim() == "[Install]") {
+            if !c.is_empty() && !crate::ignition::has_install_section(c) {
                 let p = format!("systemd.units.{i}.contents");
                 let at = pos(ctx, &p);
                 ctx.warn(&p, at, format!("unit \"{name}\" is enabled, but has no install section so enable does nothing"));

@@ -158,6 +158,75 @@ fn ignition_rules_agree_with_ignition_validate() {
     }
 }
 
+/// `(level, path)` of every entry ignition-validate prints (`error at $.x, line..: msg`).
+fn real_report(json: &str) -> Vec<(String, String)> {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.ign");
+    std::fs::write(&f, json).unwrap();
+    let out = Command::new("ignition-validate").arg(&f).output().expect("ignition-validate (apt-get install ignition)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut r: Vec<_> = text
+        .lines()
+        .filter_map(|l| {
+            let (level, rest) = l.split_once(" at ")?;
+            let path = rest.split([',', ':']).next()?;
+            Some((level.to_string(), path.to_string()))
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+fn our_report(json: &str) -> Vec<(String, String)> {
+    let mut r: Vec<_> = bootplane_butane::ignition::validate(json)
+        .into_iter()
+        .map(|e| ((if e.level == bootplane_butane::Level::Error { "error" } else { "warning" }).to_string(), e.path))
+        .collect();
+    r.sort();
+    r
+}
+
+/// The whole report, warnings included, entry by entry (level and path) against the real
+/// ignition-validate, for the rules added from Ignition's current source that 2.14 has too.
+#[test]
+fn reports_agree_with_ignition_validate_entry_by_entry() {
+    let cases = [
+        r#"{"ignition":{"version":"3.3.0","proxy":{"httpsProxy":"http://p:3128","httpProxy":"http://p:3128"}}}"#,
+        r#"{"ignition":{"version":"3.3.0","proxy":{"httpProxy":""}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"s3://b/k?versionId="}},{"path":"/b","contents":{"source":"s3://b/k?versionId=7"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"arn:aws:s3:::b/k"}}]}}"#,
+        r#"{"ignition":{"version":"3.1.0"},"storage":{"files":[{"path":"/a","contents":{"source":"gs://b/k"}}]}}"#,
+        r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/a","contents":{"source":"gs://b/k"}}]}}"#,
+        r#"{"ignition":{"version":"3.2.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","keyFile":{"source":"ftp://x"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","enabled":true,"contents":"[Unit]\nA=b\n[Install]\n"},{"name":"b.service","enabled":true,"contents":"[Install]\nWantedBy=m.target"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":2541}]},"extra":{"key":1}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"nope"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/l","target":"/x"},{"path":"/l/m","target":"/y"}],"files":[{"path":"/l/f"}],"directories":[{"path":"/l/d"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":""}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","httpHeaders":[{"name":"A","value":""},{"name":"B"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","verification":{"hash":"sha256"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"source":"http://x/y","verification":{"hash":"md5-00"}}]}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","append":[{"source":"http://x/y","verification":{"hash":"sha256-00"}}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/y","verification":{"hash":"sha256-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/a","partitions":[{"number":1,"startMiB":1,"sizeMiB":10},{"number":2,"startMiB":5,"sizeMiB":10},{"number":3,"startMiB":0,"sizeMiB":10}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"source":"http://x/%zz"}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"sda","format":"ext4","path":""},{"device":"/dev/sdb","label":"x"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"raid":[{"name":"md","level":"raid1","devices":["sda","/dev//b"]}],"luks":[{"name":"a","device":"dev/x"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"","partitions":[{"number":1},{"number":1}]},{"device":"sdc"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/sdd","partitions":[{"number":1},{"number":1,"label":"b"},{"label":"c"},{"label":"c"}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tpm2":true,"custom":{"pin":"","config":""}}}],"files":[{"path":"/a","user":{"id":1,"name":""}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","contents":{"httpHeaders":[{"name":"A","value":"b"}]}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tpm2":true,"custom":{"config":"x"}}}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"a","sshAuthorizedKeys":["k","k"]}]},"storage":{"files":[{"path":"/a"},{"path":"/b","append":[{"source":"data:,x"},{"source":"data:,x"}]}],"links":[{"path":"/a","target":"/x"}],"raid":[{"name":"md","level":"raid1","devices":["/dev/a","/dev/a"],"options":["x","x"]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/a","partitions":[{"sizeMiB":1},{"sizeMiB":2}]}]}}"#,
+        r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"source":"http://m"},{"source":"http://m"}]},"proxy":{"noProxy":["a","a"]}}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tang":[{"url":"http://t","thumbprint":"x"},{"url":"http://t","thumbprint":"y"}]},"options":["o","o"]}],"filesystems":[{"device":"/dev/sdb","format":"ext4","mountOptions":["ro","ro"]}]}}"#,
+    ];
+    for c in cases {
+        assert_eq!(our_report(c), real_report(c), "{c}");
+    }
+}
+
 #[test]
 fn real_ignition_applies_a_compiled_config() {
     let d = tempfile::tempdir().unwrap();
