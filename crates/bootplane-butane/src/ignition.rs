@@ -62,6 +62,24 @@ fn check(ctx: &mut Ctx<'_>, v: &J, ty: &Ty, path: &str, owner: &str) {
     }
 }
 
+/// The config as Ignition's types for spec 3.`minor` hold it: keys that version does not
+/// know (reported as unused) are dropped, so no rule reads them.
+fn prune(v: &mut J, ty: &Ty, minor: u32) {
+    match (ty, v) {
+        (Ty::List(inner), J::Array(a)) => a.iter_mut().for_each(|x| prune(x, inner, minor)),
+        (Ty::Struct(name), J::Object(m)) => {
+            let fields = &types()[name];
+            m.retain(|k, _| fields.iter().any(|f| f.ign == k.as_str() && (f.since <= minor || (f.ign == "version" && *name == "Ignition"))));
+            for (k, x) in m.iter_mut() {
+                if let Some(f) = fields.iter().find(|f| f.ign == k.as_str()) {
+                    prune(x, &f.ty, minor);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Go's `url.URL.Scheme` as `url.Parse` finds it: a letter, then letters, digits, `+-.`,
 /// up to the first `:`; lower-cased. No scheme gives "".
 fn go_scheme(s: &str) -> String {
@@ -188,22 +206,13 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
         }
     }
     collect(cfg, String::new(), &mut sources);
-    for (p, s) in sources {
+    // validateURLNilOK: an empty source is no source.
+    for (p, s) in sources.into_iter().filter(|(_, s)| !s.is_empty()) {
         if let Some(e) = source_error(&s, ctx.minor) {
             ctx.error(&p, None, e);
         }
     }
-    let list = |k: &[&str]| -> Vec<J> {
-        let mut cur = cfg;
-        for x in k {
-            match cur.get(x) {
-                Some(n) => cur = n,
-                None => return Vec::new(),
-            }
-        }
-        cur.as_array().cloned().unwrap_or_default()
-    };
-    for (i, u) in list(&["systemd", "units"]).iter().enumerate() {
+    for (i, u) in items(cfg, &["systemd", "units"]).iter().enumerate() {
         let name = u.get("name").and_then(J::as_str).unwrap_or("");
         if !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) || name.len() <= 1 {
             ctx.error(&format!("systemd.units.{i}.name"), None, "invalid systemd unit extension");
@@ -220,9 +229,9 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             }
         }
     }
-    let links: Vec<String> = list(&["storage", "links"]).iter().filter_map(|l| l.get("path").and_then(J::as_str).map(str::to_string)).collect();
+    let links: Vec<String> = items(cfg, &["storage", "links"]).iter().filter_map(|l| l.get("path").and_then(J::as_str).map(str::to_string)).collect();
     for kind in ["files", "directories", "links"] {
-        for (i, e) in list(&["storage", kind]).iter().enumerate() {
+        for (i, e) in items(cfg, &["storage", kind]).iter().enumerate() {
             let path = e.get("path").and_then(J::as_str).unwrap_or("");
             if links.iter().any(|l| path.starts_with(&format!("{l}/"))) {
                 let what = &kind[..kind.len() - if kind == "directories" { 3 } else { 1 }];
@@ -254,7 +263,7 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             }
         }
     }
-    for (i, f) in list(&["storage", "filesystems"]).iter().enumerate() {
+    for (i, f) in items(cfg, &["storage", "filesystems"]).iter().enumerate() {
         if let Some(p) = f.get("path").and_then(J::as_str).filter(|p| !p.is_empty()) {
             path_rule(ctx, &format!("storage.filesystems.{i}.path"), p);
         }
@@ -271,7 +280,7 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             if set("label") {
                 ctx.error(&format!("storage.filesystems.{i}.label"), None, "filesystem must specify format if label is specified");
             }
-        } else if !format.is_empty() && !["ext4", "btrfs", "xfs", "vfat", "swap", "none"].contains(&format) {
+        } else if !(format.is_empty() || ["ext4", "btrfs", "xfs", "vfat", "swap"].contains(&format) || format == "none" && ctx.minor >= 3) {
             ctx.error(&format!("storage.filesystems.{i}.format"), None, "invalid filesystem format");
         }
         let max = match format {
@@ -286,7 +295,7 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             ctx.error(&format!("storage.filesystems.{i}.label"), None, format!("filesystem labels cannot be longer than {max} characters when using {format}"));
         }
     }
-    for (i, r) in list(&["storage", "raid"]).iter().enumerate() {
+    for (i, r) in items(cfg, &["storage", "raid"]).iter().enumerate() {
         let spares = r.get("spares").and_then(J::as_i64).unwrap_or(0);
         match r.get("level").and_then(J::as_str).unwrap_or("") {
             "" => ctx.error(&format!("storage.raid.{i}.level"), None, "raid level is required"),
@@ -304,33 +313,26 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
         }
     }
     // Resources that exist only to be fetched: a merged config, a CA (a `replace` without
-    // a source means "none", as ignition-validate agrees).
-    let ign = cfg.get("ignition");
-    let needs_source = ign
-        .and_then(|i| i.get("config"))
-        .and_then(|c| c.get("merge"))
-        .and_then(J::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(j, m)| (format!("ignition.config.merge.{j}"), m))
-        .chain(
-            ign.and_then(|i| i.get("security")).and_then(|s| s.get("tls")).and_then(|t| t.get("certificateAuthorities")).and_then(J::as_array).into_iter().flatten().enumerate().map(|(j, c)| (format!("ignition.security.tls.certificateAuthorities.{j}"), c)),
-        )
-        .filter(|(_, r)| r.get("source").is_none_or(J::is_null))
-        .map(|(p, _)| p)
-        .collect::<Vec<_>>();
-    for p in needs_source {
-        ctx.error(&p, None, "source is required");
+    // a source means "none", as ignition-validate agrees). Spec 3.0's types differ: a merge
+    // may lack its source, a CA's source is a plain string (so "" is a bad URL).
+    let ign = cfg.get("ignition").unwrap_or(&J::Null);
+    let merges = items(ign, &["config", "merge"]).iter().enumerate().map(|(j, m)| (format!("ignition.config.merge.{j}"), m, true));
+    let cas = items(ign, &["security", "tls", "certificateAuthorities"]).iter().enumerate().map(|(j, c)| (format!("ignition.security.tls.certificateAuthorities.{j}"), c, false));
+    for (p, _, merge) in merges.chain(cas).filter(|(_, r, _)| !non_empty(r, "source")).collect::<Vec<_>>() {
+        match (ctx.minor, merge) {
+            (0, true) => {}
+            (0, false) => ctx.error(&format!("{p}.source"), None, "invalid url scheme"),
+            _ => ctx.error(&p, None, "source is required"),
+        }
     }
-    let directories: Vec<String> = list(&["storage", "directories"]).iter().filter_map(|d| d.get("path").and_then(J::as_str).map(str::to_string)).collect();
-    for (i, l) in list(&["storage", "links"]).iter().enumerate() {
+    let directories: Vec<String> = items(cfg, &["storage", "directories"]).iter().filter_map(|d| d.get("path").and_then(J::as_str).map(str::to_string)).collect();
+    for (i, l) in items(cfg, &["storage", "links"]).iter().enumerate() {
         let hard = l.get("hard").and_then(J::as_bool) == Some(true);
         if hard && l.get("target").and_then(J::as_str).is_some_and(|t| directories.iter().any(|d| d == t)) {
             ctx.error(&format!("storage.links.{i}"), None, "hard link target is a directory");
         }
     }
-    for (i, l) in list(&["storage", "luks"]).iter().enumerate() {
+    for (i, l) in items(cfg, &["storage", "luks"]).iter().enumerate() {
         let Some(clevis) = l.get("clevis") else { continue };
         for (j, t) in clevis.get("tang").and_then(J::as_array).into_iter().flatten().enumerate() {
             if t.get("thumbprint").and_then(J::as_str).is_none_or(str::is_empty) {
@@ -355,7 +357,7 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
             ctx.error(&format!("storage.luks.{i}.clevis.custom.config"), None, "missing required custom clevis config");
         }
     }
-    for (i, l) in list(&["storage", "luks"]).iter().enumerate() {
+    for (i, l) in items(cfg, &["storage", "luks"]).iter().enumerate() {
         if l.get("name").and_then(J::as_str).is_some_and(|n| n.contains('/')) {
             ctx.error(&format!("storage.luks.{i}.name"), None, "device names cannot contain slashes");
         }
@@ -385,7 +387,7 @@ pub(crate) fn semantics(ctx: &mut Ctx<'_>, cfg: &J) {
     systemd_conflicts(ctx, cfg);
     filesystems_on_disks(ctx, cfg);
     luks_keys(ctx, cfg);
-    for (d, disk) in list(&["storage", "disks"]).iter().enumerate() {
+    for (d, disk) in items(cfg, &["storage", "disks"]).iter().enumerate() {
         // Disk.Validate stops at a disk without a device.
         match disk.get("device").and_then(J::as_str).unwrap_or("") {
             "" => {
@@ -508,7 +510,7 @@ fn path_rule(ctx: &mut Ctx<'_>, at: &str, p: &str) {
     ctx.error(at, None, error);
 }
 
-fn list<'a>(v: &'a J, path: &[&str]) -> &'a [J] {
+fn items<'a>(v: &'a J, path: &[&str]) -> &'a [J] {
     path.iter().try_fold(v, |cur, k| cur.get(k)).and_then(J::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
@@ -520,7 +522,7 @@ fn non_empty(v: &J, k: &str) -> bool {
 /// and Systemd.Validate (an enabled template instance whose template has contents but no
 /// `[Install]`).
 fn systemd_conflicts(ctx: &mut Ctx<'_>, cfg: &J) {
-    let units = list(cfg, &["systemd", "units"]);
+    let units = items(cfg, &["systemd", "units"]);
     let mut written = std::collections::HashSet::new();
     for u in units {
         let name = u.get("name").and_then(J::as_str).unwrap_or("");
@@ -532,7 +534,7 @@ fn systemd_conflicts(ctx: &mut Ctx<'_>, cfg: &J) {
         }
     }
     for kind in ["files", "directories", "links"] {
-        for (i, e) in list(cfg, &["storage", kind]).iter().enumerate() {
+        for (i, e) in items(cfg, &["storage", kind]).iter().enumerate() {
             if e.get("path").and_then(J::as_str).is_some_and(|p| written.contains(p)) {
                 ctx.error(&format!("storage.{kind}.{i}.path"), None, "path conflicts with systemd unit or dropin");
             }
@@ -558,11 +560,11 @@ fn systemd_conflicts(ctx: &mut Ctx<'_>, cfg: &J) {
 /// Ignition's Storage.validateFilesystems: a filesystem made on a whole disk the config
 /// also partitions, or whose table it wipes.
 fn filesystems_on_disks(ctx: &mut Ctx<'_>, cfg: &J) {
-    let disks: std::collections::HashMap<&str, &J> = list(cfg, &["storage", "disks"]).iter().filter_map(|d| Some((d.get("device")?.as_str()?, d))).collect();
-    for (i, f) in list(cfg, &["storage", "filesystems"]).iter().enumerate() {
+    let disks: std::collections::HashMap<&str, &J> = items(cfg, &["storage", "disks"]).iter().filter_map(|d| Some((d.get("device")?.as_str()?, d))).collect();
+    for (i, f) in items(cfg, &["storage", "filesystems"]).iter().enumerate() {
         let Some(disk) = f.get("device").and_then(J::as_str).and_then(|d| disks.get(d)) else { continue };
         let at = format!("storage.filesystems.{i}.device");
-        if !list(disk, &["partitions"]).is_empty() {
+        if !items(disk, &["partitions"]).is_empty() {
             ctx.warn(&at, None, "filesystem overwrites partitioned device");
         } else if f.get("wipeFilesystem").and_then(J::as_bool) != Some(true) && disk.get("wipeTable").and_then(J::as_bool) == Some(true) {
             ctx.warn(&at, None, "device matches disk with wipeTable enabled; filesystem will be wiped");
@@ -572,14 +574,14 @@ fn filesystems_on_disks(ctx: &mut Ctx<'_>, cfg: &J) {
 
 /// Ignition's Luks.Validate (key file, CEX) and Tang.Validate (advertisement) rules.
 fn luks_keys(ctx: &mut Ctx<'_>, cfg: &J) {
-    for (i, l) in list(cfg, &["storage", "luks"]).iter().enumerate() {
+    for (i, l) in items(cfg, &["storage", "luks"]).iter().enumerate() {
         let key_file = l.get("keyFile").and_then(|k| k.get("source")).and_then(J::as_str).filter(|s| !s.is_empty());
         if key_file.is_some_and(|s| source_error(s, ctx.minor).is_some()) {
             ctx.error(&format!("storage.luks.{i}.keys"), None, "invalid key-file source");
         }
         let clevis = l.get("clevis").unwrap_or(&J::Null);
         let clevis_present = clevis.get("custom").is_some_and(|c| non_empty(c, "pin"))
-            || !list(clevis, &["tang"]).is_empty()
+            || !items(clevis, &["tang"]).is_empty()
             || clevis.get("tpm2").and_then(J::as_bool) == Some(true)
             || clevis.get("threshold").and_then(J::as_i64).is_some_and(|t| t != 0);
         if l.get("cex").and_then(|c| c.get("enabled")).and_then(J::as_bool) == Some(true) {
@@ -590,7 +592,7 @@ fn luks_keys(ctx: &mut Ctx<'_>, cfg: &J) {
                 ctx.error(&format!("storage.luks.{i}.cex"), None, "cannot use key file with cex");
             }
         }
-        for (j, t) in list(clevis, &["tang"]).iter().enumerate() {
+        for (j, t) in items(clevis, &["tang"]).iter().enumerate() {
             if t.get("advertisement").and_then(J::as_str).is_some_and(|a| !a.is_empty() && serde_json::from_str::<J>(a).is_err()) {
                 ctx.error(&format!("storage.luks.{i}.clevis.tang.{j}.advertisement"), None, "advertisement is not valid JSON");
             }
@@ -705,6 +707,7 @@ pub fn validate(text: &str) -> Vec<Entry> {
     check(&mut ctx, &v, &Ty::Struct("Config"), "", "Config");
     if !ctx.report.iter().any(|e| e.level == Level::Error) {
         let mut v = v;
+        prune(&mut v, &Ty::Struct("Config"), minor);
         crate::validate::run(&mut ctx, &mut v);
         semantics(&mut ctx, &v);
     }

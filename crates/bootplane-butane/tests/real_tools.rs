@@ -221,6 +221,13 @@ fn reports_agree_with_ignition_validate_entry_by_entry() {
         r#"{"ignition":{"version":"3.3.0"},"storage":{"disks":[{"device":"/dev/a","partitions":[{"sizeMiB":1},{"sizeMiB":2}]}]}}"#,
         r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"source":"http://m"},{"source":"http://m"}]},"proxy":{"noProxy":["a","a"]}}}"#,
         r#"{"ignition":{"version":"3.3.0"},"storage":{"luks":[{"name":"a","device":"/dev/sda","clevis":{"tang":[{"url":"http://t","thumbprint":"x"},{"url":"http://t","thumbprint":"y"}]},"options":["o","o"]}],"filesystems":[{"device":"/dev/sdb","format":"ext4","mountOptions":["ro","ro"]}]}}"#,
+        // Rules that differ by spec version: keys a version lacks are only unused, `none`
+        // from 3.3, 3.0's optional merge source and string CA source.
+        r#"{"ignition":{"version":"3.0.0"},"storage":{"filesystems":[{"device":"/dev/sda","mountOptions":["x"]}]}}"#,
+        r#"{"ignition":{"version":"3.2.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"none"}]}}"#,
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"filesystems":[{"device":"/dev/sda","format":"none"}]}}"#,
+        r#"{"ignition":{"version":"3.0.0","config":{"merge":[{}]},"security":{"tls":{"certificateAuthorities":[{}]}}}}"#,
+        r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"source":""}]}}}"#,
     ];
     for c in cases {
         assert_eq!(our_report(c), real_report(c), "{c}");
