@@ -16,7 +16,7 @@ ACCEL=(-accel tcg)
 
 e2e_init() { # scenario-name: work directory, namespace prefix, cleanup trap, results file
     SCENARIO=$1
-    [ -x "$BIN" ] || (cd "$E2E_ROOT" && cargo build -q -p bootplane)
+    [ -x "$BIN" ] || (cd "$E2E_ROOT" && cargo build -q -p bootplane --features live-iso)
     BASE_NS=bpe2e$$
     NS=${BASE_NS}f
     WORK=$(mktemp -d "/tmp/bootplane-e2e-$SCENARIO.XXXXXX")

@@ -24,6 +24,16 @@ pub fn escaped(data: &[u8]) -> String {
     format!("data:,{}", percent_encoding::percent_encode(data, UNRESERVED))
 }
 
+/// The bytes of a `data:` URL, percent-escaped or base64 (`None` if it is neither).
+pub fn decode(url: &str) -> Option<Vec<u8>> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    if meta.ends_with(";base64") {
+        base64::engine::general_purpose::STANDARD.decode(data).ok()
+    } else {
+        Some(percent_encoding::percent_decode_str(data).collect())
+    }
+}
+
 /// (source, compression)
 pub fn make(data: &[u8], user_compression: Option<&str>) -> (String, String) {
     let escaped = escaped(data);

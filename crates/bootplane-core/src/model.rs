@@ -188,6 +188,10 @@ pub struct Bundle {
     /// Air-gapped k3s on fcos: the `k3s-selinux` RPM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s_selinux: Option<Artifact>,
+    /// fcos: the live ISO (`*-live.x86_64.iso`), which `bootplane media NAME --format
+    /// live-iso` copies with the machine's live Ignition embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_iso: Option<Artifact>,
     /// The first network stage of the machines installing it on UEFI x86-64 (`ipxe` or
     /// `shim`), unless a machine says otherwise. Default: `dhcp.loader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,6 +225,7 @@ impl Bundle {
             k3s: None,
             k3s_images: None,
             k3s_selinux: None,
+            live_iso: None,
             loader: None,
             revision: 0,
         }
@@ -236,7 +241,7 @@ impl Bundle {
     }
 
     /// Every role a bundle file can have; also its name under `/artifacts/{bundle}/`.
-    pub const ROLES: [&'static str; 9] = ["kernel", "initramfs", "initrd", "rootfs", "image", "image.sig", "k3s", "k3s_images", "k3s_selinux"];
+    pub const ROLES: [&'static str; 10] = ["kernel", "initramfs", "initrd", "rootfs", "image", "image.sig", "k3s", "k3s_images", "k3s_selinux", "live_iso"];
 
     /// The slot of `role`, or `None` for a name that is not a role.
     pub fn slot_mut(&mut self, role: &str) -> Option<&mut Option<Artifact>> {
@@ -250,6 +255,7 @@ impl Bundle {
             "k3s" => &mut self.k3s,
             "k3s_images" => &mut self.k3s_images,
             "k3s_selinux" => &mut self.k3s_selinux,
+            "live_iso" => &mut self.live_iso,
             _ => return None,
         })
     }
@@ -265,7 +271,7 @@ impl Bundle {
 
     /// The bundle's files with their roles, in [`Bundle::ROLES`] order.
     pub fn artifacts(&self) -> Vec<(&'static str, &Artifact)> {
-        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.image_sig, &self.k3s, &self.k3s_images, &self.k3s_selinux];
+        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.image_sig, &self.k3s, &self.k3s_images, &self.k3s_selinux, &self.live_iso];
         Self::ROLES.iter().zip(slots).filter_map(|(r, a)| a.as_ref().map(|a| (*r, a))).collect()
     }
 

@@ -13,6 +13,8 @@
 //! `xorriso` (no sound Rust crate writes bootable hybrid ISOs), GRUB's BIOS core by
 //! `grub-mkimage`; both are run with argument vectors, never a shell.
 
+pub mod live;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,6 +79,8 @@ pub enum MediaError {
     Io { what: String, source: std::io::Error },
     #[error("{tool} failed ({status}): {stderr}; is it installed (apt install {package})?")]
     Tool { tool: &'static str, package: &'static str, status: String, stderr: String },
+    #[error("live ISO: {0}")]
+    Live(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MediaError {

@@ -85,13 +85,23 @@ pub async fn decision(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    answer(&s, peer, &headers, raw.as_deref(), ipxe::render).await
+}
+
+/// `/v1/boot/live`: the same decision for a live ISO's gate (`bootplane_core::media`),
+/// as `key=value` lines.
+pub async fn live(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    answer(&s, peer, &headers, raw.as_deref(), |d, _| bootplane_core::media::live_answer(d)).await
+}
+
+async fn answer(s: &Shared, peer: SocketAddr, headers: &HeaderMap, raw: Option<&str>, render: impl Fn(&BootDecision, &Observed) -> String) -> Response {
     // A machine asks a few times per boot; one address asking far more is answered
     // "later" before any store work (firmware retries the chain).
     if s.boot_requests.admit(Some(peer.ip()), std::time::Instant::now()).is_none() {
         s.metrics.boot_requests_limited.inc();
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "5")], "too many boot requests from this address; retry\n").into_response();
     }
-    let q = match parse_query(raw.as_deref()) {
+    let q = match parse_query(raw) {
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
@@ -103,9 +113,9 @@ pub async fn decision(
         Ok(o) => o,
         Err(e) => return bad_request(e.to_string()),
     };
-    let server = server_url(&s, &headers);
-    match boot_decision(&s, &observed, Some(peer.ip().to_string()), &server).await {
-        Ok(decision) => script(ipxe::render(&decision, &observed)),
+    let server = server_url(s, headers);
+    match boot_decision(s, &observed, Some(peer.ip().to_string()), &server).await {
+        Ok(decision) => script(render(&decision, &observed)),
         Err(e) => {
             tracing::error!("boot decision failed: {e}");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry\n").into_response()

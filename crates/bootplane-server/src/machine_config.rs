@@ -253,6 +253,8 @@ enum Kind {
     Installer,
     /// NoCloud `user-data` (Ubuntu autoinstall).
     UserData,
+    /// `machine.env` for a live ISO's gate (fcos).
+    LiveEnv,
 }
 
 impl Kind {
@@ -261,6 +263,7 @@ impl Kind {
             Kind::Ignition => "ignition",
             Kind::Installer => "installer",
             Kind::UserData => "user-data",
+            Kind::LiveEnv => "live-env",
         }
     }
 
@@ -284,6 +287,10 @@ impl Kind {
                 let spec = cfg["ignition"]["version"].as_str().map(str::to_string);
                 Ok((IGN, cfg.to_string(), spec))
             }
+            Kind::LiveEnv => match &l.bundle {
+                Some(b) if b.os == OsKind::Fcos => Ok(("text/plain", bootplane_core::ignition::machine_env(&l.server, &l.record.spec.name, &l.credential), None)),
+                _ => Err("only fcos bundles install from a live ISO".into()),
+            },
             Kind::UserData => {
                 let text = bootplane_core::os::ubuntu::user_data(&l.inputs().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
                 Ok(("text/cloud-config", text, None))
@@ -293,7 +300,7 @@ impl Kind {
 
     /// Whether serving this means the install has begun (`provision` -> `installing`).
     fn starts_install(self) -> bool {
-        !matches!(self, Kind::Installer)
+        !matches!(self, Kind::Installer | Kind::LiveEnv)
     }
 }
 
@@ -324,7 +331,7 @@ impl Cache {
 /// live installer config, which names the attempt's nonce).
 fn cache_key(l: &Loaded, kind: Kind) -> Option<String> {
     use sha2::Digest as _;
-    if matches!(kind, Kind::Installer) {
+    if matches!(kind, Kind::Installer | Kind::LiveEnv) {
         return None;
     }
     let inputs = json!([kind.name(), l.record.spec, l.record.credential_generation, l.templates, l.bundle, l.cluster, l.ssh_keys, l.server, l.ca_pem]);
@@ -370,6 +377,12 @@ pub async fn ignition(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<Socke
 
 pub async fn installer(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<NonceQuery>) -> Response {
     serve(s, p, h, name, q.nonce, Kind::Installer).await
+}
+
+/// A live ISO gate's `machine.env` (its credential for the disk-written report), under
+/// the attempt's nonce like every other config.
+pub async fn live_env(State(s): State<Shared>, ConnectInfo(p): ConnectInfo<SocketAddr>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<NonceQuery>) -> Response {
+    serve(s, p, h, name, q.nonce, Kind::LiveEnv).await
 }
 
 /// NoCloud `user-data` under the seed URL the boot answer names (`.../seed/{nonce}/`).

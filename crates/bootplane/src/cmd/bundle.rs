@@ -104,7 +104,7 @@ fn parse_os(s: &str) -> Result<OsKind, String> {
     serde_json::from_value(serde_json::json!(s)).map_err(|_| format!("`{s}` is not an OS kind: fcos, flatcar, ubuntu or generic"))
 }
 
-const ROLES: [&str; 9] = Bundle::ROLES;
+const ROLES: [&str; Bundle::ROLES.len()] = Bundle::ROLES;
 
 fn set_role(b: &mut Bundle, role: &str, a: Artifact) {
     if let Some(slot) = b.slot_mut(role) {

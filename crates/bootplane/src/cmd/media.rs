@@ -1,6 +1,8 @@
 //! `bootplane media`: boot media for a machine that cannot network-boot. The scripts come
 //! from `bootplane_core::media`, the image from `bootplane_media`; this module resolves
-//! the machine, the server's address and the network settings from the config file.
+//! the machine, the server's address and the network settings from the config file (and,
+//! for a live ISO, the bundle's ISO from the content store and the site CA from the data
+//! directory).
 
 use anyhow::{bail, Context};
 use bootplane_config::Config;
@@ -15,6 +17,9 @@ pub enum Format {
     Usb,
     /// To burn or attach as a CD/DVD (virtual media on a BMC).
     Iso,
+    /// fcos: the bundle's own live ISO with the machine's live Ignition embedded (also a
+    /// USB image); it asks bootplane before it installs. Needs NAME.
+    LiveIso,
 }
 
 #[derive(clap::Args, Debug)]
@@ -22,8 +27,9 @@ pub struct MediaArgs {
     /// The machine the media are for: they then identify as it (its MAC and UUID). Without
     /// it, any machine can boot them and is identified by what its firmware reports.
     pub name: Option<String>,
-    /// Both formats are the same hybrid image (BIOS and UEFI, optical and USB); the format
-    /// says what it is meant for.
+    /// `usb` and `iso` are the same hybrid image (BIOS and UEFI, optical and USB); the
+    /// format says what it is meant for. `live-iso` is the fcos bundle's own live ISO with
+    /// the machine's live Ignition embedded (a build with the `live-iso` feature).
     #[arg(long, value_enum)]
     pub format: Format,
     /// Where to write the image.
@@ -47,6 +53,12 @@ pub struct MediaArgs {
     pub gateway: Option<Ipv4Addr>,
     #[arg(long)]
     pub dns: Option<Ipv4Addr>,
+    /// live-iso: the distribution's live ISO to start from. Default: the bundle's
+    /// `live_iso` file from the content store.
+    #[arg(long, value_name = "PATH")]
+    pub iso: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: crate::StoreArgs,
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -69,13 +81,6 @@ pub fn run(a: MediaArgs) -> anyhow::Result<ExitCode> {
         .server
         .advertise_url()
         .with_context(|| format!("{}: set server.advertise: the media must know where to reach bootplane", a.config.display()))?;
-    let host = server.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
-    let tftp_server: Ipv4Addr = host.parse().with_context(|| {
-        format!("server.advertise {server}: the UEFI path reaches bootplane over GRUB's TFTP, which needs an IPv4 address, not `{host}`")
-    })?;
-    if !cfg.tftp.enabled || cfg.tftp.listen.port() != 69 {
-        eprintln!("warning: the UEFI path needs bootplane's TFTP on port 69 (tftp.enabled: true, tftp.listen port 69)");
-    }
     let machine = match &a.name {
         Some(n) => {
             let m = cfg.machine(n).with_context(|| format!("{}: no machine named `{n}`", a.config.display()))?;
@@ -105,6 +110,17 @@ pub fn run(a: MediaArgs) -> anyhow::Result<ExitCode> {
         (None, false) => MediaNet::Dhcp,
     };
     let who = machine.map(|m| MediaIdentity { mac: m.macs.first().copied(), uuid: m.uuid.clone() });
+    if a.format == Format::LiveIso {
+        let m = machine.context("--format live-iso embeds one machine's config: name the machine")?;
+        return live_iso(&a, &cfg, m, &server, &net, who.as_ref().expect("named"));
+    }
+    let host = server.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+    let tftp_server: Ipv4Addr = host.parse().with_context(|| {
+        format!("server.advertise {server}: the UEFI path reaches bootplane over GRUB's TFTP, which needs an IPv4 address, not `{host}`")
+    })?;
+    if !cfg.tftp.enabled || cfg.tftp.listen.port() != 69 {
+        eprintln!("warning: the UEFI path needs bootplane's TFTP on port 69 (tftp.enabled: true, tftp.listen port 69)");
+    }
     let scripts = bootplane_media::Scripts {
         ipxe: media::ipxe_script(&server, &net, who.as_ref()),
         grub_efi: media::grub_config(tftp_server, &net, who.as_ref()),
@@ -118,13 +134,65 @@ pub fn run(a: MediaArgs) -> anyhow::Result<ExitCode> {
     };
     let what = match a.format {
         Format::Usb => "write it with: dd if=IMAGE of=/dev/sdX bs=4M conv=fsync",
-        Format::Iso => "attach it as a CD (or a BMC's virtual media)",
+        Format::Iso | Format::LiveIso => "attach it as a CD (or a BMC's virtual media)",
     };
     println!(
         "{}: {} MiB, BIOS and UEFI (Secure Boot too), {how}, server {server}{}; {what}",
         a.output.display(),
         size / (1024 * 1024),
         a.name.as_deref().map(|n| format!(", identifies as {n}")).unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--format live-iso`: the bundle's live ISO with `m`'s live Ignition embedded.
+fn live_iso(a: &MediaArgs, cfg: &Config, m: &bootplane_core::model::MachineSpec, server: &str, net: &MediaNet, who: &MediaIdentity) -> anyhow::Result<ExitCode> {
+    let bundle_name = m.bundle.as_deref().unwrap_or_default();
+    let bundle = cfg.bundle(bundle_name);
+    if let Some(b) = bundle.filter(|b| b.os != bootplane_core::model::OsKind::Fcos) {
+        bail!("bundle {} is {}: a live ISO with an embedded Ignition is Fedora CoreOS's (os: fcos)", b.name, b.os.as_str());
+    }
+    if m.install_disk.is_none() {
+        bail!("machine {} has no `install_disk`: the live ISO's installer must know which disk to write", m.name);
+    }
+    let dir = super::data_dir(&a.store, cfg, Some(&a.config));
+    let base = match &a.iso {
+        Some(p) => p.clone(),
+        None => {
+            let art = bundle.and_then(|b| b.live_iso.as_ref()).with_context(|| {
+                format!("bundle {bundle_name} has no `live_iso` in {}: add the ISO (url + sha256) to the bundle, or give --iso PATH", a.config.display())
+            })?;
+            let sha = art.sha256.as_deref().with_context(|| format!("bundle {bundle_name}'s live_iso has no sha256: bootplane keeps only checked copies; add it, or give --iso PATH"))?;
+            bootplane_artifacts::ContentStore::new(&dir).path(sha).filter(|p| p.is_file()).with_context(|| {
+                format!("bundle {bundle_name}'s live_iso is not in the content store under {} yet (`serve` copies it in the background): wait, or give --iso PATH", dir.display())
+            })?
+        }
+    };
+    if !base.is_file() {
+        bail!("{}: no such ISO", base.display());
+    }
+    let ca = std::fs::read_to_string(dir.join("tls/ca.crt")).ok();
+    let ign = media::live_ignition(m, server, ca.as_deref(), net, who);
+    let report = bootplane_butane::ignition::validate(&ign.to_string());
+    if let Some(e) = report.iter().find(|e| e.level == bootplane_butane::Level::Error) {
+        bail!("the live Ignition bootplane built does not validate ({e}): please report this");
+    }
+    if a.force && a.output.exists() {
+        std::fs::remove_file(&a.output).with_context(|| format!("removing {}", a.output.display()))?;
+    }
+    bootplane_media::live::embed_ignition(&base, ign.to_string().as_bytes(), &a.output)?;
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let how = match net {
+        MediaNet::Dhcp => "DHCP".to_string(),
+        MediaNet::Static { ip, prefix, .. } => format!("static {ip}/{prefix}"),
+    };
+    println!(
+        "{}: {} MiB, {} with {}'s live Ignition ({how}, server {server}); it installs only when bootplane says so. \
+         Attach it as a CD or write it to a USB stick (dd if=IMAGE of=/dev/sdX bs=4M conv=fsync)",
+        a.output.display(),
+        size / (1024 * 1024),
+        base.display(),
+        m.name
     );
     Ok(ExitCode::SUCCESS)
 }

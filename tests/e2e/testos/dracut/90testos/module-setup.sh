@@ -5,6 +5,8 @@
 #  - live boot (`coreos.live.rootfs_url=` on the kernel line): DHCP, fetch the rootfs
 #    (a squashfs), mount it with a tmpfs overlay as /sysroot, then let Ignition apply
 #    the live config from `ignition.config.url=`;
+#  - live ISO boot (`coreos.liveiso=LABEL`): the rootfs from the ISO, and the config
+#    embedded in it (/config.ign) as Ignition's user config;
 #  - installed first boot (`ignition.firstboot` from GRUB): hand Ignition the config
 #    coreos-installer wrote to the `boot` partition, and remove the first-boot stamp
 #    once Ignition has applied it, so later boots never run Ignition again.
@@ -33,5 +35,5 @@ install() {
     ln_r "$systemdsystemunitdir/testos-live-root.service" "$systemdsystemunitdir/initrd-root-fs.target.wants/testos-live-root.service"
     ln_r "$systemdsystemunitdir/testos-user-config.service" "$systemdsystemunitdir/ignition-diskful.target.requires/testos-user-config.service"
     ln_r "$systemdsystemunitdir/testos-firstboot-done.service" "$systemdsystemunitdir/ignition-diskful.target.requires/testos-firstboot-done.service"
-    instmods squashfs overlay loop virtio_net virtio_blk virtio_pci ext4 vfat
+    instmods squashfs overlay loop virtio_net virtio_blk virtio_pci ext4 vfat isofs sr_mod cdrom ata_piix ahci
 }
