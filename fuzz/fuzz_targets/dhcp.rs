@@ -38,8 +38,8 @@ fuzz_target!(|data: &[u8]| {
         let subnets = [&local, &rack];
         let i = select(&msg, &subnets).unwrap_or(0);
         // Both first stages: iPXE and the Secure Boot chain (shim).
-        for (port, shim) in [(67, false), (4011, false), (67, true), (4011, true)] {
-            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), shim, now: 1000 }, subnets[i], &mut pools[i]);
+        for (port, shim) in [(67, None), (4011, None), (67, Some("shimx64.efi")), (4011, Some("artifacts/os@2/shimx64.efi"))] {
+            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), shim: shim.map(str::to_string), now: 1000 }, subnets[i], &mut pools[i]);
             if let Some((reply, _)) = out.reply {
                 // Whatever we answer must encode.
                 let _ = dhcproto::Encodable::to_vec(&reply);

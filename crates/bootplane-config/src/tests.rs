@@ -237,4 +237,11 @@ fn the_shim_loader_needs_bundle_files_bootplane_holds() {
     assert!(err(&t).contains("loader shim loads kernel"));
     let e = err(&text("dhcp: {loader: grub}\n", &held));
     assert!(e.contains("loader"), "{e}");
+    // The OS's own shim comes with its own GRUB, both held by bootplane.
+    let own = |files: &str| text("dhcp: {loader: shim}\n", &held).replace("initrd: {", &format!("{files}initrd: {{"));
+    let e = err(&own(&format!("shim: {{sha256: {sum}}}, ")));
+    assert!(e.contains("bundle g: `shim` and `grub` go together"), "{e}");
+    let e = err(&own(&format!("shim: {{sha256: {sum}}}, grub: {{url: http://mirror/grubx64.efi}}, ")));
+    assert!(e.contains("loader shim loads grub of bundle g over TFTP"), "{e}");
+    assert!(!findings(own(&format!("shim: {{sha256: {sum}}}, grub: {{sha256: {sum}}}, "))).iter().any(|f| f.message.contains("shim")));
 }

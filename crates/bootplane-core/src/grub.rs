@@ -48,6 +48,21 @@ pub fn effective(machine: Option<&MachineSpec>, bundle: Option<&Bundle>, site: L
     machine.and_then(|m| m.loader).or(bundle.and_then(|b| b.loader)).unwrap_or(site)
 }
 
+/// The TFTP name of the shim a machine of the shim chain boots (`None`: iPXE): its
+/// bundle's own (`artifacts/BUNDLE@REV/shimx64.efi`, with the bundle's GRUB beside it,
+/// where shim looks) when the bundle has one, which a Secure Boot site needs for an OS
+/// whose kernels another vendor signs (Fedora's for FCOS); else the site's
+/// ([`SHIM_FILE`], `tftp.shim`).
+pub fn shim_file(machine: Option<&MachineSpec>, bundle: Option<&Bundle>, site: Loader) -> Option<String> {
+    if effective(machine, bundle, site) != Loader::Shim {
+        return None;
+    }
+    Some(match bundle.filter(|b| b.shim.is_some()) {
+        Some(b) => format!("artifacts/{}/{SHIM_FILE}", b.pinned_name()),
+        None => SHIM_FILE.to_string(),
+    })
+}
+
 /// The config GRUB reads from its prefix: collects what identifies the machine and asks
 /// for its own config. Served for `grub/grub.cfg` and `grub/x86_64-efi/grub.cfg` (the
 /// signed image's built-in config tries the second, then the first).
@@ -200,6 +215,20 @@ pub fn render(decision: &BootDecision, observed: &Observed, server: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_with_its_own_shim_boots_it() {
+        let m = MachineSpec { name: "m".into(), loader: Some(Loader::Shim), ..Default::default() };
+        let mut b = Bundle::new("fcos", crate::OsKind::Fcos, "x86_64");
+        b.revision = 3;
+        assert_eq!(shim_file(Some(&m), Some(&b), Loader::Ipxe).as_deref(), Some("shimx64.efi"), "the site's");
+        b.shim = Some(crate::model::Artifact { sha256: Some("a".repeat(64)), ..Default::default() });
+        assert_eq!(shim_file(Some(&m), Some(&b), Loader::Ipxe).as_deref(), Some("artifacts/fcos@3/shimx64.efi"));
+        assert_eq!(b.artifact("shimx64.efi"), b.shim.as_ref(), "served under the name firmware asks for");
+        let ipxe = MachineSpec { loader: Some(Loader::Ipxe), ..m.clone() };
+        assert_eq!(shim_file(Some(&ipxe), Some(&b), Loader::Shim), None);
+        assert_eq!(shim_file(None, None, Loader::Shim).as_deref(), Some("shimx64.efi"));
+    }
     use crate::state::MachineState;
     use crate::os::InstallerPlan;
 

@@ -192,6 +192,13 @@ pub struct Bundle {
     /// live-iso` copies with the machine's live Ignition embedded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_iso: Option<Artifact>,
+    /// The OS's own Microsoft-signed shim, for its machines on the Secure Boot chain
+    /// (instead of `tftp.shim`); also served as `shimx64.efi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<Artifact>,
+    /// The OS's own signed network GRUB, beside its shim (also served as `grubx64.efi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grub: Option<Artifact>,
     /// The first network stage of the machines installing it on UEFI x86-64 (`ipxe` or
     /// `shim`), unless a machine says otherwise. Default: `dhcp.loader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +233,8 @@ impl Bundle {
             k3s_images: None,
             k3s_selinux: None,
             live_iso: None,
+            shim: None,
+            grub: None,
             loader: None,
             revision: 0,
         }
@@ -241,7 +250,8 @@ impl Bundle {
     }
 
     /// Every role a bundle file can have; also its name under `/artifacts/{bundle}/`.
-    pub const ROLES: [&'static str; 10] = ["kernel", "initramfs", "initrd", "rootfs", "image", "image.sig", "k3s", "k3s_images", "k3s_selinux", "live_iso"];
+    pub const ROLES: [&'static str; 12] =
+        ["kernel", "initramfs", "initrd", "rootfs", "image", "image.sig", "k3s", "k3s_images", "k3s_selinux", "live_iso", "shim", "grub"];
 
     /// The slot of `role`, or `None` for a name that is not a role.
     pub fn slot_mut(&mut self, role: &str) -> Option<&mut Option<Artifact>> {
@@ -256,22 +266,40 @@ impl Bundle {
             "k3s_images" => &mut self.k3s_images,
             "k3s_selinux" => &mut self.k3s_selinux,
             "live_iso" => &mut self.live_iso,
+            "shim" => &mut self.shim,
+            "grub" => &mut self.grub,
             _ => return None,
         })
     }
 
-    /// The artifact served under `role`; `initrd` and `initramfs` stand for each other.
+    /// The artifact served under `role`; `initrd` and `initramfs` stand for each other, and
+    /// the loaders answer to the names shim and firmware ask for.
     pub fn artifact(&self, role: &str) -> Option<&Artifact> {
         match role {
             "initramfs" => self.initrd_artifact(),
             "initrd" => self.initrd.as_ref().or(self.initramfs.as_ref()),
+            crate::grub::SHIM_FILE => self.shim.as_ref(),
+            crate::grub::GRUB_FILE => self.grub.as_ref(),
             _ => self.artifacts().into_iter().find(|(r, _)| *r == role).map(|(_, a)| a),
         }
     }
 
     /// The bundle's files with their roles, in [`Bundle::ROLES`] order.
     pub fn artifacts(&self) -> Vec<(&'static str, &Artifact)> {
-        let slots = [&self.kernel, &self.initramfs, &self.initrd, &self.rootfs, &self.image, &self.image_sig, &self.k3s, &self.k3s_images, &self.k3s_selinux, &self.live_iso];
+        let slots = [
+            &self.kernel,
+            &self.initramfs,
+            &self.initrd,
+            &self.rootfs,
+            &self.image,
+            &self.image_sig,
+            &self.k3s,
+            &self.k3s_images,
+            &self.k3s_selinux,
+            &self.live_iso,
+            &self.shim,
+            &self.grub,
+        ];
         Self::ROLES.iter().zip(slots).filter_map(|(r, a)| a.as_ref().map(|a| (*r, a))).collect()
     }
 

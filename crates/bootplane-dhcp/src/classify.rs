@@ -95,13 +95,13 @@ impl BootAnswer {
 /// `http` and then cannot read its config (it stops at its prompt: e2e trial, see
 /// docs/secure-boot.md), so an HTTP boot client of the shim chain gets no boot file and
 /// the firmware moves on to its PXE boot option, which takes the chain.
-pub fn boot_answer(kind: ClientKind, files: &BootFiles, server: &str, shim: bool) -> BootAnswer {
-    if shim && matches!(kind, ClientKind::Http { arch: 16 }) {
+pub fn boot_answer(kind: ClientKind, files: &BootFiles, server: &str, shim: Option<&str>) -> BootAnswer {
+    if shim.is_some() && matches!(kind, ClientKind::Http { arch: 16 }) {
         return BootAnswer::None;
     }
-    let shim_file = bootplane_core::grub::SHIM_FILE.to_string();
+    let shim_file = shim.unwrap_or_default().to_string();
     let by_arch = |a: u16| match a {
-        7 | 9 | 16 if shim => &shim_file,
+        7 | 9 | 16 if shim.is_some() => &shim_file,
         7 | 9 | 16 => &files.efi_x64,
         11 | 19 => &files.efi_arm64,
         // BIOS, and PXE clients we do not know: they still get a loader, so they can
@@ -161,7 +161,7 @@ pub(crate) mod tests {
             (discover(MAC, None, None, None), BootAnswer::None),
         ];
         for (msg, want) in cases {
-            assert_eq!(boot_answer(classify(&msg), &f, s, false), want, "{msg:?}");
+            assert_eq!(boot_answer(classify(&msg), &f, s, None), want, "{msg:?}");
         }
         // iPXE's own option 175 marks it even without the user class.
         let mut m = discover(MAC, Some("PXEClient:Arch:00007"), Some(7), None);
@@ -184,7 +184,7 @@ pub(crate) mod tests {
             (discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), Some(b"\x04iPXE")), BootAnswer::Http(format!("{s}/boot.ipxe"))),
         ];
         for (msg, want) in cases {
-            assert_eq!(boot_answer(classify(&msg), &f, s, true), want, "{msg:?}");
+            assert_eq!(boot_answer(classify(&msg), &f, s, Some("shimx64.efi")), want, "{msg:?}");
         }
     }
 }

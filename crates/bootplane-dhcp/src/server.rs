@@ -54,8 +54,9 @@ pub struct KnownMachine {
     pub hostname: String,
     /// Its fixed address, if it has one.
     pub ip: Option<Ipv4Addr>,
-    /// It takes the shim chain (Secure Boot) on UEFI x86-64.
-    pub shim: bool,
+    /// The shim it boots on UEFI x86-64 (the Secure Boot chain), if it takes that chain
+    /// (`bootplane_core::grub::shim_file`).
+    pub shim: Option<String>,
 }
 
 /// One thing that happened, for the event log.
@@ -359,7 +360,10 @@ impl<B: Backend> DhcpServer<B> {
                     msg: &msg,
                     port: r.port,
                     hostname: machine.map(|m| m.hostname.clone()),
-                    shim: machine.map_or(self.settings.shim, |m| m.shim),
+                    shim: match machine {
+                        Some(m) => m.shim.clone(),
+                        None => self.settings.shim.then(|| bootplane_core::grub::SHIM_FILE.to_string()),
+                    },
                     now: t,
                 },
                 subnets[i],

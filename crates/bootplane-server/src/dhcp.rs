@@ -77,8 +77,7 @@ impl Backend for StoreBackend {
                         hostname: m.spec.hostname.clone().unwrap_or_else(|| m.spec.name.clone()),
                         // A retired machine's address goes back to the pool.
                         ip: m.spec.ip.filter(|_| !retired),
-                        shim: grub::effective(Some(&m.spec), m.spec.bundle.as_ref().and_then(|b| bundles.get(b)), self.site_loader)
-                            == Loader::Shim,
+                        shim: grub::shim_file(Some(&m.spec), m.spec.bundle.as_ref().and_then(|b| bundles.get(b)), self.site_loader),
                     },
                 );
             }

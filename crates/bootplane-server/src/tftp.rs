@@ -38,6 +38,11 @@ impl FileSource for Generator {
         // Bundle files, for GRUB (which loads over TFTP only): the same files and names
         // as `/artifacts/{bundle}/{role}`.
         if let Some((bundle, role)) = name.strip_prefix("artifacts/").and_then(|r| r.split_once('/')) {
+            // A bundle's own GRUB (`grubx64.efi` beside its shim) may look for its config
+            // beside itself (Fedora's does) rather than at an absolute prefix.
+            if ["grub.cfg", "grub/grub.cfg", "grub/x86_64-efi/grub.cfg"].contains(&role) {
+                return Some(Generated::Bytes(grub::entry_config().into_bytes()));
+            }
             return match crate::artifacts::locate(&self.state, bundle, role).await {
                 Ok(found) => Some(Generated::File(found.path)),
                 Err((_, why)) => {

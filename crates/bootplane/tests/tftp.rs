@@ -85,6 +85,11 @@ fn the_shim_chain_serves_signed_loaders_and_grub_configs_from_the_decision() {
     std::fs::write(files.join("initrd"), vec![9u8; 5_000]).unwrap();
     let o = bootplane(d.path()).args(["bundle", "import", files.to_str().unwrap(), "--name", "os1", "--os", "generic", "--data-dir", "data", "--args", "console=ttyS0 bootplane.config={{ ignition_url }}"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // os2 carries its own signed loaders (as an FCOS bundle carries Fedora's).
+    std::fs::copy(shim, files.join("shim")).unwrap();
+    std::fs::copy(grub, files.join("grub")).unwrap();
+    let o = bootplane(d.path()).args(["bundle", "import", files.to_str().unwrap(), "--name", "os2", "--os", "generic", "--data-dir", "data"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg = r#"
 server:
   listen: 127.0.0.1:0
@@ -153,6 +158,15 @@ machines:
     assert!(c.contains("sb2 is ready: booting local disk") && c.contains("chainloader") && !c.contains("linux "), "{c}");
     let c = String::from_utf8(fetch("bootplane/grub/52:54:00:00:5b:99").unwrap()).unwrap();
     assert!(c.contains("QUARANTINE") && c.contains("observed mac=52:54:00:00:5b:99") && !c.contains("linux "), "{c}");
+    // A bundle's own loaders, under the names shim and GRUB ask for, with GRUB's entry
+    // config beside them; a bundle without them has none.
+    for (name, file) in [("shimx64.efi", shim), ("grubx64.efi", grub)] {
+        assert_eq!(fetch(&format!("artifacts/os2@1/{name}")).as_deref(), Some(std::fs::read(file).unwrap().as_slice()), "{name} of os2");
+        assert_eq!(s.get_bytes(&format!("/artifacts/os2@1/{name}")), (200, std::fs::read(file).unwrap()), "{name} of os2 over HTTP");
+        assert!(fetch(&format!("artifacts/os1@1/{name}")).is_none(), "os1 has no {name}");
+    }
+    assert_eq!(fetch("artifacts/os2@1/grub.cfg").unwrap(), entry.as_bytes());
+    assert_eq!(fetch("artifacts/os2@1/grub/x86_64-efi/grub.cfg").unwrap(), entry.as_bytes());
     // Hostile and malformed names: refused or not found, never a file outside.
     for bad in ["bootplane/grub/../../../etc/passwd", "bootplane/grub/not-a-mac", "bootplane/grub/52:54:00:00:5b:01/zz", "artifacts/../secret.key", "artifacts/os1/../../secret.key"] {
         assert!(fetch(bad).is_none(), "{bad}");

@@ -131,7 +131,7 @@ fn shim_bundle(out: &mut Findings, who: &str, b: &bootplane_core::Bundle) {
     if b.arch != "x86_64" {
         out.warn(format!("{who}: loader shim is for UEFI x86-64 (Debian ships no other signed shim); bundle {} is {}, so it keeps iPXE", b.name, b.arch));
     }
-    for role in ["kernel", "initramfs", "initrd"] {
+    for role in ["kernel", "initramfs", "initrd", "shim", "grub"] {
         if b.artifact(role).is_some_and(|a| a.sha256.is_none() || a.proxy == Some(false)) {
             out.error(format!(
                 "{who}: loader shim loads {role} of bundle {} over TFTP from bootplane's store, but it is only served from its URL; \
@@ -145,6 +145,13 @@ fn shim_bundle(out: &mut Findings, who: &str, b: &bootplane_core::Bundle) {
 pub fn lint(cfg: &Config) -> Vec<Finding> {
     let mut out = Findings(Vec::new());
     let who = |i: usize| cfg.describe_machine(i);
+    // Shim loads `grubx64.efi` from beside itself: a bundle's own shim needs its own GRUB.
+    for b in cfg.bundles.iter().filter(|b| b.shim.is_some() != b.grub.is_some()) {
+        out.error(format!(
+            "bundle {}: `shim` and `grub` go together (shim loads the GRUB beside it); give both, signed by the OS's vendor, or neither to use tftp.shim and tftp.grub",
+            b.name
+        ));
+    }
 
     if !cfg.server.listen.ip().is_loopback() && cfg.server.admin_listen.is_none() {
         out.warn(format!(
