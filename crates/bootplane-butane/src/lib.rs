@@ -1,15 +1,18 @@
-//! Butane → Ignition, in Rust: the `fcos` (1.0.0–1.6.0) and `flatcar` (1.0.0–1.1.0)
-//! variants, producing the JSON the reference `butane` prints (same fields, omissions
+//! Butane → Ignition, in Rust: the `fcos` (1.0.0–1.6.0), `flatcar` (1.0.0–1.1.0) and
+//! `openshift` (4.8.0–4.22.0, a MachineConfig) variants, producing the JSON the
+//! reference `butane` prints (same fields, omissions
 //! and Go field order; gzip bytes aside), with its errors and warnings at YAML path and
 //! line:column. Used by `bootplane butane` (a drop-in for the CLI) and by the per-machine
 //! config pipeline. Parsing is [`yaml`], the Ignition types are [`schema`], field
 //! translation is [`translate`], whole-config sugar is [`sugar`], and the checks Butane
 //! runs on its output are [`validate`]; fcos-only sugar (`boot_device`, `grub`) is
-//! [`fcos`]; [`ignition`] validates Ignition JSON on its own (`ignition-validate`).
+//! [`fcos`]; the `openshift` variant's MachineConfig is [`openshift`]; [`ignition`]
+//! validates Ignition JSON on its own (`ignition-validate`).
 
 pub mod dataurl;
 pub mod fcos;
 pub mod ignition;
+pub mod openshift;
 pub mod schema;
 pub mod sugar;
 pub mod translate;
@@ -51,6 +54,8 @@ impl std::fmt::Display for Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Options<'a> {
     pub files_dir: Option<&'a Path>,
+    /// `--raw`: the Ignition config of an `openshift` config, not its MachineConfig.
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +64,8 @@ pub struct Translated {
     /// The Ignition spec version emitted, e.g. `3.4.0`.
     pub spec: String,
     pub warnings: Vec<Entry>,
+    /// `openshift` (without `raw`): the MachineConfig around `config`, what Butane prints.
+    pub machine_config: Option<J>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +100,11 @@ fn translator(variant: &str, version: &str) -> Option<(u32, u32, bool)> {
         ("fcos", "1.6.0") => (5, 6, true),
         ("flatcar", "1.0.0") => (3, 4, false),
         ("flatcar", "1.1.0") => (4, 5, false),
+        ("openshift", v) => {
+            let minor = v.strip_prefix("4.")?.strip_suffix(".0")?.parse().ok()?;
+            let (spec, base, _) = openshift::base(minor)?;
+            (spec, base, true)
+        }
         _ => return None,
     })
 }
@@ -104,7 +116,7 @@ fn is_semver(v: &str) -> bool {
 }
 
 pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> {
-    let root = yaml::parse(text).map_err(|e| fail(format!("Error unmarshaling yaml: {}", e.message)))?;
+    let mut root = yaml::parse(text).map_err(|e| fail(format!("Error unmarshaling yaml: {}", e.message)))?;
     let scalar = |k: &str| root.get(k).and_then(|n| if let yaml::Value::Scalar(s, _) = &n.value { Some(s.clone()) } else { None });
     let variant = scalar("variant").filter(|v| !v.is_empty()).ok_or_else(|| fail("error parsing variant; must be specified"))?;
     let version = scalar("version").unwrap_or_default();
@@ -116,8 +128,18 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     }
     let (minor, base, fcos) =
         translator(&variant, &version).ok_or_else(|| fail(format!("No translator exists for variant {variant} with version {version}")))?;
-    let variant_minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
+    let mut variant_minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
+    let openshift_minor = (variant == "openshift").then_some(variant_minor);
+    if let Some(m) = openshift_minor {
+        // fcos-only sugar is gated on the fcos release the openshift one is built on.
+        variant_minor = openshift::base(m).map_or(0, |(_, _, fcos)| fcos);
+    }
     let mut ctx = translate::Ctx::for_butane(minor, base, fcos, variant_minor, opts.files_dir);
+    ctx.no_auto_compression = openshift_minor.is_some_and(|m| m <= 9);
+    let os_input = openshift_minor.map(|m| openshift::take(&mut ctx, &mut root, m));
+    if let Some(i) = &os_input {
+        openshift::validate_input(&mut ctx, i);
+    }
     let cfg = ctx.value(&root, &schema::Ty::Struct("Config"), "");
     if !ctx.type_errors.is_empty() {
         return Err(fail(format!("yaml: unmarshal errors:\n  {}", ctx.type_errors.join("\n  "))));
@@ -164,6 +186,12 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
             ctx.pos.insert(key, v);
         }
     }
+    if let Some(i) = &os_input {
+        openshift::check_output(&mut ctx, i, &mut cfg, opts.raw);
+        if opts.raw {
+            openshift::elided(&mut ctx, i);
+        }
+    }
     if ctx.report.iter().any(|e| e.level == Level::Error) {
         return Err(Failure { report: ctx.report, message: "source config is invalid".into() });
     }
@@ -179,22 +207,13 @@ pub fn translate(text: &str, opts: &Options<'_>) -> Result<Translated, Failure> 
     let before = ctx.report.len();
     ignition::semantics(&mut ctx, &config);
     for i in before..ctx.report.len() {
-        let mut key = ctx.report[i].path.trim_start_matches("$.").to_string();
-        let pos = loop {
-            if let Some(p) = ctx.pos.get(&key) {
-                break Some(*p);
-            }
-            match key.rsplit_once('.') {
-                Some((parent, _)) => key = parent.to_string(),
-                None => break None,
-            }
-        };
-        ctx.report[i].pos = pos;
+        ctx.report[i].pos = ctx.nearest_pos(&ctx.report[i].path);
     }
     if ctx.report.iter().any(|e| e.level == Level::Error) {
         return Err(Failure { report: ctx.report, message: "config generated was invalid".into() });
     }
-    Ok(Translated { config, spec: format!("3.{minor}.0"), warnings: ctx.report })
+    let machine_config = os_input.filter(|_| !opts.raw).map(|i| openshift::machine_config(&i, config.clone()));
+    Ok(Translated { config, spec: format!("3.{minor}.0"), warnings: ctx.report, machine_config })
 }
 
 /// JSON as Go's encoding/json writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped;

@@ -125,7 +125,7 @@ pub fn trees(ctx: &mut Ctx<'_>, trees_node: &Node, storage: &mut Map<String, J>)
                 };
                 use std::os::unix::fs::PermissionsExt;
                 let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-                let (url, compression) = dataurl::make(&data, None);
+                let (url, compression) = dataurl::make(&data, ctx.no_auto_compression.then_some(""));
                 let contents = json!({ "compression": compression, "source": url });
                 if find(&links, &dest).is_some() || find(&dirs, &dest).is_some() {
                     ctx.error(&format!("{tp}.local"), Some(lpos), clash());

@@ -23,6 +23,9 @@ pub struct Ctx<'a> {
     pub report: Vec<Entry>,
     /// yaml.v3-style type errors; any of them fails the whole translation.
     pub type_errors: Vec<String>,
+    /// openshift 4.8 and 4.9: inline and local contents are never gzipped (the MCO of
+    /// those releases cannot read compressed files).
+    pub no_auto_compression: bool,
     /// Output JSON path ("storage.files.0.mode") → where it came from in the YAML.
     pub pos: HashMap<String, Pos>,
     /// `storage.trees`, expanded once the rest is translated.
@@ -65,6 +68,7 @@ impl<'a> Ctx<'a> {
             files_dir,
             report: Vec::new(),
             type_errors: Vec::new(),
+            no_auto_compression: false,
             pos: Default::default(),
             trees: None,
             mounts: Vec::new(),
@@ -81,6 +85,18 @@ impl<'a> Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The position of the Butane node behind output `path`, or of its nearest ancestor
+    /// that has one.
+    pub fn nearest_pos(&self, path: &str) -> Option<Pos> {
+        let mut key = path.trim_start_matches("$.").to_string();
+        loop {
+            if let Some(p) = self.pos.get(&key) {
+                return Some(*p);
+            }
+            key = key.rsplit_once('.')?.0.to_string();
+        }
+    }
+
     pub fn warn(&mut self, path: &str, pos: Option<Pos>, message: impl Into<String>) {
         self.report.push(Entry { level: Level::Warning, path: format!("$.{path}"), pos, message: message.into() });
     }
@@ -270,6 +286,7 @@ impl Ctx<'_> {
                         self.check_embedded_config(&data, path, key, kpos);
                     }
                     let user = vals.get("compression").and_then(|c| c.as_str()).map(str::to_string);
+                    let user = user.or_else(|| self.no_auto_compression.then(String::new));
                     let (url, compression) = dataurl::make(&data, user.as_deref());
                     vals.insert("source", J::String(url));
                     vals.insert("compression", J::String(compression));

@@ -101,7 +101,7 @@ fn conformance_corpus() {
         let args = meta.lines().find_map(|l| l.strip_prefix("butane_args:")).unwrap_or("");
         let files_dir = args.contains("--files-dir").then(|| tmp.path().join("files"));
         let input = std::fs::read_to_string(tmp.path().join("input.bu")).unwrap();
-        let got = bootplane_butane::translate(&input, &bootplane_butane::Options { files_dir: files_dir.as_deref() });
+        let got = bootplane_butane::translate(&input, &bootplane_butane::Options { files_dir: files_dir.as_deref(), ..Default::default() });
         let problem = if case.join("expect-error.txt").exists() {
             match &got {
                 Ok(_) => Some("expected an error, translation succeeded".to_string()),

@@ -124,6 +124,13 @@ pub fn assemble(inp: &Inputs<'_>) -> Result<(J, String), ConfigError> {
         let text = render(&text, spec, server).map_err(|e| ConfigError::Template { machine: machine.clone(), what: what.clone(), detail: e.to_string() })?;
         let t = bootplane_butane::translate(&text, &Default::default())
             .map_err(|f| ConfigError::Butane { machine: machine.clone(), what: what.clone(), detail: f.to_string() })?;
+        if t.machine_config.is_some() {
+            return Err(ConfigError::Butane {
+                machine,
+                what,
+                detail: "variant openshift makes a MachineConfig for OpenShift's Machine Config Operator; a machine bootplane installs takes fcos or flatcar Butane".into(),
+            });
+        }
         match &spec_version {
             Some(v) if *v != t.spec => {
                 return Err(ConfigError::SpecMismatch { machine, what, got: t.spec, want: v.clone() });
@@ -214,5 +221,9 @@ mod tests {
         let tpl = vec![("base".to_string(), "variant: fcos\nversion: 1.4.0\n".to_string())];
         let e = assemble(&inputs(&spec(Some("variant: fcos\nversion: 1.5.0\n")), &tpl, "x", &[])).unwrap_err();
         assert!(matches!(e, ConfigError::SpecMismatch { .. }), "{e}");
+        // A MachineConfig is for OpenShift's operator, not for a machine bootplane installs.
+        let oc = "variant: openshift\nversion: 4.14.0\nmetadata:\n  name: x\n  labels:\n    machineconfiguration.openshift.io/role: worker\n";
+        let e = assemble(&inputs(&spec(Some(oc)), &[], "x", &[])).unwrap_err();
+        assert!(e.to_string().contains("takes fcos or flatcar Butane"), "{e}");
     }
 }

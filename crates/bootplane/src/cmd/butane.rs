@@ -20,8 +20,8 @@ pub struct ButaneArgs {
     /// Output formatted JSON.
     #[arg(short, long)]
     pretty: bool,
-    /// Never wrap in a MachineConfig; force Ignition output (the fcos and flatcar
-    /// variants always give Ignition, so this changes nothing here).
+    /// Never wrap in a MachineConfig; force Ignition output (`openshift` configs; fcos
+    /// and flatcar always give Ignition).
     #[arg(short, long)]
     raw: bool,
     /// Show raw errors rather than pretty-printing them (ours are always one line each).
@@ -48,7 +48,7 @@ pub fn run(a: ButaneArgs) -> anyhow::Result<ExitCode> {
         println!("Butane {} (bootplane)", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
-    let _ = (a.raw, a.raw_errors, &a.color);
+    let _ = (a.raw_errors, &a.color);
     let input = a.input.as_ref().or(a.input_flag.as_ref());
     let mut text = String::new();
     let name = input.map(|p| p.display().to_string()).unwrap_or_else(|| "<stdin>".into());
@@ -60,7 +60,7 @@ pub fn run(a: ButaneArgs) -> anyhow::Result<ExitCode> {
         eprintln!("failed to read {name}: {e}");
         return Ok(ExitCode::from(1));
     }
-    let opts = bootplane_butane::Options { files_dir: a.files_dir.as_deref() };
+    let opts = bootplane_butane::Options { files_dir: a.files_dir.as_deref(), raw: a.raw };
     match bootplane_butane::translate(&text, &opts) {
         Ok(t) => {
             for w in &t.warnings {
@@ -73,7 +73,11 @@ pub fn run(a: ButaneArgs) -> anyhow::Result<ExitCode> {
             if a.check {
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut out = bootplane_butane::to_json(&t.config, a.pretty);
+            // openshift: the MachineConfig, as YAML (`--raw`: its Ignition config).
+            let mut out = match &t.machine_config {
+                Some(mc) => bootplane_butane::openshift::to_yaml(mc),
+                None => bootplane_butane::to_json(&t.config, a.pretty),
+            };
             out.push('\n');
             match &a.output {
                 Some(p) => std::fs::write(p, out).with_context(|| format!("writing {}", p.display()))?,
