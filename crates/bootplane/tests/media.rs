@@ -205,6 +205,10 @@ fn the_live_iso_gate_takes_the_same_decision_and_one_time_urls() {
     assert_eq!(code, 200, "{body}");
     let a = live_answer(&body);
     assert_eq!((a["decision"].as_str(), a["machine"].as_str(), a["dest_device"].as_str()), ("install", "live1", "/dev/disk/by-id/virtio-live1"), "{body}");
+    // The stick's answer is plain HTTP: a host that sniffed it gets nothing from elsewhere.
+    let o = Command::new("curl").args(["-s", "--interface", "127.0.0.2", "-w", "\n%{http_code}"]).arg(format!("{}{}", s.url, path_of(&a["env_url"]))).output().unwrap();
+    let sniffed = String::from_utf8_lossy(&o.stdout);
+    assert!(sniffed.ends_with("\n403") && !sniffed.contains("BOOTPLANE_CREDENTIAL"), "{sniffed}");
     let (code, env) = s.get(&path_of(&a["env_url"]));
     assert_eq!(code, 200, "{env}");
     assert!(env.contains("BOOTPLANE_MACHINE=live1\n"), "{env}");
