@@ -510,7 +510,8 @@ fn path_rule(ctx: &mut Ctx<'_>, at: &str, p: &str) {
     ctx.error(at, None, error);
 }
 
-fn items<'a>(v: &'a J, path: &[&str]) -> &'a [J] {
+/// The array at `path` (empty when absent).
+pub(crate) fn items<'a>(v: &'a J, path: &[&str]) -> &'a [J] {
     path.iter().try_fold(v, |cur, k| cur.get(k)).and_then(J::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
@@ -671,13 +672,6 @@ fn clean(p: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
-/// `MAJOR.MINOR.PATCH[-pre][+build]`, numbers without leading zeros.
-fn is_semver(v: &str) -> bool {
-    let core = v.split(['-', '+']).next().unwrap_or("");
-    let nums: Vec<&str> = core.split('.').collect();
-    nums.len() == 3 && nums.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n.len() == 1 || !n.starts_with('0')))
-}
-
 /// Validates Ignition JSON; the report lists errors and warnings.
 pub fn validate(text: &str) -> Vec<Entry> {
     let v: J = match serde_json::from_str(text) {
@@ -700,7 +694,7 @@ pub fn validate(text: &str) -> Vec<Entry> {
         "3.4.0" => 4,
         "3.5.0" => 5,
         // Ignition: what is not semver cannot be parsed; other semvers are not supported.
-        v if !is_semver(v) => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "invalid config version (couldn't parse)".into() }],
+        v if !crate::is_semver(v) => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "invalid config version (couldn't parse)".into() }],
         _ => return vec![Entry { level: Level::Error, path: "$.ignition.version".into(), pos: None, message: "unsupported config version".into() }],
     };
     let mut ctx = Ctx::for_ignition(minor);

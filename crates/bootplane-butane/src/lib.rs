@@ -109,7 +109,8 @@ fn translator(variant: &str, version: &str) -> Option<(u32, u32, bool)> {
     })
 }
 
-fn is_semver(v: &str) -> bool {
+/// `MAJOR.MINOR.PATCH[-pre][+build]`, as go-semver parses Butane and Ignition versions.
+pub(crate) fn is_semver(v: &str) -> bool {
     let core = v.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))

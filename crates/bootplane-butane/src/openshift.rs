@@ -10,6 +10,7 @@
 //! are reported as ignored. The MachineConfig is written as YAML by [`to_yaml`], the way
 //! Butane's yaml.v3 encoder writes it (its JSON round trip sorts every map's keys).
 
+use crate::ignition::items;
 use crate::translate::Ctx;
 use crate::yaml::{Node, Pos, Value};
 use serde_json::{json, Map, Value as J};
@@ -150,10 +151,6 @@ fn snake(camel: &str) -> String {
         }
     }
     s
-}
-
-fn items<'a>(v: &'a J, path: &[&str]) -> &'a [J] {
-    path.iter().try_fold(v, |cur, k| cur.get(k)).and_then(J::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 fn set(v: Option<&J>) -> bool {

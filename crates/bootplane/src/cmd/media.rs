@@ -61,6 +61,14 @@ pub struct MediaArgs {
     pub store: crate::StoreArgs,
 }
 
+/// How the media reach the network, as the summary line says it.
+fn describe(net: &MediaNet) -> String {
+    match net {
+        MediaNet::Dhcp => "DHCP".to_string(),
+        MediaNet::Static { ip, prefix, .. } => format!("static {ip}/{prefix}"),
+    }
+}
+
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     let (ip, prefix) = s.split_once('/').with_context(|| format!("--ip {s}: expected ADDRESS/PREFIX, e.g. 10.0.0.20/24"))?;
     let ip: Ipv4Addr = ip.parse().with_context(|| format!("--ip {s}: `{ip}` is not an IPv4 address"))?;
@@ -128,10 +136,7 @@ pub fn run(a: MediaArgs) -> anyhow::Result<ExitCode> {
     let work = tempfile::tempdir().context("a temporary directory")?;
     bootplane_media::build(&scripts, &bootplane_media::Sources::default(), work.path(), &a.output)?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    let how = match &net {
-        MediaNet::Dhcp => "DHCP".to_string(),
-        MediaNet::Static { ip, prefix, .. } => format!("static {ip}/{prefix}"),
-    };
+    let how = describe(&net);
     let what = match a.format {
         Format::Usb => "write it with: dd if=IMAGE of=/dev/sdX bs=4M conv=fsync",
         Format::Iso | Format::LiveIso => "attach it as a CD (or a BMC's virtual media)",
@@ -182,10 +187,7 @@ fn live_iso(a: &MediaArgs, cfg: &Config, m: &bootplane_core::model::MachineSpec,
     }
     bootplane_media::live::embed_ignition(&base, ign.to_string().as_bytes(), &a.output)?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    let how = match net {
-        MediaNet::Dhcp => "DHCP".to_string(),
-        MediaNet::Static { ip, prefix, .. } => format!("static {ip}/{prefix}"),
-    };
+    let how = describe(net);
     println!(
         "{}: {} MiB, {} with {}'s live Ignition ({how}, server {server}); it installs only when bootplane says so. \
          Attach it as a CD or write it to a USB stick (dd if=IMAGE of=/dev/sdX bs=4M conv=fsync)",
