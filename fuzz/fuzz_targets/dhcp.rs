@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let i = select(&msg, &subnets).unwrap_or(0);
         // Both first stages: iPXE and the Secure Boot chain (shim).
         for (port, shim) in [(67, None), (4011, None), (67, Some("shimx64.efi")), (4011, Some("artifacts/os@2/shimx64.efi"))] {
-            let out = handle(&Request { msg: &msg, port, hostname: Some("node1".into()), shim: shim.map(str::to_string), now: 1000 }, subnets[i], &mut pools[i]);
+            let out = handle(&Request { src: msg.giaddr(), msg: &msg, port, hostname: Some("node1".into()), shim: shim.map(str::to_string), now: 1000 }, subnets[i], &mut pools[i]);
             if let Some((reply, _)) = out.reply {
                 // Whatever we answer must encode.
                 let _ = dhcproto::Encodable::to_vec(&reply);

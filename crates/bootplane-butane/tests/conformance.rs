@@ -16,7 +16,12 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
         let dest = to.join(e.file_name());
-        if e.path().is_dir() {
+        let ty = e.file_type().unwrap();
+        // A case's symlink (possibly dangling on purpose) stays a symlink: following it
+        // would panic on a dangling one or copy what it points at.
+        if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else if ty.is_dir() {
             copy_dir(&e.path(), &dest);
         } else {
             std::fs::copy(e.path(), &dest).unwrap();

@@ -300,8 +300,10 @@ pub struct DhcpSettings {
     /// docs/secure-boot.md).
     #[serde(default, skip_serializing_if = "is_ipxe")]
     pub loader: bootplane_core::grub::Loader,
-    /// DHCP relay agents (their giaddr) whose relayed requests are answered; requests
-    /// relayed by anyone else are ignored, so a host on the LAN cannot pose as a relay.
+    /// DHCP relay agents whose relayed requests are answered: the giaddr they write, and
+    /// the address they send from when it is another (a relay with one leg per VLAN sends
+    /// from its upstream address). A relayed request is trusted by its sender, not by
+    /// its giaddr, which anyone can write; the rest are ignored with an event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<Ipv4Addr>,
     /// Further subnets (full mode), reached through DHCP relay agents: the rack layout,
@@ -312,7 +314,7 @@ pub struct DhcpSettings {
 }
 
 /// One relayed subnet: its own range, mask, router, DNS and domain, and the relay agents
-/// (their giaddr) allowed to speak for it.
+/// allowed to speak for it (their giaddr, and the address they send from if another).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DhcpSubnet {

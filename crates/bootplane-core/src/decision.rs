@@ -62,15 +62,15 @@ pub fn local_boot_note(state: MachineState) -> &'static str {
 
 pub fn decide(ctx: &DecisionContext<'_>) -> BootDecision {
     let rec = match (ctx.identity, ctx.machine) {
-        (IdentityMatch::Conflict(reason), _) => {
-            return BootDecision::Quarantine { reason: format!("identity conflict: {reason}") }
+        // The details (whose UUID, which serial) go to the operator's event log, not to
+        // whoever sent the request: a MAC must not reveal its machine's UUID or serial.
+        (IdentityMatch::Conflict(_), _) => {
+            return BootDecision::Quarantine {
+                reason: "identity conflict: what this machine reports does not match the inventory (details in the event log)".into(),
+            }
         }
-        (IdentityMatch::Unknown, _) => {
-            return BootDecision::Quarantine { reason: "machine is not in the inventory".into() }
-        }
-        (IdentityMatch::Known(_), None) => {
-            return BootDecision::Quarantine { reason: "machine record vanished during lookup".into() }
-        }
+        (IdentityMatch::Unknown, _) => return BootDecision::Quarantine { reason: "machine is not in the inventory".into() },
+        (IdentityMatch::Known(_), None) => return BootDecision::Quarantine { reason: "machine record vanished during lookup".into() },
         (IdentityMatch::Known(_), Some(rec)) => rec,
     };
     let name = rec.name().to_string();

@@ -245,8 +245,9 @@ pub fn join_material(role: NodeRole, tokens: &Tokens, ca_hash: Option<&str>) -> 
 /// `server` and `certificate-authority-data`, per user its client certificate and key,
 /// the contexts joining them. Anything that would make `kubectl` run a program, read a
 /// local file, skip TLS checks or use a proxy on the admin's workstation is refused, not
-/// dropped, so a tampered report shows up as an error. Loopback API addresses become
-/// `api` (a VIP or the bootstrap server) when `api` is given.
+/// dropped, so a tampered report shows up as an error. With `api` (the cluster's API
+/// endpoint: a VIP or the bootstrap server) every `server:` becomes it: the reporter
+/// does not choose where the admin's kubectl sends its client certificate.
 pub fn reduce_kubeconfig(text: &str, api: Option<&str>) -> Result<String, String> {
     let v: Value = yaml_serde::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
     let list = |key: &str| -> Result<Vec<Value>, String> {
@@ -275,10 +276,8 @@ pub fn reduce_kubeconfig(text: &str, api: Option<&str>) -> Result<String, String
         if !server.starts_with("https://") {
             return Err(format!("kubeconfig: cluster {name}'s server `{server}` is not https"));
         }
-        if let (Some(api), Some(host)) = (api, api_host(&server)) {
-            if ["127.0.0.1", "localhost", "::1"].contains(&host) {
-                server = api.trim_end_matches('/').to_string();
-            }
+        if let Some(api) = api {
+            server = api.trim_end_matches('/').to_string();
         }
         let ca = string(&cl["certificate-authority-data"], &format!("cluster {name}'s certificate-authority-data"))?;
         clusters.push(json!({ "cluster": { "certificate-authority-data": ca, "server": server }, "name": name }));

@@ -69,6 +69,9 @@ pub struct Outcome {
 
 pub struct Request<'a> {
     pub msg: &'a Message,
+    /// Who sent the packet (its IP source address): a relayed request is trusted by
+    /// this, since anyone can write a relay's address into giaddr.
+    pub src: Ipv4Addr,
     /// 67 or 4011.
     pub port: u16,
     /// The machine's hostname, when the MAC belongs to a known machine.
@@ -263,18 +266,24 @@ pub fn handle(req: &Request<'_>, s: &Settings, pool: &mut LeasePool) -> Outcome 
     let Some(mac) = client_mac(msg) else { return Outcome::default() };
     let Some(mtype) = msg.opts().msg_type() else { return Outcome::default() };
     let kind = classify::classify(msg);
-    // A relayed request must come from a configured relay of our subnet (we serve one);
-    // anyone can put an address in giaddr.
+    // A relayed request must come from a configured relay of our subnet (we serve one),
+    // judged by who sent it: anyone can put a relay's address in giaddr. A relay sends
+    // from giaddr, or from another of its addresses that `dhcp.relays` also names.
     if !msg.giaddr().is_unspecified() {
         let why = if !s.relays.contains(&msg.giaddr()) {
             Some("relay is not in dhcp.relays")
+        } else if req.src != msg.giaddr() && !s.relays.contains(&req.src) {
+            Some("relayed request sent by a host that is not a relay in dhcp.relays")
         } else if subnet(link_address(msg), s.netmask) != subnet(s.network, s.netmask) {
             Some("relay from a subnet this server does not serve")
         } else {
             None
         };
         if let Some(reason) = why {
-            return Outcome { event: Some(("dhcp.ignored", json!({ "reason": reason, "giaddr": msg.giaddr() }))), ..Default::default() };
+            return Outcome {
+                event: Some(("dhcp.ignored", json!({ "reason": reason, "giaddr": msg.giaddr(), "sender": req.src }))),
+                ..Default::default()
+            };
         }
     }
     match s.mode {
@@ -427,7 +436,9 @@ mod tests {
         s.server_url = format!("http://{}.example:8080", "x".repeat(200));
         let mut p = pool();
         let d = discover(MAC, Some("PXEClient"), Some(0), Some(b"\x04iPXE"));
-        let (offer, _) = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (offer, _) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert!(offer.fname().is_none());
         assert!(matches!(offer.opts().get(OptionCode::BootfileName), Some(DhcpOption::BootfileName(v)) if v.len() > 200));
     }
@@ -471,14 +482,18 @@ mod tests {
         let s = settings(Mode::Full);
         let mut p = pool();
         let d = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), None);
-        let (offer, _) = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (offer, _) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         let decline = |mac: [u8; 6], server: &str| {
             let mut m = request_for(&offer, mac);
             m.opts_mut().insert(DhcpOption::MessageType(MessageType::Decline));
             m.opts_mut().insert(DhcpOption::ServerIdentifier(server.parse().unwrap()));
             m
         };
-        let run = |m: &Message, p: &mut LeasePool| handle(&Request { msg: m, port: 67, hostname: None, shim: None, now: 1 }, &s, p).lease;
+        let run = |m: &Message, p: &mut LeasePool| {
+            handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: m, port: 67, hostname: None, shim: None, now: 1 }, &s, p).lease
+        };
         assert!(run(&decline(MAC, "198.18.0.2"), &mut p).is_none(), "another server's address");
         assert!(run(&decline([0x52, 0x54, 0, 0, 0, 10], "198.18.0.1"), &mut p).is_none(), "not the holder");
         assert!(run(&decline(MAC, "198.18.0.1"), &mut p).is_some_and(|l| l.state == bootplane_core::model::LeaseState::Declined));
@@ -489,7 +504,11 @@ mod tests {
         let s = settings(Mode::Full);
         let mut p = pool();
         let d = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), None);
-        let o = handle(&Request { msg: &d, port: 67, hostname: Some("node1.lab.internal".into()), shim: None, now: 0 }, &s, &mut p);
+        let o = handle(
+            &Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: Some("node1.lab.internal".into()), shim: None, now: 0 },
+            &s,
+            &mut p,
+        );
         let (offer, dest) = o.reply.unwrap();
         assert_eq!(dest, Destination::Broadcast);
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
@@ -502,7 +521,7 @@ mod tests {
         assert_eq!(Message::from_bytes(&bytes).unwrap().yiaddr(), offer.yiaddr());
 
         let r = request_for(&offer, MAC);
-        let o = handle(&Request { msg: &r, port: 67, hostname: None, shim: None, now: 1 }, &s, &mut p);
+        let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &r, port: 67, hostname: None, shim: None, now: 1 }, &s, &mut p);
         let (ack, _) = o.reply.unwrap();
         assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
         assert_eq!(o.lease.unwrap().state, bootplane_core::model::LeaseState::Bound);
@@ -513,7 +532,9 @@ mod tests {
         let s = settings(Mode::Full);
         let mut p = pool();
         let d = discover(MAC, None, None, None);
-        let (offer, _) = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (offer, _) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert!(offer.fname().is_none() && offer.opts().get(OptionCode::BootfileName).is_none());
         assert!(offer.opts().get(OptionCode::ClassIdentifier).is_none());
     }
@@ -525,16 +546,18 @@ mod tests {
         let mut r = discover(MAC, None, None, None);
         r.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
         r.opts_mut().insert(DhcpOption::RequestedIpAddress("10.9.9.9".parse().unwrap()));
-        let (nak, dest) = handle(&Request { msg: &r, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (nak, dest) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &r, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
         assert_eq!(dest, Destination::Broadcast);
 
         let d = discover(MAC, None, None, None);
-        handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+        handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
         let mut r = discover(MAC, None, None, None);
         r.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
         r.opts_mut().insert(DhcpOption::ServerIdentifier("198.18.0.2".parse().unwrap()));
-        let o = handle(&Request { msg: &r, port: 67, hostname: None, shim: None, now: 1 }, &s, &mut p);
+        let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &r, port: 67, hostname: None, shim: None, now: 1 }, &s, &mut p);
         assert!(o.reply.is_none());
         assert_eq!(p.lease_of(Mac(MAC)).unwrap().state, bootplane_core::model::LeaseState::Released, "free in our pool");
         assert!(o.lease.is_none(), "nothing to write: the store may hold the other server's binding of this MAC");
@@ -545,8 +568,9 @@ mod tests {
         let s = settings(Mode::Full);
         let mut p = pool();
         let mut d = discover(MAC, Some("PXEClient:Arch:00007"), Some(7), None);
-        d.set_giaddr("198.18.0.254".parse::<Ipv4Addr>().unwrap());
-        let out = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+        let relay: Ipv4Addr = "198.18.0.254".parse().unwrap();
+        d.set_giaddr(relay);
+        let out = handle(&Request { src: relay, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
         assert_eq!(out.event.as_ref().unwrap().1["relay"], "198.18.0.254", "the event says which relay");
         let (offer, dest) = out.reply.unwrap();
         assert_eq!(dest, Destination::Relay("198.18.0.254".parse().unwrap()));
@@ -554,11 +578,21 @@ mod tests {
         assert_eq!(offer.fname_str().unwrap().unwrap(), "ipxe.efi");
         // A relay from a foreign subnet is not ours to answer.
         d.set_giaddr("10.0.0.1".parse::<Ipv4Addr>().unwrap());
-        assert!(handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.is_none());
+        assert!(handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .is_none());
         // Nor is a host of our subnet posing as a relay (finding 12).
         d.set_giaddr("198.18.0.77".parse::<Ipv4Addr>().unwrap());
-        let o = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+        let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
         assert!(o.reply.is_none() && o.event.is_some_and(|(_, e)| e["reason"] == "relay is not in dhcp.relays"));
+        // Nor a host of our link that writes a configured relay's address into giaddr
+        // (issue 28, finding 7): the sender is not the relay.
+        d.set_giaddr(relay);
+        let o = handle(&Request { src: "198.18.0.66".parse().unwrap(), msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+        assert!(o.reply.is_none(), "a forged giaddr drains the relayed pool");
+        assert!(o
+            .event
+            .is_some_and(|(_, e)| e["sender"] == "198.18.0.66" && e["reason"].as_str().unwrap().contains("not a relay")));
     }
 
     #[test]
@@ -576,7 +610,10 @@ mod tests {
         d.set_giaddr("198.18.7.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(select(&d, &subnets), Some(1));
         let mut rack_pool = LeasePool::new("198.18.7.100".parse().unwrap(), "198.18.7.110".parse().unwrap());
-        let (offer, dest) = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &rack, &mut rack_pool).reply.unwrap();
+        let (offer, dest) =
+            handle(&Request { src: "198.18.7.1".parse().unwrap(), msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &rack, &mut rack_pool)
+                .reply
+                .unwrap();
         assert!(offer.yiaddr().octets()[2] == 7 && dest == Destination::Relay("198.18.7.1".parse().unwrap()));
         assert!(matches!(offer.opts().get(OptionCode::Router), Some(DhcpOption::Router(r)) if r[0] == "198.18.7.1".parse::<Ipv4Addr>().unwrap()));
         // Option 118 names the client's link when the relay's giaddr is elsewhere.
@@ -594,9 +631,16 @@ mod tests {
         let mut m = discover(MAC, None, None, None);
         m.opts_mut().insert(DhcpOption::MessageType(MessageType::Inform));
         m.set_ciaddr("203.0.113.9".parse::<Ipv4Addr>().unwrap());
-        assert!(handle(&Request { msg: &m, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.is_none(), "a forged INFORM aims at nobody");
+        assert!(
+            handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &m, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+                .reply
+                .is_none(),
+            "a forged INFORM aims at nobody"
+        );
         m.set_ciaddr("198.18.0.77".parse::<Ipv4Addr>().unwrap());
-        let (_, dest) = handle(&Request { msg: &m, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (_, dest) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &m, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert_eq!(dest, Destination::Client("198.18.0.77".parse().unwrap()));
     }
 
@@ -605,7 +649,7 @@ mod tests {
         let s = settings(Mode::Proxy);
         let mut p = pool();
         let d = discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None);
-        let o = handle(&Request { msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+        let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
         let (offer, _) = o.reply.unwrap();
         assert!(offer.yiaddr().is_unspecified());
         assert!(o.lease.is_none());
@@ -615,19 +659,27 @@ mod tests {
         assert!(matches!(offer.opts().get(OptionCode::VendorExtensions), Some(DhcpOption::VendorExtensions(v)) if v[..] == [&PXE_PROXY_VENDOR_OPTIONS[..], &[255]].concat()[..]));
         // iPXE gets the entry script, in an offer marked as ProxyDHCP.
         let ip = discover(MAC, Some("PXEClient:Arch:00000"), Some(0), Some(b"\x04iPXE"));
-        let (o, _) = handle(&Request { msg: &ip, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (o, _) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &ip, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert!(matches!(o.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"PXEClient"));
         assert_eq!(o.fname_str().unwrap().unwrap(), "http://198.18.0.1:8080/boot.ipxe");
         // Ordinary hosts are the other server's business.
         let h = discover(MAC, None, None, None);
-        assert!(handle(&Request { msg: &h, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.is_none());
+        assert!(handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &h, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .is_none());
         // The PXE request to port 4011 is answered to its source.
         let mut r = d.clone();
         r.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
-        let (ack, dest) = handle(&Request { msg: &r, port: 4011, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.unwrap();
+        let (ack, dest) = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &r, port: 4011, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .unwrap();
         assert_eq!((ack.opts().msg_type(), dest), (Some(MessageType::Ack), Destination::Source));
         // A plain REQUEST on 67 belongs to the real server.
-        assert!(handle(&Request { msg: &r, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p).reply.is_none());
+        assert!(handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &r, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p)
+            .reply
+            .is_none());
     }
 
     #[test]
@@ -636,17 +688,39 @@ mod tests {
             let s = settings(mode);
             let mut p = pool();
             let d = discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None);
-            let o = handle(&Request { msg: &d, port: 67, hostname: None, shim: Some(bootplane_core::grub::SHIM_FILE.into()), now: 0 }, &s, &mut p);
+            let o = handle(
+                &Request {
+                    src: Ipv4Addr::UNSPECIFIED,
+                    msg: &d,
+                    port: 67,
+                    hostname: None,
+                    shim: Some(bootplane_core::grub::SHIM_FILE.into()),
+                    now: 0,
+                },
+                &s,
+                &mut p,
+            );
             let (offer, _) = o.reply.unwrap();
             assert_eq!(offer.fname_str().unwrap().unwrap(), "shimx64.efi", "{mode:?}");
             assert_eq!(offer.siaddr(), s.server_ip);
             // A bundle's own shim: its TFTP path (GRUB is fetched from beside it).
             let own = "artifacts/fcos@3/shimx64.efi";
-            let o = handle(&Request { msg: &d, port: 67, hostname: None, shim: Some(own.into()), now: 0 }, &s, &mut p);
+            let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: Some(own.into()), now: 0 }, &s, &mut p);
             assert_eq!(o.reply.unwrap().0.fname_str().unwrap().unwrap(), own, "{mode:?}");
             // Its HTTP boot option: an address in full mode, no boot file; nothing in proxy.
             let h = discover(MAC, Some("HTTPClient:Arch:00016:UNDI:003001"), Some(16), None);
-            let o = handle(&Request { msg: &h, port: 67, hostname: None, shim: Some(bootplane_core::grub::SHIM_FILE.into()), now: 0 }, &s, &mut p);
+            let o = handle(
+                &Request {
+                    src: Ipv4Addr::UNSPECIFIED,
+                    msg: &h,
+                    port: 67,
+                    hostname: None,
+                    shim: Some(bootplane_core::grub::SHIM_FILE.into()),
+                    now: 0,
+                },
+                &s,
+                &mut p,
+            );
             match mode {
                 Mode::Full => {
                     let (offer, _) = o.reply.unwrap();
@@ -655,7 +729,7 @@ mod tests {
                 Mode::Proxy => assert!(o.reply.is_none() && o.event.is_some_and(|(k, _)| k == "dhcp.ignored")),
             }
             // Without shim the same HTTP client gets iPXE's URL and the HTTPClient class.
-            let o = handle(&Request { msg: &h, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
+            let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &h, port: 67, hostname: None, shim: None, now: 0 }, &s, &mut p);
             let (offer, _) = o.reply.unwrap();
             assert_eq!(offer.fname_str().unwrap().unwrap(), "http://198.18.0.1:8080/boot/ipxe.efi");
             assert!(matches!(offer.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"HTTPClient"));
@@ -687,9 +761,11 @@ mod tests {
                 b[236..240].copy_from_slice(&[99, 130, 83, 99]);
             }
             if let Some(m) = decode(&b) {
-                let _ = handle(&Request { msg: &m, port: 67, hostname: None, shim: None, now: i }, &s, &mut p);
-                let _ = handle(&Request { msg: &m, port: 4011, hostname: None, shim: None, now: i }, &sp, &mut p);
-                if let Some((r, _)) = handle(&Request { msg: &m, port: 67, hostname: None, shim: None, now: i }, &s, &mut p).reply {
+                let _ = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &m, port: 67, hostname: None, shim: None, now: i }, &s, &mut p);
+                let _ = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &m, port: 4011, hostname: None, shim: None, now: i }, &sp, &mut p);
+                if let Some((r, _)) =
+                    handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &m, port: 67, hostname: None, shim: None, now: i }, &s, &mut p).reply
+                {
                     let _ = r.to_vec();
                 }
             }

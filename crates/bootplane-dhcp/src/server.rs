@@ -85,6 +85,10 @@ pub trait Backend: Send + 'static {
     }
     /// Every known machine, by MAC.
     fn machines(&mut self) -> HashMap<Mac, KnownMachine>;
+    /// The bindings and proxy answers of a burst ([`is_handshake`]), once they are
+    /// durable and before they leave (their events may be written later): the HTTP side binds a machine's install answer to
+    /// the DHCP exchange bootplane itself had with it.
+    fn answered(&mut self, _events: &[DhcpEvent]) {}
 }
 
 /// The first IPv4 address and netmask of `interface`.
@@ -178,6 +182,26 @@ struct Received {
     src: SocketAddr,
     port: u16,
 }
+
+/// A reply ready to send: `claimed` is the address its lease claims, `index` its
+/// message's place in the work list (to decide it again if the claim is refused).
+struct Reply {
+    bytes: Vec<u8>,
+    to: SocketAddr,
+    port: u16,
+    claimed: Option<Ipv4Addr>,
+    offer: bool,
+    index: usize,
+}
+
+/// The answers that tell the HTTP side a machine's boot went through bootplane's own
+/// DHCP: a binding (full mode) or a proxy answer (proxy mode).
+pub fn is_handshake(kind: &str) -> bool {
+    matches!(kind, "dhcp.ack" | "dhcp.proxy_offer" | "dhcp.proxy_ack")
+}
+
+/// How many times one burst's refused offers are decided again (see `handle_burst`).
+const CLAIM_PASSES: usize = 3;
 
 /// Under overload (a full burst), finishes exchanges before starting new ones: requests
 /// and the rest go first, and only [`BURST`]/4 DISCOVERs are answered (their clients
@@ -330,6 +354,11 @@ impl<B: Backend> DhcpServer<B> {
         }
     }
 
+    /// Answers one burst. With other instances on the same leases, an offer whose
+    /// address turns out to be claimed already is decided again at once with the pool
+    /// now knowing the holder ([`CLAIM_PASSES`] at most): answering nothing would cost
+    /// the client a whole retry interval per collision, and after an instance dies its
+    /// fresh claims are exactly where the survivors' pools collide.
     fn handle_burst(
         &mut self,
         burst: Vec<Received>,
@@ -339,25 +368,85 @@ impl<B: Backend> DhcpServer<B> {
         known: &HashMap<Mac, KnownMachine>,
         pending: &mut Pending,
     ) {
+        let full = burst.len() >= BURST;
+        let decoded: Vec<(Message, Received)> = burst.into_iter().filter_map(|r| policy::decode(&r.bytes).map(|m| (m, r))).collect();
+        let mut work = shed(decoded, full);
+        for pass in 0..CLAIM_PASSES {
+            let (durable, replies, events) = self.decide(&work, pools, known);
+            let handshakes: Vec<DhcpEvent> = events.iter().filter(|e| is_handshake(e.kind)).cloned().collect();
+            pending.push(events);
+            let must_commit = !durable.is_empty() || pending.due(std::time::Instant::now());
+            let refused = match must_commit {
+                true => match self.commit(&durable, pending) {
+                    Some(refused) => refused,
+                    // Better no answer than an acknowledgement we may forget: clients retry.
+                    None => return,
+                },
+                false => Vec::new(),
+            };
+            // Another instance holds these addresses: learn it, and decide those offers
+            // again (a refused binding is not retried: the client's REQUEST named it).
+            let taken: std::collections::HashSet<Ipv4Addr> = refused.iter().map(|l| l.ip).collect();
+            for holder in refused {
+                if let Some(pool) = pools.iter_mut().find(|p| p.in_range(holder.ip)) {
+                    pool.load([holder]);
+                }
+            }
+            let answered: Vec<DhcpEvent> = handshakes.into_iter().filter(|e| !e.ip.is_some_and(|ip| taken.contains(&ip))).collect();
+            if !answered.is_empty() {
+                self.backend.answered(&answered);
+            }
+            let mut again = Vec::new();
+            for r in replies {
+                if r.claimed.is_some_and(|ip| taken.contains(&ip)) {
+                    if r.offer && pass + 1 < CLAIM_PASSES {
+                        again.push(r.index);
+                    }
+                    continue;
+                }
+                let sock = if r.port == 4011 { pxe.unwrap_or(main) } else { main };
+                if let Err(e) = send(sock, &r.bytes, r.to) {
+                    tracing::warn!("dhcp: cannot send to {}: {e}", r.to);
+                }
+            }
+            if again.is_empty() {
+                return;
+            }
+            let mut keep = again.into_iter().collect::<std::collections::HashSet<usize>>();
+            work = work.into_iter().enumerate().filter(|(i, _)| keep.remove(i)).map(|(_, m)| m).collect();
+        }
+    }
+
+    /// The policy's outcome for each message of `work`: leases to claim, replies (with
+    /// the index of their message), events.
+    fn decide(
+        &mut self,
+        work: &[(Message, Received)],
+        pools: &mut [LeasePool],
+        known: &HashMap<Mac, KnownMachine>,
+    ) -> (Vec<Lease>, Vec<Reply>, Vec<DhcpEvent>) {
         let t = now();
         let mut durable = Vec::new();
         let mut replies = Vec::new();
         let mut events = Vec::new();
-        let full = burst.len() >= BURST;
-        let decoded: Vec<(Message, Received)> = burst.into_iter().filter_map(|r| policy::decode(&r.bytes).map(|m| (m, r))).collect();
         let subnets: Vec<&Settings> = std::iter::once(&self.settings).chain(self.relayed.iter().map(|(s, _)| s)).collect();
         let shared = self.backend.shared();
-        for (msg, r) in shed(decoded, full) {
-            let Some(mac) = policy::client_mac(&msg) else {
+        for (index, (msg, r)) in work.iter().enumerate() {
+            let Some(mac) = policy::client_mac(msg) else {
                 continue;
             };
             let machine = known.get(&mac);
             // A relayed request from a link nobody serves goes to the own link's policy,
             // which refuses it with an event.
-            let i = policy::select(&msg, &subnets).unwrap_or(0);
+            let i = policy::select(msg, &subnets).unwrap_or(0);
+            let src = match r.src.ip() {
+                std::net::IpAddr::V4(v4) => v4,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
             let out = policy::handle(
                 &Request {
-                    msg: &msg,
+                    msg,
+                    src,
                     port: r.port,
                     hostname: machine.map(|m| m.hostname.clone()),
                     shim: match machine {
@@ -389,38 +478,16 @@ impl<B: Backend> DhcpServer<B> {
                     Destination::Relay(ip) => SocketAddrV4::new(ip, 67).into(),
                     Destination::Source => r.src,
                 };
+                let offer = reply.opts().msg_type() == Some(dhcproto::v4::MessageType::Offer);
                 if let Some(bytes) = policy::encode(&reply) {
-                    replies.push((bytes, to, r.port, claimed));
+                    replies.push(Reply { bytes, to, port: r.port, claimed, offer, index });
                 }
             }
             if let Some((kind, detail)) = out.event {
                 events.push(DhcpEvent { kind, mac, machine: machine.map(|m| m.name.clone()), ip: client_ip, detail });
             }
         }
-        pending.push(events);
-        let must_commit = !durable.is_empty() || pending.due(std::time::Instant::now());
-        let refused = match must_commit {
-            true => match self.commit(&durable, pending) {
-                Some(refused) => refused,
-                // Better no answer than an acknowledgement we may forget: clients retry.
-                None => return,
-            },
-            false => Vec::new(),
-        };
-        // Another instance holds these addresses: learn it, and answer nothing (the
-        // client retries and is offered another address).
-        let taken: std::collections::HashSet<Ipv4Addr> = refused.iter().map(|l| l.ip).collect();
-        for holder in refused {
-            if let Some(pool) = pools.iter_mut().find(|p| p.in_range(holder.ip)) {
-                pool.load([holder]);
-            }
-        }
-        for (bytes, to, port, _) in replies.into_iter().filter(|(_, _, _, ip)| !ip.is_some_and(|ip| taken.contains(&ip))) {
-            let sock = if port == 4011 { pxe.unwrap_or(main) } else { main };
-            if let Err(e) = send(sock, &bytes, to) {
-                tracing::warn!("dhcp: cannot send to {to}: {e}");
-            }
-        }
+        (durable, replies, events)
     }
 
     /// Writes `durable` and every pending event in one transaction; `None` when the

@@ -162,6 +162,43 @@ async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
     crate::machine_config::refusal_event(s, machine, "report.refused", source, json!({ "reason": why })).await;
 }
 
+/// Whether a report from `from` may speak for `rec`: before `written`, only the
+/// install attempt's requester or an address bootplane's DHCP leased to the machine;
+/// from `written` on (the installed system, possibly on its final address), in full
+/// DHCP mode an address leased to the machine or its configured one; without
+/// bootplane's DHCP there is nothing to check an installed system's address against.
+async fn vouched_reporter(s: &Shared, rec: &bootplane_core::model::MachineRecord, from: std::net::IpAddr) -> Result<(), String> {
+    use bootplane_core::attempt::Witness;
+    let leased = || async { crate::handshake::witness(s, &rec.spec.macs, Some(from), false).await == Witness::Leased(true) };
+    match rec.state {
+        MachineState::Provision | MachineState::Installing => {
+            let attempt = crate::boot::current_attempt(s, rec).await.map_err(|e| e.to_string())?;
+            match attempt.and_then(|a| a.ip) {
+                Some(ip) if ip == from => Ok(()),
+                _ if leased().await => Ok(()),
+                Some(ip) => Err(format!("the install answer went to {ip}, not to {from}")),
+                None => Err("no install attempt is open (the machine has not been answered with its installer)".into()),
+            }
+        }
+        MachineState::Written if s.handshakes.mode() == Some(bootplane_dhcp::Mode::Full) => {
+            let configured = rec.spec.ip.map(std::net::IpAddr::V4) == Some(from)
+                || rec
+                    .spec
+                    .network
+                    .as_ref()
+                    .and_then(|n| n.address.as_deref())
+                    .and_then(|a| a.split('/').next()?.parse().ok())
+                    == Some(from);
+            if configured || leased().await {
+                Ok(())
+            } else {
+                Err(format!("{from} is neither an address bootplane's DHCP leased to the machine nor its configured one"))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
@@ -225,6 +262,13 @@ pub async fn report(
         refuse("wrong or retired credential").await;
         return unauthorized("credential refused (wrong, or already used)");
     }
+    // The credential travels in a plain-HTTP config: holding it does not make the
+    // reporter the machine. Until `written` the report must come from where the
+    // installer answer went (or an address bootplane leased to the machine).
+    if let Err(why) = vouched_reporter(&s, &rec, peer.ip()).await {
+        crate::boot::alarm_event(&s, &name, "report.alarm", source.clone(), json!({ "reason": why })).await;
+        return error(StatusCode::FORBIDDEN, format!("report for {name} refused: {why}"));
+    }
     let body: ReportBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -264,6 +308,14 @@ pub async fn report(
             Some(kubeconfig) => Some(crate::cluster::Handover { ca_hash: ca.trim().to_string(), kubeconfig }),
             None => return error(StatusCode::BAD_REQUEST, "report: kubeconfig is not base64"),
         },
+        // A bootstrap server is `installed` only with what its joiners and the admin
+        // need from it; without them its cluster could never form.
+        (MachineState::Installed, _, _) if crate::cluster::is_bootstrap(&s, &rec.spec).await => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("report: {name} is its cluster's bootstrap server; its `installed` report must carry `ca_hash` and `kubeconfig`"),
+            )
+        }
         _ => None,
     };
     let (cluster, writes) = match handover {

@@ -79,26 +79,37 @@ fn known(r: &MachineRecord) -> KnownIdentity<'_> {
     KnownIdentity { name: r.name(), uuid: r.spec.uuid.as_ref(), serial: r.spec.serial.as_deref(), macs: &r.spec.macs }
 }
 
-pub async fn decision(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    answer(&s, peer, &headers, raw.as_deref(), ipxe::render).await
+pub async fn decision(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    answer(&s, peer, &headers, raw.as_deref(), false, ipxe::render).await
 }
 
 /// `/v1/boot/live`: the same decision for a live ISO's gate (`bootplane_core::media`),
 /// as `key=value` lines.
 pub async fn live(State(s): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    answer(&s, peer, &headers, raw.as_deref(), |d, _| bootplane_core::media::live_answer(d)).await
+    answer(&s, peer, &headers, raw.as_deref(), true, |d, _| bootplane_core::media::live_answer(d)).await
 }
 
-async fn answer(s: &Shared, peer: SocketAddr, headers: &HeaderMap, raw: Option<&str>, render: impl Fn(&BootDecision, &Observed) -> String) -> Response {
+/// Whether `ip` has asked for more boot decisions than `server.boot_requests_per_minute`
+/// (counted). One budget for every first-stage path: HTTP, TFTP `pxelinux.cfg`, GRUB.
+pub(crate) fn boot_limited(s: &Shared, ip: std::net::IpAddr) -> bool {
+    let limited = s.boot_requests.admit(Some(ip), std::time::Instant::now()).is_none();
+    if limited {
+        s.metrics.boot_requests_limited.inc();
+    }
+    limited
+}
+
+async fn answer(
+    s: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    live: bool,
+    render: impl Fn(&BootDecision, &Observed) -> String,
+) -> Response {
     // A machine asks a few times per boot; one address asking far more is answered
     // "later" before any store work (firmware retries the chain).
-    if s.boot_requests.admit(Some(peer.ip()), std::time::Instant::now()).is_none() {
-        s.metrics.boot_requests_limited.inc();
+    if boot_limited(s, peer.ip()) {
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "5")], "too many boot requests from this address; retry\n").into_response();
     }
     let q = match parse_query(raw) {
@@ -114,7 +125,7 @@ async fn answer(s: &Shared, peer: SocketAddr, headers: &HeaderMap, raw: Option<&
         Err(e) => return bad_request(e.to_string()),
     };
     let server = server_url(s, headers);
-    match boot_decision(s, &observed, Some(peer.ip().to_string()), &server).await {
+    match boot_decision(s, &observed, Some(peer.ip().to_string()), &server, live).await {
         Ok(decision) => script(render(&decision, &observed)),
         Err(e) => {
             tracing::error!("boot decision failed: {e}");
@@ -123,14 +134,16 @@ async fn answer(s: &Shared, peer: SocketAddr, headers: &HeaderMap, raw: Option<&
     }
 }
 
-/// The boot decision for `observed`, with its effects: the installer attempt counted,
-/// a failed machine marked, the sighting and the event recorded. `/v1/boot/ipxe` and
-/// TFTP's `pxelinux.cfg` both come here.
+/// The boot decision for `observed`, with its effects: the installer attempt opened
+/// (bound to its requester), a failed machine marked, the sighting and the event
+/// recorded. Every first-stage path comes here: `/v1/boot/ipxe`, `/v1/boot/live`
+/// (`live`), TFTP's `pxelinux.cfg` and GRUB configs.
 pub async fn boot_decision(
     s: &Shared,
     observed: &Observed,
     source: Option<String>,
     server: &str,
+    live: bool,
 ) -> Result<BootDecision, bootplane_store::StoreError> {
     let started = std::time::Instant::now();
     let (by_uuid, by_mac) = s.store.identity_candidates(observed).await?;
@@ -158,15 +171,33 @@ pub async fn boot_decision(
         nonce: &nonce,
     });
 
+    // One install answer per attempt: only a requester bootplane can vouch for (its own
+    // DHCP's binding or proxy answer, else the attempt's first requester) opens one.
+    // Anyone else gets a quarantine answer, and the operator an alarm naming both.
+    let from: Option<std::net::IpAddr> = source.as_deref().and_then(|s| s.parse().ok());
+    let mut contended = None;
+    if let (BootDecision::Install { .. } | BootDecision::AttemptsExhausted { .. }, Some(m)) = (&decision, machine) {
+        let current = current_attempt(s, m).await?;
+        let witness = crate::handshake::witness(s, &m.spec.macs, from, live).await;
+        if let Err(c) = bootplane_core::attempt::admit(current.as_ref(), from, witness, chrono::Utc::now().timestamp()) {
+            alarm(s, m.name(), source.clone(), &c).await;
+            decision = BootDecision::Quarantine {
+                reason: "install answer withheld: another host is asking for this machine (the operator has been alerted)".into(),
+            };
+            contended = Some(c);
+        }
+    }
+
     // Effects. The attempt is recorded before the script leaves, so a config fetch can
     // never find its nonce unknown; it is counted at its first config fetch
     // (`crate::machine_config`), so unauthenticated boot requests cannot use up a
     // machine's attempts.
     match &decision {
         BootDecision::Install { machine: name, .. } => {
-            let ip = source.as_deref().and_then(|s| s.parse().ok());
-            let mut attempt = bootplane_core::attempt::Attempt::new(&nonce, ip, chrono::Utc::now().timestamp());
+            let mut attempt = bootplane_core::attempt::Attempt::new(&nonce, from, chrono::Utc::now().timestamp());
             attempt.bundle_revision = bundle.as_ref().map(|b| b.revision).filter(|r| *r > 0);
+            attempt.generation = machine.map(|m| m.credential_generation);
+            attempt.live = live;
             let stored = serde_json::to_string(&attempt).map_err(|e| bootplane_store::StoreError::Backend(e.to_string()))?;
             if let Err(e) = s.store.set_setting(&crate::machine_config::attempt_key(name), &stored).await {
                 tracing::warn!("{name}: not serving installer: {e}");
@@ -188,7 +219,10 @@ pub async fn boot_decision(
         }
         _ => {}
     }
-    if let (Some(m), Some(ip)) = (machine, source.as_deref().and_then(|s| s.parse().ok())) {
+    // A contender's request says nothing true about the machine: it neither names the
+    // address nor changes what was observed of it (reinstall picks UEFI or BIOS by it).
+    let machine_seen = machine.filter(|_| contended.is_none());
+    if let (Some(m), Some(ip)) = (machine_seen, from) {
         s.remember_ip(ip, m.name());
     }
     let event_machine = match (&identity, machine) {
@@ -203,6 +237,7 @@ pub async fn boot_decision(
         IdentityMatch::Unknown => s.sink.push(BatchItem::Discovered { observed: observed.clone(), source: source.clone() }).await,
         // "Last seen" is refreshed at most once a minute unless the observation changed:
         // a machine in a boot loop must not turn every request into a row rewrite.
+        IdentityMatch::Known(_) if contended.is_some() => {}
         IdentityMatch::Known(n) => {
             let fresh = machine.is_some_and(|m| {
                 m.observed == *observed
@@ -219,6 +254,9 @@ pub async fn boot_decision(
         BootDecision::Quarantine { reason } | BootDecision::Misconfigured { reason, .. } => detail["reason"] = json!(reason),
         BootDecision::Install { bundle, .. } => detail["bundle"] = json!(bundle),
         _ => {}
+    }
+    if let IdentityMatch::Conflict(c) = &identity {
+        detail["conflict"] = json!(c);
     }
     let kind = if matches!(identity, IdentityMatch::Conflict(_)) { "identity.conflict" } else { "boot.script" };
     // The line operators tail: one per answer (unknown machines within their noise budget).
@@ -244,6 +282,34 @@ pub async fn boot_decision(
         .get_or_create(&crate::metrics::DecisionLabels { decision: decision.kind().into() })
         .inc();
     Ok(decision)
+}
+
+/// The machine's open install attempt of its current install cycle (an attempt from
+/// before its credential generation changed, i.e. before it was provisioned again or
+/// failed, is closed).
+pub(crate) async fn current_attempt(s: &Shared, m: &MachineRecord) -> Result<Option<bootplane_core::attempt::Attempt>, bootplane_store::StoreError> {
+    let stored = s.store.setting(&crate::machine_config::attempt_key(m.name())).await?;
+    Ok(stored
+        .and_then(|v| serde_json::from_str::<bootplane_core::attempt::Attempt>(&v).ok())
+        .filter(|a| a.generation.is_none_or(|g| g == m.credential_generation)))
+}
+
+/// A `boot.alarm`: someone other than the machine asked for its installer. Written
+/// straight to the store, never through the sink that may drop under a flood (the
+/// per-source boot budget bounds how many one host can cause).
+async fn alarm(s: &Shared, machine: &str, source: Option<String>, c: &bootplane_core::attempt::Contention) {
+    s.metrics.boot_alarms.inc();
+    let detail = json!({ "reason": c.to_string(), "requester": source, "holder": c.holder() });
+    alarm_event(s, machine, "boot.alarm", source, detail).await;
+}
+
+/// An alarm event (`*.alarm`), written straight to the store and logged.
+pub(crate) async fn alarm_event(s: &Shared, machine: &str, kind: &str, source: Option<String>, detail: serde_json::Value) {
+    tracing::warn!("{kind} for {machine} from {}: {detail}", source.as_deref().unwrap_or("-"));
+    let event = BatchItem::Event(NewEvent::new(Some(machine), kind, source, detail));
+    if let Err(e) = s.store.write_batch(vec![event]).await {
+        tracing::error!("{kind} for {machine} could not be written: {e}");
+    }
 }
 
 /// A first-stage loader over HTTP (`/boot/ipxe.efi`, `/boot/shimx64.efi`), for UEFI HTTP

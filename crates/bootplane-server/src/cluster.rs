@@ -206,7 +206,10 @@ pub async fn handover_settings(s: &Shared, machine: &bootplane_core::MachineSpec
     if !k3s::is_ca_hash(&h.ca_hash) {
         return Err("ca_hash is not a lowercase hex SHA-256".into());
     }
-    let kubeconfig = k3s::reduce_kubeconfig(&String::from_utf8_lossy(&h.kubeconfig), None)?;
+    // The admin's kubeconfig points where bootplane knows the API is, never where the
+    // reporter says it is.
+    let api = k3s::api_url(&cluster, Some(machine)).ok_or_else(|| format!("cluster {c} has no API endpoint"))?;
+    let kubeconfig = k3s::reduce_kubeconfig(&String::from_utf8_lossy(&h.kubeconfig), Some(&api))?;
     let key = kubeconfig_key(c);
     let sealed_kc = seal(s, &key, kubeconfig.as_bytes());
     Ok(Some((
@@ -216,6 +219,14 @@ pub async fn handover_settings(s: &Shared, machine: &bootplane_core::MachineSpec
             SettingWrite { key, value: sealed_kc, first_writer_wins: false },
         ],
     )))
+}
+
+/// Whether `machine` is its cluster's bootstrap server.
+pub async fn is_bootstrap(s: &Shared, machine: &bootplane_core::MachineSpec) -> bool {
+    let Some(c) = &machine.cluster else {
+        return false;
+    };
+    matches!(s.store.cluster(c).await, Ok(Some(c)) if c.k3s.bootstrap.as_deref() == Some(&machine.name))
 }
 
 /// `GET /v1/clusters/{name}/kubeconfig` (admin): the bootstrap server's kubeconfig,

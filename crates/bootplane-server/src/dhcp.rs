@@ -21,6 +21,8 @@ struct StoreBackend {
     runtime: tokio::runtime::Handle,
     writer: Option<bootplane_store::LeaseWriter>,
     site_loader: Loader,
+    /// Seconds, for how long a binding vouches for its address.
+    lease_time: i64,
 }
 
 impl Backend for StoreBackend {
@@ -60,6 +62,17 @@ impl Backend for StoreBackend {
 
     fn shared(&self) -> bool {
         self.state.store.shares_leases()
+    }
+
+    fn answered(&mut self, events: &[DhcpEvent]) {
+        let now = chrono::Utc::now().timestamp();
+        for e in events {
+            match (e.kind, e.ip) {
+                ("dhcp.ack", Some(ip)) => self.state.handshakes.bound(e.mac, ip, now + self.lease_time),
+                ("dhcp.proxy_offer" | "dhcp.proxy_ack", _) => self.state.handshakes.proxied(e.mac, now),
+                _ => {}
+            }
+        }
     }
 
     fn machines(&mut self) -> HashMap<Mac, KnownMachine> {
@@ -165,7 +178,9 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
         })
         .collect();
     let writer = state.store.lease_writer();
-    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer, site_loader: cfg.loader };
+    state.handshakes.set_mode(mode);
+    let lease_time = settings.lease_time as i64;
+    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer, site_loader: cfg.loader, lease_time };
     // Binds before returning, so a missing interface or a busy port fails `serve` at start.
     let handle = DhcpServer { settings, interface, range, relayed, backend }.spawn()?;
     Ok(Some((server_ip, handle)))

@@ -16,6 +16,7 @@ pub use cluster::check_seal_key;
 pub mod gate;
 pub mod conn;
 pub mod dhcp;
+pub mod handshake;
 mod machine_config;
 mod metrics;
 pub mod sink;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub config_cache: machine_config::Cache,
     /// The dashboard's settings (`ui` section); defaults until `serve` sets them.
     pub ui: std::sync::OnceLock<bootplane_config::UiSettings>,
+    /// What bootplane's own DHCP answered, per MAC: what install answers bind to.
+    pub handshakes: handshake::Handshakes,
 }
 
 /// Where first-stage loaders come from: the TFTP root (iPXE), the symlink targets allowed
@@ -209,6 +212,7 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         tls_ca: Default::default(),
         config_cache: Default::default(),
         ui: Default::default(),
+        handshakes: Default::default(),
     }))
 }
 

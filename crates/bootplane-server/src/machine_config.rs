@@ -192,7 +192,14 @@ async fn claim(s: &Shared, rec: &MachineRecord, source: Option<String>, kind: &s
         let now = chrono::Utc::now().timestamp();
         match attempt.check(nonce, kind, from, leased, now) {
             Ok(Claim::Retry) => {
-                event(s, name, "config.refetched", source.clone(), json!({ "kind": kind })).await;
+                // Served (Ignition and the installers retry a lost answer), but loudly:
+                // from the outside, a host that spoofs the machine's MAC and address
+                // looks exactly like this.
+                let reason = format!(
+                    "{kind} fetched again from the same address within {} s: a lost answer, or a host spoofing the machine's address",
+                    bootplane_core::attempt::REFETCH_WINDOW_SECS
+                );
+                crate::boot::alarm_event(s, name, "config.alarm", source.clone(), json!({ "kind": kind, "reason": reason, "refetch": true })).await;
                 return Ok(false);
             }
             Ok(Claim::First) => {
@@ -213,12 +220,17 @@ async fn claim(s: &Shared, rec: &MachineRecord, source: Option<String>, kind: &s
 /// than the requester seems to hold the nonce.
 async fn refused_claim(s: &Shared, name: &str, source: Option<String>, kind: &str, r: bootplane_core::attempt::Refusal) -> Response {
     use bootplane_core::attempt::Refusal;
-    let (event_kind, status) = match &r {
-        Refusal::SecondFetch { .. } => ("config.alarm", StatusCode::CONFLICT),
-        r if r.is_alarm() => ("config.alarm", StatusCode::FORBIDDEN),
-        _ => ("config.refused", StatusCode::FORBIDDEN),
+    let status = match &r {
+        Refusal::SecondFetch { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::FORBIDDEN,
     };
-    refusal_event(s, Some(name), event_kind, source, json!({ "kind": kind, "reason": r.to_string() })).await;
+    let detail = json!({ "kind": kind, "reason": r.to_string() });
+    // Alarms are never dropped (not even past the source's event budget).
+    if r.is_alarm() {
+        crate::boot::alarm_event(s, name, "config.alarm", source, detail).await;
+    } else {
+        refusal_event(s, Some(name), "config.refused", source, detail).await;
+    }
     error(status, format!("{kind} of {name} refused: {r}"))
 }
 
@@ -263,7 +275,7 @@ impl Kind {
             Kind::Ignition => "ignition",
             Kind::Installer => "installer",
             Kind::UserData => "user-data",
-            Kind::LiveEnv => "live-env",
+            Kind::LiveEnv => bootplane_core::attempt::LIVE_ENV,
         }
     }
 

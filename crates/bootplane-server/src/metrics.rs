@@ -37,6 +37,7 @@ pub struct Metrics {
     pub events_suppressed: Counter,
     pub configs_compiled: Counter,
     pub boot_requests_limited: Counter,
+    pub boot_alarms: Counter,
 }
 
 impl Default for Metrics {
@@ -57,7 +58,13 @@ impl Default for Metrics {
         let configs_compiled = Counter::default();
         r.register("configs_compiled", "Machine configs built (Butane compiled); cache hits are not counted", configs_compiled.clone());
         let boot_requests_limited = Counter::default();
-        r.register("boot_requests_limited", "Boot decisions refused (429): their source asked more than server.boot_requests_per_minute", boot_requests_limited.clone());
+        r.register(
+            "boot_requests_limited",
+            "Boot decisions refused (429): their source asked more than server.boot_requests_per_minute",
+            boot_requests_limited.clone(),
+        );
+        let boot_alarms = Counter::default();
+        r.register("boot_alarms", "Install answers withheld: a host bootplane cannot vouch for asked for a machine's installer", boot_alarms.clone());
         Metrics {
             registry: Arc::new(r),
             decisions,
@@ -68,6 +75,7 @@ impl Default for Metrics {
             events_suppressed,
             configs_compiled,
             boot_requests_limited,
+            boot_alarms,
         }
     }
 }

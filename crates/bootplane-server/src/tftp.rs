@@ -72,7 +72,12 @@ impl Generator {
         }
         // No Host header over TFTP: the advertise URL, else the listen address.
         let server = boot::server_url(&self.state, &axum::http::HeaderMap::new());
-        let decision = boot::boot_decision(&self.state, &observed, Some(client.ip().to_string()), &server).await.ok()?;
+        if boot::boot_limited(&self.state, client.ip()) {
+            return None;
+        }
+        let decision = boot::boot_decision(&self.state, &observed, Some(client.ip().to_string()), &server, false)
+            .await
+            .ok()?;
         match decision {
             // An unknown UUID or MAC: "not found", so PXELINUX tries its next name.
             BootDecision::Quarantine { .. } => None,
@@ -84,7 +89,12 @@ impl Generator {
     /// quarantine included (it prints what was seen and leaves for the disk).
     async fn grub_config(&self, observed: &Observed, client: SocketAddr) -> Option<String> {
         let server = boot::server_url(&self.state, &axum::http::HeaderMap::new());
-        let decision = boot::boot_decision(&self.state, observed, Some(client.ip().to_string()), &server).await.ok()?;
+        if boot::boot_limited(&self.state, client.ip()) {
+            return None;
+        }
+        let decision = boot::boot_decision(&self.state, observed, Some(client.ip().to_string()), &server, false)
+            .await
+            .ok()?;
         Some(grub::render(&decision, observed, &server))
     }
 }

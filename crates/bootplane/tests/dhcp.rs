@@ -300,7 +300,7 @@ fn two_subnets_behind_a_real_relay_get_their_own_ranges() {
     assert_ne!(r, u);
     let cfg = config(&lan, "full").replace(
         "  lease_time: 10m\n",
-        &format!("  lease_time: 10m\n  subnets:\n    - range: {r}.100-{r}.110\n      netmask: 255.255.255.0\n      router: {r}.1\n      dns: [{r}.1]\n      domain: rack2.lab\n      relays: [{r}.1]\n"),
+        &format!("  lease_time: 10m\n  subnets:\n    - range: {r}.100-{r}.110\n      netmask: 255.255.255.0\n      router: {r}.1\n      dns: [{r}.1]\n      domain: rack2.lab\n      relays: [{r}.1, {p}.2]\n"),
     );
     let d = workdir(&cfg);
     let s = Server::start_in_netns(&lan.srv.name, &lan.srv.ns_ip, d.path());

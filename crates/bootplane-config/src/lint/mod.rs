@@ -369,7 +369,7 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             out.error(format!("{w}: relayed subnets get addresses from bootplane, so they need dhcp.mode full"));
         }
         if sn.relays.is_empty() {
-            out.error(format!("{w}: no `relays`; list the relay agents (their giaddr) that speak for this subnet"));
+            out.error(format!("{w}: no `relays`; list the relay agents that speak for this subnet (their giaddr, and the address they send from if another)"));
         }
         let n = net(sn.range.first, sn.netmask);
         if net(sn.range.last, sn.netmask) != n {

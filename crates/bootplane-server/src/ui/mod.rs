@@ -178,10 +178,12 @@ fn percent(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-/// Only a path on this server is a place to go back to after login.
+/// Only a path on this server is a place to go back to after login. Printable ASCII
+/// only: browsers drop tabs and newlines from a `Location` (`/\t/evil.example` becomes
+/// `//evil.example`, another host), and a non-ASCII one is no header value at all.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.bytes().all(|b| b.is_ascii_graphic()) => n.to_string(),
         _ => "/".to_string(),
     }
 }
@@ -619,7 +621,8 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(local_path(Some("/ui/machines/a")), "/ui/machines/a");
-        for hostile in ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil"] {
+        // Issue 28, finding 10: a tab a browser drops, a newline, a non-ASCII path.
+        for hostile in ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil", "/\t/evil.example/", "/\n/evil.example", "/ü"] {
             assert_eq!(local_path(Some(hostile)), "/", "{hostile}");
         }
         assert_eq!(local_path(None), "/");
