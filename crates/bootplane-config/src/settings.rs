@@ -66,6 +66,10 @@ pub struct ServerSettings {
     /// Time a client has to send a request's headers (also between keep-alive requests).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
+    /// How long an answer being sent may make no progress (the client reads nothing)
+    /// before its connection is dropped: never-read downloads cannot hold slots.
+    #[serde(default = "default_send_stall_timeout")]
+    pub send_stall_timeout: HumanDuration,
     /// A listener for the admin API alone (e.g. `127.0.0.1:8081`); with it, the
     /// machines' listeners do not serve the admin API at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +126,9 @@ fn default_max_per_source() -> usize {
 fn default_header_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
 }
+fn default_send_stall_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
 fn default_report_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60 * 60))
 }
@@ -145,6 +152,7 @@ impl Default for ServerSettings {
             max_connections: default_max_connections(),
             max_connections_per_source: default_max_per_source(),
             header_timeout: default_header_timeout(),
+            send_stall_timeout: default_send_stall_timeout(),
             admin_listen: None,
             tls: None,
         }

@@ -9,7 +9,6 @@
 use crate::{read_password, PowerAction, PowerDriver, PowerError, PowerState, Result, Step};
 use bootplane_core::power::RedfishSpec;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Redfish {
@@ -25,26 +24,11 @@ impl Redfish {
         format!("Redfish service {}", self.spec.url.trim_end_matches('/'))
     }
 
-    fn agent(&self, step: Step) -> Result<ureq::Agent> {
+    fn agent(&self) -> Result<ureq::Agent> {
         let b = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).timeout(Duration::from_secs(30)).redirects(0);
         let Some(ca) = &self.spec.ca_file else { return Ok(b.build()) };
-        let pem = std::fs::read(ca)
-            .map_err(|e| PowerError::Failed { step: Step::Setup, detail: format!("cannot read power.redfish.ca_file {}: {e}", ca.display()) })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| PowerError::Failed { step, detail: format!("{}: not PEM: {e}", ca.display()) })?;
-            roots.add(cert).map_err(|e| PowerError::Failed { step, detail: format!("{}: {e}", ca.display()) })?;
-        }
-        if roots.is_empty() {
-            return Err(PowerError::Failed { step: Step::Setup, detail: format!("{} holds no certificate", ca.display()) });
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| PowerError::Failed { step, detail: e.to_string() })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(b.tls_config(Arc::new(config)).build())
+        // A CA file that cannot be used is a setup problem, whichever step found it.
+        crate::trusting(b, ca).map_err(|detail| PowerError::Failed { step: Step::Setup, detail: format!("power.redfish.ca_file: {detail}") })
     }
 
     fn url(&self, path: &str) -> String {
@@ -55,7 +39,7 @@ impl Redfish {
         let password = read_password(&self.spec.password_file)?;
         use base64::Engine as _;
         let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", self.spec.username)));
-        let req = self.agent(step)?.request(method, &self.url(path)).set("Authorization", &auth).set("Accept", "application/json");
+        let req = self.agent()?.request(method, &self.url(path)).set("Authorization", &auth).set("Accept", "application/json");
         let res = match body {
             Some(b) => req.send_json(b),
             None => req.call(),

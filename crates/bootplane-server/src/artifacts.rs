@@ -145,7 +145,8 @@ pub mod fast {
     /// Serves artifact requests on `stream` until it closes or a request arrives that
     /// the fast path does not take. Returns `true` when the caller should hand the
     /// (untouched) rest of the connection to hyper.
-    pub async fn serve(s: &Shared, stream: &mut TcpStream, header_timeout: std::time::Duration) -> std::io::Result<bool> {
+    pub async fn serve(s: &Shared, stream: &mut TcpStream, limits: &crate::conn::Limits) -> std::io::Result<bool> {
+        let header_timeout = limits.header_timeout;
         let mut buf = vec![0u8; 8192];
         loop {
             // Peek until the headers are complete, without consuming anything yet; a
@@ -239,7 +240,7 @@ pub mod fast {
             stream.write_all(h.as_bytes()).await?;
             if !is_head && len > 0 {
                 let file = std::fs::File::open(&loc.path)?;
-                sendfile_all(stream, &file, start, len).await?;
+                sendfile_all(stream, &file, start, len, limits.send_stall).await?;
             }
             if close {
                 return Ok(false);
@@ -260,11 +261,14 @@ pub mod fast {
         stream.write_all(h.as_bytes()).await
     }
 
-    async fn sendfile_all(stream: &TcpStream, file: &std::fs::File, start: u64, len: u64) -> std::io::Result<()> {
+    async fn sendfile_all(stream: &TcpStream, file: &std::fs::File, start: u64, len: u64, stall: std::time::Duration) -> std::io::Result<()> {
         let mut offset = start as i64;
         let mut left = len;
         while left > 0 {
-            stream.writable().await?;
+            // A reader that takes nothing for this long holds a slot for nothing.
+            tokio::time::timeout(stall, stream.writable())
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing for too long"))??;
             let r = stream.try_io(tokio::io::Interest::WRITABLE, || {
                 let count = left.min(1 << 30) as usize;
                 nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), count).map_err(std::io::Error::from)

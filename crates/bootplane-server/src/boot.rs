@@ -359,15 +359,16 @@ pub async fn first_stage_file(
                     }
                     _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
                 };
-                let machine = s.machine_at(peer.ip());
-                s.sink
-                    .push(BatchItem::Event(NewEvent::new(
-                        machine.as_deref(),
-                        "http.boot_file",
-                        Some(peer.ip().to_string()),
-                        json!({ "file": file, "bytes": len }),
-                    )))
-                    .await;
+                // Anyone may download loaders: its event is written within the source's
+                // budget like every event a stranger can cause.
+                if let Some(suppressed) = s.admit_noise(Some(&peer.ip().to_string())) {
+                    let machine = s.machine_at(peer.ip());
+                    let mut detail = json!({ "file": file, "bytes": len });
+                    if suppressed > 0 {
+                        detail["suppressed_before"] = json!(suppressed);
+                    }
+                    s.sink.push(BatchItem::Event(NewEvent::new(machine.as_deref(), "http.boot_file", Some(peer.ip().to_string()), detail))).await;
+                }
                 let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024));
                 ([(header::CONTENT_TYPE, "application/efi".to_string()), (header::CONTENT_LENGTH, len.to_string())], body).into_response()
             }

@@ -171,7 +171,8 @@ async fn claim_join(s: &Shared, name: &str, generation: u32, source: Option<Stri
             }
             Ok(j) => {
                 let first = j.first.ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into());
-                event(s, name, "join.alarm", source, json!({ "reason": format!("join material of this credential already went to {first}") })).await;
+                let reason = format!("join material of this credential already went to {first}");
+                crate::boot::alarm_event(s, name, "join.alarm", source, json!({ "reason": reason })).await;
                 return Err(error(StatusCode::CONFLICT, format!("join material for {name} was already served (to {first}); reinstall the machine for a new credential")));
             }
             Err(_) => {

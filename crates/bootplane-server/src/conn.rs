@@ -2,7 +2,9 @@
 //! cap on connections in all and per source address (a rack powering on is many sources
 //! with a few connections each; an attacker is one source with many), a deadline for a
 //! request's headers (also between keep-alive requests), and the file-descriptor soft
-//! limit raised to the hard limit at start. HTTP/1.1 only: no firmware or installer
+//! limit raised to the hard limit at start, and a stall deadline on every answer we
+//! send (a reader that takes nothing for `server.send_stall_timeout` is dropped, so
+//! never-read downloads cannot hold slots). Each listener counts its connections on its own. HTTP/1.1 only: no firmware or installer
 //! speaks HTTP/2, so h2c is not accepted at all.
 
 use std::collections::HashMap;
@@ -17,12 +19,31 @@ pub struct Limits {
     /// From accepting a connection (or finishing a response) to having the next
     /// request's headers.
     pub header_timeout: Duration,
+    /// How long a response may make no progress before its connection is dropped:
+    /// firmware reading slowly still takes bytes; a socket nobody reads takes none.
+    pub send_stall: Duration,
 }
 
 impl From<&bootplane_config::ServerSettings> for Limits {
     fn from(s: &bootplane_config::ServerSettings) -> Self {
-        Limits { max_connections: s.max_connections, max_per_source: s.max_connections_per_source, header_timeout: s.header_timeout.0 }
+        Limits {
+            max_connections: s.max_connections,
+            max_per_source: s.max_connections_per_source,
+            header_timeout: s.header_timeout.0,
+            send_stall: s.send_stall_timeout.0,
+        }
     }
+}
+
+/// `stream` with `stall` on its writes (tokio-io-timeout: a write pending that long
+/// fails, and hyper drops the connection).
+pub fn stall_guard<S>(stream: S, stall: Duration) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<S>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let mut s = tokio_io_timeout::TimeoutStream::new(stream);
+    s.set_write_timeout(Some(stall));
+    Box::pin(s)
 }
 
 /// Open connections, in all and per source.
@@ -83,7 +104,7 @@ mod tests {
     #[test]
     fn caps_hold_per_source_and_in_all_and_slots_come_back() {
         let t = Arc::new(Tracker::default());
-        let l = Limits { max_connections: 3, max_per_source: 2, header_timeout: Duration::from_secs(1) };
+        let l = Limits { max_connections: 3, max_per_source: 2, header_timeout: Duration::from_secs(1), send_stall: Duration::from_secs(1) };
         let a: IpAddr = "198.18.0.1".parse().unwrap();
         let b: IpAddr = "198.18.0.2".parse().unwrap();
         let s1 = t.admit(a, &l).unwrap();

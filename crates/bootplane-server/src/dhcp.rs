@@ -23,7 +23,14 @@ struct StoreBackend {
     site_loader: Loader,
     /// Seconds, for how long a binding vouches for its address.
     lease_time: i64,
+    /// What DHCP packets from unknown MACs may write: any host can send them with any
+    /// MAC, so one budget covers them all ([`UNKNOWN_BUDGET_FACTOR`] times a source's).
+    unknown: crate::gate::Gate,
 }
+
+/// How many sources' event budgets all unknown DHCP clients share: a rack of new
+/// machines powering on is seen in full, a flood of made-up MACs is not.
+const UNKNOWN_BUDGET_FACTOR: u32 = 30;
 
 impl Backend for StoreBackend {
     fn load_leases(&mut self) -> Vec<Lease> {
@@ -107,6 +114,19 @@ impl StoreBackend {
                 self.state.remember_ip(ip.into(), m);
             }
             let mut detail = e.detail;
+            // A binding is kept whoever it is (the pool bounds them); the rest of what
+            // unknown MACs cause is written within their shared budget.
+            if e.machine.is_none() && e.kind != "dhcp.ack" {
+                let all_unknown = Some(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                match self.unknown.admit(all_unknown, std::time::Instant::now()) {
+                    None => {
+                        self.state.metrics.events_suppressed.inc();
+                        continue;
+                    }
+                    Some(n) if n > 0 => detail["suppressed_before"] = serde_json::json!(n),
+                    Some(_) => {}
+                }
+            }
             detail["mac"] = serde_json::json!(e.mac);
             let name = e.machine.or_else(|| discovered_name(&Observed { mac: Some(e.mac), ..Default::default() }));
             out.push(NewEvent::new(name.as_deref(), e.kind, None, detail));
@@ -180,7 +200,8 @@ pub async fn start(state: Shared, cfg: &DhcpSettings) -> anyhow::Result<Option<(
     let writer = state.store.lease_writer();
     state.handshakes.set_mode(mode);
     let lease_time = settings.lease_time as i64;
-    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer, site_loader: cfg.loader, lease_time };
+    let unknown = crate::gate::Gate::new(state.settings.unauthenticated_events_per_minute.saturating_mul(UNKNOWN_BUDGET_FACTOR));
+    let backend = StoreBackend { state, runtime: tokio::runtime::Handle::current(), writer, site_loader: cfg.loader, lease_time, unknown };
     // Binds before returning, so a missing interface or a busy port fails `serve` at start.
     let handle = DhcpServer { settings, interface, range, relayed, backend }.spawn()?;
     Ok(Some((server_ip, handle)))

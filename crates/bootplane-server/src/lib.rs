@@ -136,11 +136,13 @@ pub fn parse_boot_query(raw: &str) -> Result<std::collections::HashMap<String, S
 pub const MAX_QUERY: usize = 2048;
 
 /// Every route; the admin API (machines, events, clusters) only when `admin` is set, so
-/// a listener of its own can keep it off the machines' listeners.
-pub fn router(state: Shared, admin: bool) -> Router {
+/// a listener of its own can keep it off the machines' listeners. `admin_needs_tls`:
+/// this is the shared plain listener, where with HTTPS on the admin API and dashboard
+/// are refused (the admin token would cross the LAN in clear).
+pub fn router(state: Shared, admin: bool, admin_needs_tls: bool) -> Router {
     let mut r = Router::new();
     if admin {
-        r = r
+        let mut a = Router::new()
             .route("/v1/machines", get(api::list_machines))
             .route("/v1/machines/{name}", get(api::show_machine))
             .route("/v1/machines/{name}/preview", get(api::preview))
@@ -153,10 +155,12 @@ pub fn router(state: Shared, admin: bool) -> Router {
             .route("/v1/clusters/{name}/kubeconfig", get(cluster::kubeconfig))
             .route("/v1/clusters/{name}/reset", post(cluster::reset))
             .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
-            .route("/v1/events", get(api::events));
-    }
-    if admin {
-        r = r.merge(ui::routes());
+            .route("/v1/events", get(api::events))
+            .merge(ui::routes());
+        if admin_needs_tls {
+            a = a.route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_over_tls));
+        }
+        r = r.merge(a);
     } else {
         r = r.route("/", get(api::index));
     }
@@ -216,6 +220,28 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
     }))
 }
 
+/// With HTTPS on, the admin routes of the shared plain listener refuse: the token and
+/// what it unlocks (tokens in `rotate-tokens`, kubeconfigs) never cross the LAN in clear.
+async fn admin_over_tls(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let secure = req.extensions().get::<Secure>().copied().unwrap_or(Secure(false));
+    match (s.tls_ca.get(), s.settings.secure_url()) {
+        (Some(_), Some(url)) if !secure.0 => (
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "the admin API and dashboard are served over HTTPS only (server.tls is on): use --server {url}; \
+                 on the server host the bootplane CLI trusts the site CA in the data directory (tls/ca.crt), elsewhere pass it with --ca-file\n"
+            ),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 /// A socket the server answers on. Plain HTTP serves firmware, iPXE and everything
 /// else; HTTPS serves the same routes for the machines' secrets and the admin.
 pub enum Listener {
@@ -236,7 +262,11 @@ pub async fn run(
         .into_iter()
         .map(|l| {
             let admin = !separate_admin || matches!(l, Listener::Admin(_));
-            tokio::spawn(accept_loop(state.clone(), router(state.clone(), admin), l))
+            let shared_plain = matches!(l, Listener::Plain(_));
+            // Each listener has caps of its own: a flood of the boot listener leaves the
+            // admin and HTTPS listeners room.
+            let tracker = if shared_plain { state.connections.clone() } else { Default::default() };
+            tokio::spawn(accept_loop(state.clone(), router(state.clone(), admin, shared_plain), l, tracker))
         })
         .collect();
     shutdown.await;
@@ -250,7 +280,7 @@ pub async fn run(
 /// Accepts connections within the caps. On plain HTTP each connection first goes to the
 /// sendfile fast path for artifact requests; anything else (and everything over TLS)
 /// is handed, untouched, to hyper and the axum router.
-async fn accept_loop(state: Shared, app: axum::Router, listener: Listener) {
+async fn accept_loop(state: Shared, app: axum::Router, listener: Listener, tracker: Arc<conn::Tracker>) {
     let (tcp, tls) = match listener {
         Listener::Plain(l) | Listener::Admin(l) => (l, None),
         Listener::Tls(l, a) => (l, Some(a)),
@@ -267,7 +297,7 @@ async fn accept_loop(state: Shared, app: axum::Router, listener: Listener) {
         };
         let limits = conn::Limits::from(&state.settings);
         // Over a cap: closed at once, before anything is read or allocated for it.
-        let Some(slot) = state.connections.admit(peer.ip(), &limits) else {
+        let Some(slot) = tracker.admit(peer.ip(), &limits) else {
             state.metrics.connections_refused.inc();
             drop(stream);
             continue;
@@ -280,15 +310,15 @@ async fn accept_loop(state: Shared, app: axum::Router, listener: Listener) {
             let _ = stream.set_nodelay(true);
             match tls {
                 None => {
-                    match artifacts::fast::serve(&state, &mut stream, limits.header_timeout).await {
+                    match artifacts::fast::serve(&state, &mut stream, &limits).await {
                         Ok(true) => {}
                         Ok(false) | Err(_) => return,
                     }
-                    serve_http(stream, app, peer, limits, false).await
+                    serve_http(conn::stall_guard(stream, limits.send_stall), app, peer, limits, false).await
                 }
                 Some(acceptor) => {
                     // The handshake is held to the same deadline as request headers.
-                    if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(conn::stall_guard(stream, limits.send_stall))).await {
                         serve_http(s, app, peer, limits, true).await
                     }
                 }

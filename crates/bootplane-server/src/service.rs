@@ -225,6 +225,7 @@ pub fn summary(e: &Event) -> String {
             (Some(dec), None) => format!("decision {dec}"),
             _ => "boot script".into(),
         },
+        "boot.alarm" | "report.alarm" | "join.alarm" => s("reason").unwrap_or("").to_string(),
         "config.served" | "config.refetched" | "config.refused" | "config.alarm" => {
             match (s("kind"), s("reason")) {
                 (Some(k), Some(r)) => format!("{k}: {r}"),

@@ -124,13 +124,14 @@ impl Observer for Recorder {
             }
             TransferEvent::Failed { client, file, reason } => ("tftp.failed", client, json!({ "file": file, "reason": reason })),
         };
+        // UDP sources are forgeable and cost nothing: within the source's budget only.
+        let Some(suppressed) = self.state.admit_noise(Some(&client.ip().to_string())) else { return };
+        let mut detail = detail;
+        if suppressed > 0 {
+            detail["suppressed_before"] = json!(suppressed);
+        }
         let machine = self.state.machine_at(client.ip());
-        self.state.sink.try_push(BatchItem::Event(NewEvent::new(
-            machine.as_deref(),
-            kind,
-            Some(client.ip().to_string()),
-            detail,
-        )));
+        self.state.sink.try_push(BatchItem::Event(NewEvent::new(machine.as_deref(), kind, Some(client.ip().to_string()), detail)));
     }
 }
 

@@ -222,6 +222,8 @@ pub const AUDIT_KINDS: &[&str] = &[
     "join.refetched",
     "join.refused",
     "join.alarm",
+    "boot.alarm",
+    "report.alarm",
     "report.refused",
     "identity.conflict",
     "cluster.reset",

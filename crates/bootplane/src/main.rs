@@ -42,6 +42,10 @@ pub struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The CA an https:// --server is checked against (default: the site CA bootplane
+    /// made, `tls/ca.crt` in the data directory, when this is the server host).
+    #[arg(long, global = true, env = "BOOTPLANE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -25,7 +25,7 @@ pub enum ClusterCmd {
 }
 
 pub fn run(cmd: ClusterCmd, client: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = Client::new(&client);
+    let c = Client::new(&client)?;
     match cmd {
         ClusterCmd::Kubeconfig { name, output } => {
             let text = c.text("GET", &format!("/v1/clusters/{name}/kubeconfig"))?;

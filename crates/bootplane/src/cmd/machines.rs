@@ -46,6 +46,23 @@ pub enum MachinesCmd {
     },
 }
 
+/// The admin API's HTTP agent: over https, trusting `--ca-file`, else the site CA in the
+/// data directory when there is one (the server host), else the system's roots.
+fn agent(args: &ClientArgs) -> anyhow::Result<ureq::Agent> {
+    let builder = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(30));
+    let site_ca = super::default_data_dir().join("tls/ca.crt");
+    let ca = match &args.ca_file {
+        Some(f) => Some(f.clone()),
+        None => site_ca.exists().then_some(site_ca),
+    };
+    match ca {
+        Some(ca) if args.server.starts_with("https://") => {
+            bootplane_power::trusting(builder, &ca).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))
+        }
+        _ => Ok(builder.build()),
+    }
+}
+
 pub(crate) struct Client {
     base: String,
     token: Option<String>,
@@ -55,7 +72,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(args: &ClientArgs) -> Self {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let file = super::default_data_dir().join("admin-token");
         let (token, token_source) = match &args.token {
             Some(t) => (Some(t.clone()), "--token / BOOTPLANE_TOKEN".to_string()),
@@ -64,12 +81,7 @@ impl Client {
                 Err(_) => (None, file.display().to_string()),
             },
         };
-        Client {
-            base: args.server.trim_end_matches('/').to_string(),
-            token,
-            token_source,
-            agent: ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(30)).build(),
-        }
+        Ok(Client { base: args.server.trim_end_matches('/').to_string(), token, token_source, agent: agent(args)? })
     }
 
     fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
@@ -133,7 +145,7 @@ fn s(v: &Value) -> String {
 /// `bootplane ssh-known-hosts NAME`: the `ssh-keygen -R` lines for every name the
 /// machine's host key may be known under.
 pub fn ssh_known_hosts(name: &str, args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let m = Client::new(&args).call("GET", &format!("/v1/machines/{name}"))?;
+    let m = Client::new(&args)?.call("GET", &format!("/v1/machines/{name}"))?;
     let mut hosts: Vec<String> = vec![name.to_string()];
     for k in ["hostname", "ip"] {
         if let Some(h) = m[k].as_str() {
@@ -152,7 +164,7 @@ pub fn ssh_known_hosts(name: &str, args: ClientArgs) -> anyhow::Result<ExitCode>
 }
 
 pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = Client::new(&args);
+    let c = Client::new(&args)?;
     if let MachinesCmd::Reinstall { name, force, timeout } = &cmd {
         return reinstall(&c, name, *force, *timeout);
     }
