@@ -69,7 +69,12 @@ fn a_host_that_knows_the_mac_cannot_take_the_machines_attempt() {
     let alarms = events_of(&srv, "s1", "boot.alarm");
     assert_eq!(alarms.len(), 2, "{alarms:?}");
     assert!(alarms.iter().all(|a| a["detail"]["requester"] == "127.0.0.2" && a["detail"]["holder"] == "127.0.0.1"), "{alarms:?}");
-    // The contender changed nothing the operator sees of the machine.
+    // The contender changed nothing the operator sees of the machine (the sighting is
+    // written in the background: wait for it).
+    let t0 = std::time::Instant::now();
+    while srv.machine("s1")["observed"]["platform"].is_null() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(srv.machine("s1")["observed"]["platform"], "efi");
     let (code, ign) = get_from("127.0.0.1", &format!("{}/v1/machines/s1/ignition?nonce={nonce}", srv.url));
     assert_eq!(code, 200, "the machine's own attempt survived: {ign}");
@@ -117,6 +122,7 @@ fn tftp_shares_the_boot_request_budget() {
     let srv = Server::start(d.path());
     let t = srv.tftp.expect("TFTP address in the log");
     let mut answered = 0;
+    let t0 = std::time::Instant::now();
     for i in 0..10 {
         let out = d.path().join(format!("n{i}.cfg"));
         let o = std::process::Command::new("tftp")
@@ -128,7 +134,9 @@ fn tftp_shares_the_boot_request_budget() {
             answered += 1;
         }
     }
-    assert!(answered <= 5, "{answered} install answers over TFTP where 5 boot requests a minute are allowed");
+    // 5 at once, and the budget's refill over however long a loaded machine took.
+    let allowed = 5 + (t0.elapsed().as_secs_f64() * 5.0 / 60.0).ceil() as usize;
+    assert!(answered <= allowed, "{answered} install answers over TFTP where 5 boot requests a minute are allowed ({allowed} by now)");
     assert!(answered >= 1, "the machine itself must still be answered");
 }
 
@@ -340,38 +348,58 @@ fn with_boot_files(d: &Path, server_extra: &str) -> String {
     CONFIG.replace("server:\n", &format!("tftp:\n  enabled: true\n  listen: 127.0.0.1:0\n  root: {}\nserver:\n{server_extra}", root.display()))
 }
 
-/// Finding 8: never-read downloads had no stall timeout, and one connection cap covered
-/// every listener: a few hosts held every slot and shut out boots, `/healthz`, the admin
-/// and the HTTPS listener. Now a stalled answer is dropped after
-/// `server.send_stall_timeout`, and each listener counts its own connections.
-#[test]
-fn never_read_downloads_are_dropped_and_each_listener_keeps_room() {
+/// Holds `n` connections to `srv`'s plain listener, each asking for `/boot/big.img` and
+/// never reading, from a few source addresses.
+fn never_read(srv: &Server, n: usize) -> Vec<std::net::TcpStream> {
     use std::io::Write;
+    let addr: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
+    (0..n)
+        .map(|i| {
+            let local: std::net::SocketAddr = format!("127.0.0.{}:0", 2 + i % 3).parse().unwrap();
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&local.into()).unwrap();
+            sock.connect(&addr.into()).unwrap();
+            let mut c: std::net::TcpStream = sock.into();
+            c.write_all(b"GET /boot/big.img HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c
+        })
+        .collect()
+}
+
+/// Finding 8: one connection cap covered every listener: a few hosts holding downloads
+/// they never read shut out the HTTPS (and admin) listener too. Each listener now
+/// counts its own connections.
+#[test]
+fn a_full_boot_listener_leaves_the_https_listener_room() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = with_boot_files(d.path(), "  max_connections: 6\n  send_stall_timeout: 2s\n  tls: { listen: 127.0.0.1:0 }\n");
+    let cfg = with_boot_files(d.path(), "  max_connections: 6\n  send_stall_timeout: 1h\n  tls: { listen: 127.0.0.1:0 }\n");
     std::fs::write(d.path().join("bootplane.yaml"), cfg).unwrap();
     let srv = Server::start(d.path());
     let https = srv.startup.iter().find_map(|l| l.strip_prefix("bootplane: serving HTTPS on ")).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
-    let addr: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
-    let mut held = Vec::new();
-    for i in 0..6 {
-        let local: std::net::SocketAddr = format!("127.0.0.{}:0", 2 + i % 3).parse().unwrap();
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.bind(&local.into()).unwrap();
-        sock.connect(&addr.into()).unwrap();
-        let mut c: std::net::TcpStream = sock.into();
-        c.write_all(b"GET /boot/big.img HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        held.push(c); // never read
-    }
+    let held = never_read(&srv, 6);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(get_from("127.0.0.9", &format!("{}/healthz", srv.url)).0, 0, "the plain listener is full (the premise)");
     let ca = d.path().join("data/tls/ca.crt");
     let o = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca.to_str().unwrap(), &format!("{https}/healthz")]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "the HTTPS listener kept its room");
+    drop(held);
+}
+
+/// Finding 8: never-read downloads had no stall timeout and held their slots for as
+/// long as the client liked. Now a stalled answer is dropped after
+/// `server.send_stall_timeout`, and the slots come back.
+#[test]
+fn never_read_downloads_are_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = with_boot_files(d.path(), "  max_connections: 6\n  send_stall_timeout: 2s\n");
+    std::fs::write(d.path().join("bootplane.yaml"), cfg).unwrap();
+    let srv = Server::start(d.path());
+    let held = never_read(&srv, 6);
     // Within the stall timeout (and a margin for a loaded machine) the slots come back.
     let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     while get_from("127.0.0.9", &format!("{}/healthz", srv.url)).0 != 200 {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "never-read downloads still hold every slot");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "never-read downloads still hold every slot");
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     drop(held);
@@ -386,6 +414,7 @@ fn boot_file_and_tftp_events_keep_to_the_source_budget() {
     std::fs::write(d.path().join("bootplane.yaml"), cfg).unwrap();
     let srv = Server::start(d.path());
     let t = srv.tftp.expect("TFTP address in the log");
+    let t0 = std::time::Instant::now();
     for _ in 0..60 {
         assert_eq!(srv.get_bytes("/boot/small.bin").0, 200);
     }
@@ -397,5 +426,7 @@ fn boot_file_and_tftp_events_keep_to_the_source_budget() {
     let all: serde_json::Value = serde_json::from_str(&body).unwrap();
     let count = |k: &str| all.as_array().unwrap().iter().filter(|e| e["kind"] == k).count();
     let (files, tftp) = (count("http.boot_file"), count("tftp.not_found"));
-    assert!(files >= 1 && files + tftp <= 22, "{files} http.boot_file and {tftp} tftp.not_found events from one source under a budget of 20 a minute");
+    // 20 at once, and the budget's refill over however long a loaded machine took.
+    let allowed = 20 + (t0.elapsed().as_secs_f64() * 20.0 / 60.0).ceil() as usize;
+    assert!(files >= 1 && files + tftp <= allowed, "{files} http.boot_file and {tftp} tftp.not_found events from one source under a budget of 20 a minute ({allowed} by now)");
 }
