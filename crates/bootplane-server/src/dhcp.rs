@@ -62,7 +62,7 @@ impl Backend for StoreBackend {
             }
         };
         for l in &refused {
-            tracing::info!(ip = %l.ip, holder = %l.mac, "dhcp: address claimed by another instance; not answering, the client retries");
+            tracing::info!(ip = %l.ip, holder = %l.mac, "dhcp: address claimed by another instance; its offer is decided again");
         }
         Ok(refused)
     }

@@ -134,10 +134,21 @@ fn lease(h: &bootplane_testkit::Host, dir: &Path) -> Option<String> {
     let script = dir.join(format!("{}.sh", h.name));
     std::fs::write(&script, format!("#!/bin/sh\ncase \"$1\" in bound|renew) echo \"$ip\" > {};; esac\n", out.display())).unwrap();
     std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
-    let _ = h
-        .cmd(&["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-A", "1", "-s", &script.display().to_string()])
+    // Without `-n`: a client whose REQUEST went to an instance that died before acking
+    // starts over with a DISCOVER (after `-A`), as PXE firmware does; with `-n` udhcpc
+    // gives up after its three REQUESTs, which the survivors rightly leave unanswered
+    // (RFC 2131 4.3.2: a REQUEST naming another server is not theirs). Bounded by
+    // `timeout`.
+    let o = h
+        .cmd(&["timeout", "60", "udhcpc", "-i", "eth0", "-q", "-f", "-t", "10", "-T", "1", "-A", "1", "-s", &script.display().to_string()])
         .output();
-    std::fs::read_to_string(&out).ok().map(|s| s.trim().to_string())
+    let got = std::fs::read_to_string(&out).ok().map(|s| s.trim().to_string());
+    if got.is_none() {
+        // What the client saw, for the failure message.
+        let said = o.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_else(|e| e.to_string());
+        std::fs::write(dir.join(format!("{}.udhcpc", h.mac)), said).unwrap();
+    }
+    got
 }
 
 #[test]
@@ -156,13 +167,13 @@ fn three_dhcp_instances_share_one_pool_and_survive_a_kill() {
     std::fs::create_dir_all(db.path().join("data")).unwrap();
     std::fs::copy(da.path().join("data/secret.key"), db.path().join("data/secret.key")).unwrap();
     // (The test talks to B and C only through the database: they are on the LAN alone.)
-    let _b = Server::start_in_netns_with(&srv2.name, &format!("{p}.2"), db.path(), &["--database", &url]);
+    let b = Server::start_in_netns_with(&srv2.name, &format!("{p}.2"), db.path(), &["--database", &url]);
     let srv3 = lan.add_host("srv3", "02:00:00:00:09:03");
     srv3.exec_ok(&["ip", "addr", "add", &format!("{p}.3/24"), "dev", "eth0"]);
     let dc = workdir(&dhcp_config(&lan, "eth0", &format!("{p}.3")));
     std::fs::create_dir_all(dc.path().join("data")).unwrap();
     std::fs::copy(da.path().join("data/secret.key"), dc.path().join("data/secret.key")).unwrap();
-    let _c = Server::start_in_netns_with(&srv3.name, &format!("{p}.3"), dc.path(), &["--database", &url]);
+    let c = Server::start_in_netns_with(&srv3.name, &format!("{p}.3"), dc.path(), &["--database", &url]);
 
     let run = |hs: &[bootplane_testkit::Host]| -> Vec<(String, Option<String>)> {
         std::thread::scope(|s| {
@@ -191,7 +202,16 @@ fn three_dhcp_instances_share_one_pool_and_survive_a_kill() {
     killer.join().unwrap();
 
     let missing: Vec<_> = got.iter().filter(|(_, ip)| ip.is_none()).map(|(m, _)| m.clone()).collect();
-    assert!(missing.is_empty(), "clients without an address (the survivor should have answered): {missing:?}");
+    if !missing.is_empty() {
+        let said: Vec<String> = missing.iter().map(|m| format!("{m}: {}", std::fs::read_to_string(da.path().join(format!("{m}.udhcpc"))).unwrap_or_default())).collect();
+        let rows = pg.psql(url.rsplit('/').next().unwrap(), "SELECT mac || ' ' || ip || ' ' || state || ' ' || expires FROM leases ORDER BY ip");
+        panic!(
+            "clients without an address (the survivors should have answered): {missing:?}\nclients:\n{}\nleases:\n{rows}\nB:\n{}\nC:\n{}",
+            said.join("\n"),
+            b.stop().join("\n"),
+            c.stop().join("\n")
+        );
+    }
     let mut ips: Vec<&String> = got.iter().filter_map(|(_, ip)| ip.as_ref()).collect();
     ips.sort();
     let n = ips.len();
