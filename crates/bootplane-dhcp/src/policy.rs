@@ -688,18 +688,7 @@ mod tests {
             let s = settings(mode);
             let mut p = pool();
             let d = discover(MAC, Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None);
-            let o = handle(
-                &Request {
-                    src: Ipv4Addr::UNSPECIFIED,
-                    msg: &d,
-                    port: 67,
-                    hostname: None,
-                    shim: Some(bootplane_core::grub::SHIM_FILE.into()),
-                    now: 0,
-                },
-                &s,
-                &mut p,
-            );
+            let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &d, port: 67, hostname: None, shim: Some(bootplane_core::grub::SHIM_FILE.into()), now: 0 }, &s, &mut p);
             let (offer, _) = o.reply.unwrap();
             assert_eq!(offer.fname_str().unwrap().unwrap(), "shimx64.efi", "{mode:?}");
             assert_eq!(offer.siaddr(), s.server_ip);
@@ -709,18 +698,7 @@ mod tests {
             assert_eq!(o.reply.unwrap().0.fname_str().unwrap().unwrap(), own, "{mode:?}");
             // Its HTTP boot option: an address in full mode, no boot file; nothing in proxy.
             let h = discover(MAC, Some("HTTPClient:Arch:00016:UNDI:003001"), Some(16), None);
-            let o = handle(
-                &Request {
-                    src: Ipv4Addr::UNSPECIFIED,
-                    msg: &h,
-                    port: 67,
-                    hostname: None,
-                    shim: Some(bootplane_core::grub::SHIM_FILE.into()),
-                    now: 0,
-                },
-                &s,
-                &mut p,
-            );
+            let o = handle(&Request { src: Ipv4Addr::UNSPECIFIED, msg: &h, port: 67, hostname: None, shim: Some(bootplane_core::grub::SHIM_FILE.into()), now: 0 }, &s, &mut p);
             match mode {
                 Mode::Full => {
                     let (offer, _) = o.reply.unwrap();

@@ -168,8 +168,7 @@ async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
 /// DHCP mode an address leased to the machine or its configured one; without
 /// bootplane's DHCP there is nothing to check an installed system's address against.
 async fn vouched_reporter(s: &Shared, rec: &bootplane_core::model::MachineRecord, from: std::net::IpAddr) -> Result<(), String> {
-    use bootplane_core::attempt::Witness;
-    let leased = || async { crate::handshake::witness(s, &rec.spec.macs, Some(from), false).await == Witness::Leased(true) };
+    let leased = || crate::handshake::leased_to(s, &rec.spec.macs, from);
     match rec.state {
         MachineState::Provision | MachineState::Installing => {
             let attempt = crate::boot::current_attempt(s, rec).await.map_err(|e| e.to_string())?;

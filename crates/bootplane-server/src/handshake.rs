@@ -87,6 +87,12 @@ pub async fn witness(s: &crate::Shared, macs: &[Mac], from: Option<IpAddr>, live
     }
 }
 
+/// Whether bootplane's DHCP (full mode) leased `ip` to one of `macs`: what vouches for a
+/// machine's other addresses (its live system's, its installed system's).
+pub async fn leased_to(s: &crate::Shared, macs: &[Mac], ip: IpAddr) -> bool {
+    witness(s, macs, Some(ip), false).await == Witness::Leased(true)
+}
+
 /// Whether the store holds an unexpired binding of `ip` to one of `macs` (made by
 /// another instance, or before a restart).
 pub async fn leased_in_store(s: &crate::Shared, macs: &[Mac], ip: IpAddr, now: i64) -> bool {

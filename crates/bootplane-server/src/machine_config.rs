@@ -186,7 +186,7 @@ async fn claim(s: &Shared, rec: &MachineRecord, source: Option<String>, kind: &s
         };
         let Ok(attempt) = serde_json::from_str::<Attempt>(&stored) else { return Err(refuse(Refusal::NoAttempt).await) };
         let leased = match (attempt.ip, from) {
-            (Some(a), Some(f)) if a != f => leased_to(s, rec, f).await,
+            (Some(a), Some(f)) if a != f => crate::handshake::leased_to(s, &rec.spec.macs, f).await,
             _ => false,
         };
         let now = chrono::Utc::now().timestamp();
@@ -234,11 +234,6 @@ async fn refused_claim(s: &Shared, name: &str, source: Option<String>, kind: &st
     error(status, format!("{kind} of {name} refused: {r}"))
 }
 
-/// Whether bootplane's own DHCP leased `ip` to one of `rec`'s MACs.
-async fn leased_to(s: &Shared, rec: &MachineRecord, ip: std::net::IpAddr) -> bool {
-    let std::net::IpAddr::V4(v4) = ip else { return false };
-    s.store.leases().await.is_ok_and(|ls| ls.iter().any(|l| l.ip == v4 && rec.spec.macs.contains(&l.mac)))
-}
 
 /// [`gated`], then [`load`].
 async fn gated_load(s: &Shared, name: &str, source: Option<String>, headers: &HeaderMap, what: &str, nonce: Option<&str>, starts_install: bool) -> Result<Loaded, Response> {
