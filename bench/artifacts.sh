@@ -21,7 +21,7 @@ ln "$WORK/rel/image" "$WORK/www/image"
 cat > bootplane.yaml <<YAML
 server: { listen: 127.0.0.1:18085 }
 YAML
-BOOTPLANE_TOKEN=bench "$BIN" serve --config bootplane.yaml --data-dir "$WORK/data" 2>/dev/null &
+BOOTPLANE_TOKEN=bench-admin-token-0123 "$BIN" serve --config bootplane.yaml --data-dir "$WORK/data" 2>/dev/null &
 BP=$!
 cat > nginx.conf <<NGX
 worker_processes 2;

@@ -42,7 +42,7 @@ end
 LUA
 
 t0=$(date +%s.%N)
-BOOTPLANE_TOKEN=bench "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/data" 2>"$WORK/server.log" &
+BOOTPLANE_TOKEN=bench-admin-token-0123 "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/data" 2>"$WORK/server.log" &
 until curl -sf localhost:18080/healthz >/dev/null; do sleep 0.1; done
 echo "startup with 10,000 machines applied: $(echo "$(date +%s.%N) - $t0" | bc) s"
 

@@ -89,7 +89,7 @@ JSON
 # rate under ~120k or the pool runs out again.
 for r in $RATES; do
     rm -rf "$WORK/bp" "$WORK/dnsmasq.leases" "$WORK/kea.leases"*
-    BOOTPLANE_TOKEN=bench ip netns exec $S taskset -c $SRV_CPU "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
+    BOOTPLANE_TOKEN=bench-admin-token-0123 ip netns exec $S taskset -c $SRV_CPU "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp" 2>"$WORK/bp.log" &
     sleep 1.5
     perf bootplane "$r"
     SERVER_PID=$(ip netns pids $S | head -1)

@@ -68,7 +68,7 @@ serve_http() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"; cp "$WORK/fleet.yaml" "$dir/bootplane.yaml"
     [ -f "$WORK/key" ] && { mkdir -p "$dir/data"; cp "$WORK/key" "$dir/data/secret.key"; }
-    BOOTPLANE_TOKEN=bench "$BIN" serve --config "$dir/bootplane.yaml" --data-dir "$dir/data" --listen "127.0.0.1:$port" "$@" 2>"$dir/log" &
+    BOOTPLANE_TOKEN=bench-admin-token-0123 "$BIN" serve --config "$dir/bootplane.yaml" --data-dir "$dir/data" --listen "127.0.0.1:$port" "$@" 2>"$dir/log" &
     PIDS+=($!)
     until curl -sf "127.0.0.1:$port/healthz" >/dev/null; do sleep 0.1; done
     [ -f "$WORK/key" ] || cp "$dir/data/secret.key" "$WORK/key"
@@ -132,7 +132,7 @@ serve_dhcp() { # I [--database URL]
     local i=$1; shift
     local dir="$WORK/dhcp$i"; rm -rf "$dir"; mkdir -p "$dir/data"; sed "s/is0/bpi${i}s/" "$WORK/dhcp.yaml" > "$dir/bootplane.yaml"
     [ -f "$WORK/key" ] && cp "$WORK/key" "$dir/data/secret.key"
-    BOOTPLANE_TOKEN=bench ip netns exec "bpis$i" "$BIN" serve --config "$dir/bootplane.yaml" --data-dir "$dir/data" "$@" 2>"$dir/log" &
+    BOOTPLANE_TOKEN=bench-admin-token-0123 ip netns exec "bpis$i" "$BIN" serve --config "$dir/bootplane.yaml" --data-dir "$dir/data" "$@" 2>"$dir/log" &
     sleep 1.5
     [ -f "$WORK/key" ] || cp "$dir/data/secret.key" "$WORK/key"
 }

@@ -7,8 +7,11 @@ class, takes its address (added to the namespace's interface, so replies reach i
 fetches the first-stage file over TFTP from that address, then GETs /boot.ipxe and its
 /v1/boot/ipxe decision. Clients start at --rate per second. Meanwhile an attacker on
 another address floods boot requests with made-up MACs and holds idle sockets open.
-Prints completion-time percentiles (power-on to boot script) and how many clients
-finished. Stdlib only.
+With --provision the machines are in `provision`: each must get its install answer (a
+nonce bound to the address bootplane leased it), and the attacker also asks with the
+rack's own MACs, which must never get one. Prints completion-time percentiles (power-on
+to boot script) and how many clients finished; exits 1 when any client failed or the
+attacker got an install answer (no figure counts a failure). Stdlib only.
 """
 import argparse, asyncio, os, random, socket, struct, subprocess, time
 
@@ -136,7 +139,9 @@ async def client(i, args, dhcp, transport, done, failures, ip_lock):
         m = ":".join(f"{b:02x}" for b in mac)
         platform = "efi" if arch == 7 else "pcbios"
         script = await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64&platform={platform}", ip)
-        assert b"#!ipxe" in script
+        assert script.startswith(b"HTTP/1.1 200") and b"#!ipxe" in script, f"boot script: {script[:60]!r}"
+        if args.provision:
+            assert b"nonce=" in script, "no install answer for a provisioned machine from its own lease"
         done.append(time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - every failure is counted and shown
         failures.append(f"{type(e).__name__}: {e}")
@@ -151,16 +156,22 @@ async def attacker(args, stop):
             idle.append(w)
         except OSError:
             break
-    sent, answered = 0, 0
+    sent, answered, stolen = 0, 0, 0
 
     async def flood():
-        nonlocal sent, answered
+        nonlocal sent, answered, stolen
         while not stop.is_set():
-            m = ":".join(f"{random.getrandbits(8):02x}" for _ in range(6))
+            if args.provision and random.random() < 0.5:
+                # A rack machine's MAC: before or after it powered on, from the wrong address.
+                i = random.randrange(args.clients)
+                m = "02:5b:00:%02x:%02x:%02x" % ((i >> 16) & 255, (i >> 8) & 255, i & 255)
+            else:
+                m = ":".join(f"{random.getrandbits(8):02x}" for _ in range(6))
             try:
                 body = await http_get(args.server, args.port, f"/v1/boot/ipxe?mac={m}&arch=x86_64", args.attacker_ip)
                 sent += 1
                 answered += b"#!ipxe" in body
+                stolen += b"nonce=" in body
             except OSError:
                 await asyncio.sleep(0.05)
 
@@ -170,7 +181,7 @@ async def attacker(args, stop):
         t.cancel()
     for w in idle:
         w.close()
-    return sent, answered, len(idle)
+    return sent, answered, stolen, len(idle)
 
 
 def pct(v, p):
@@ -187,6 +198,7 @@ async def main():
     ap.add_argument("--attacker-ip", default="198.18.255.250")
     ap.add_argument("--idle", type=int, default=200)
     ap.add_argument("--no-attack", action="store_true")
+    ap.add_argument("--provision", action="store_true", help="the machines are in provision: install answers expected")
     args = ap.parse_args()
     loop = asyncio.get_running_loop()
     # TFTP clients run in threads: enough of them that the simulator, not the server,
@@ -212,12 +224,17 @@ async def main():
     await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
     stop.set()
-    sent, answered, idle = (await att) if att else (0, 0, 0)
+    sent, answered, stolen, idle = (await att) if att else (0, 0, 0, 0)
     print(f"clients: {len(done)}/{args.clients} completed in {wall:.1f} s (power-ons at {args.rate:g}/s)")
     print(f"power-on to boot script: p50 {pct(done, 50):.2f} s  p90 {pct(done, 90):.2f} s  p99 {pct(done, 99):.2f} s  max {max(done or [0]):.2f} s")
-    print(f"attacker: {sent} unknown-MAC boot requests sent, {answered} answered with a script (the rest 429); {idle} idle sockets opened (the server keeps at most server.max_connections_per_source of them)")
+    what = "unknown-MAC and rack-MAC" if args.provision else "unknown-MAC"
+    print(f"attacker: {sent} {what} boot requests sent, {answered} answered with a script (the rest 429), {stolen} install answers; {idle} idle sockets opened (the server keeps at most server.max_connections_per_source of them)")
     if failures:
-        print(f"failures ({len(failures)}): " + "; ".join(sorted(set(failures))[:5]))
+        print(f"FAILED: {len(failures)} clients did not get their answer: " + "; ".join(sorted(set(failures))[:5]))
+    if stolen:
+        print(f"FAILED: the attacker got {stolen} install answers for the rack's MACs")
+    if failures or stolen:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,21 @@
 # sockets. Prints completion-time percentiles (noted, not asserted). Root; needs
 # iproute2, python3, /usr/lib/ipxe (ipxe). Namespaces and addresses from 198.18.0.0/15
 # are created here and deleted on exit.
-# Usage: bash bench/storm.sh [CLIENTS] [RATE]
+# With --provision the machines are put in `provision` first: every client must get its
+# install answer from its own lease while the attacker asks with the rack's MACs too (it
+# must get none; each try is a boot.alarm). Exits non-zero when anything failed.
+# Usage: bash bench/storm.sh [--provision] [CLIENTS] [RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROVISION=
+if [ "${1:-}" = --provision ]; then PROVISION=--provision; shift; fi
 CLIENTS=${1:-1000}
 RATE=${2:-100}
 cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 S=bpstorm_s$$ C=bpstorm_c$$
 WORK=$(mktemp -d /tmp/bootplane-storm.XXXXXX)
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     for ns in "$S" "$C"; do
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
@@ -38,7 +44,7 @@ n = int(sys.argv[1])
 print("""server:
   listen: 198.18.0.1:8080
   advertise: http://198.18.0.1:8080
-  admin_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:8081
 dhcp:
   mode: full
   interface: storms
@@ -56,8 +62,23 @@ for i in range(n):
     mac = "02:5b:00:%02x:%02x:%02x" % ((i >> 16) & 255, (i >> 8) & 255, i & 255)
     print(f"  - {{ name: node{i}, hostname: node{i}, macs: [\"{mac}\"], bundle: rescue }}")
 PY
-BOOTPLANE_TOKEN=storm ip netns exec "$S" "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/data" 2>"$WORK/server.log" &
+BOOTPLANE_TOKEN=storm-admin-token-0123 ip netns exec "$S" "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/data" 2>"$WORK/server.log" &
 disown  # stopped by the namespace cleanup; no job notice
 for _ in $(seq 100); do ip netns exec "$C" python3 -c "import urllib.request; urllib.request.urlopen('http://198.18.0.1:8080/healthz', timeout=1)" 2>/dev/null && break; sleep 0.2; done
-ip netns exec "$C" python3 bench/storm.py --clients "$CLIENTS" --rate "$RATE" --dev stormc
+if [ -n "$PROVISION" ]; then
+    ip netns exec "$S" python3 - "$CLIENTS" <<'PY'
+import sys, urllib.request
+for i in range(int(sys.argv[1])):
+    req = urllib.request.Request(f"http://127.0.0.1:8081/v1/machines/node{i}/provision", method="POST", headers={"Authorization": "Bearer storm-admin-token-0123"})
+    urllib.request.urlopen(req, timeout=10).read()
+PY
+    echo "provisioned $CLIENTS machines"
+fi
+rc=0
+ip netns exec "$C" python3 bench/storm.py --clients "$CLIENTS" --rate "$RATE" --dev stormc $PROVISION || rc=$?
+if [ -n "$PROVISION" ]; then
+    alarms=$(ip netns exec "$S" curl -s http://198.18.0.1:8080/metrics | awk '/^bootplane_boot_alarms_total/ {print $2}')
+    echo "install answers withheld with a boot.alarm: ${alarms:-0} (the attacker's rack-MAC requests within its boot budget)"
+fi
 echo "server: $(grep -c . "$WORK/server.log") log lines, peak RSS $(grep VmHWM /proc/"$(ip netns pids "$S" | head -1)"/status | awk '{print $2 $3}')"
+exit "$rc"

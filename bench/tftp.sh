@@ -72,7 +72,7 @@ cat > "$WORK/bootplane.yaml" <<YAML
 server: { listen: 198.19.0.1:18080 }
 tftp: { enabled: true, listen: 198.19.0.1:69, root: $WORK/root }
 YAML
-run_server bootplane env BOOTPLANE_TOKEN=bench "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp"
+run_server bootplane env BOOTPLANE_TOKEN=bench-admin-token-0123 "$BIN" serve --config "$WORK/bootplane.yaml" --data-dir "$WORK/bp"
 run_server tftpd-hpa in.tftpd -L -u root -a 198.19.0.1:69 -s "$WORK/root"
 run_server dnsmasq dnsmasq --no-daemon --port=0 --user=root --listen-address=198.19.0.1 --bind-interfaces \
     --enable-tftp --tftp-root="$WORK/root" --tftp-max=1000

@@ -45,18 +45,18 @@ ko() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); record "$1" false "$2"; }
 note() { echo "  $*"; }
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" = 0 ]; }
 inns() { ip netns exec "$NS" "$@"; }
-api() { inns curl -sf -H "Authorization: Bearer e2e-token" "http://$NET.1:8080$1"; }
-bootplane() { BOOTPLANE_TOKEN=e2e-token inns "$BIN" "$@" --server "http://$NET.1:8080"; }
+api() { inns curl -sf -H "Authorization: Bearer e2e-admin-token-0123" "http://$NET.1:8080$1"; }
+bootplane() { BOOTPLANE_TOKEN=e2e-admin-token-0123 inns "$BIN" "$@" --server "http://$NET.1:8080"; }
 
 start_lan() { # namespace $NS with bridge br0 at $NET.1/24
     ip netns add "$NS"
     inns ip link set lo up
-    inns ip link add br0 type bridge
+    inns ip link add br0 address 02:b0:00:00:00:01 type bridge  # fixed: a new tap must not change it under running VMs
     inns ip addr add "$NET.1/24" dev br0
     inns ip link set br0 up
 }
 start_bootplane() { # config data-dir: `serve` in $NS, waits for /healthz
-    BOOTPLANE_TOKEN=e2e-token ip netns exec "$NS" "$BIN" serve --config "$1" --data-dir "$2" 2>>"$WORK/server.log" &
+    BOOTPLANE_TOKEN=e2e-admin-token-0123 ip netns exec "$NS" "$BIN" serve --config "$1" --data-dir "$2" 2>>"$WORK/server.log" &
     disown  # stopped by the namespace cleanup; no job notice
     for _ in $(seq 50); do api /healthz >/dev/null 2>&1 && return 0; sleep 0.2; done
     return 1

@@ -175,6 +175,19 @@ pub enum Witness {
     Unwitnessed,
 }
 
+impl Witness {
+    /// Whether what bootplane saw speaks for the requester at `now`: its DHCP bound the
+    /// address, or answered the MAC within [`HANDSHAKE_SECS`]. `None`: bootplane saw
+    /// nothing it could check against (DHCP off), so nothing speaks either way.
+    pub fn vouches(self, now: i64) -> Option<bool> {
+        match self {
+            Witness::Leased(b) => Some(b),
+            Witness::ProxyAnswered(at) => Some(at.is_some_and(|t| now - t <= HANDSHAKE_SECS && t <= now)),
+            Witness::Unwitnessed => None,
+        }
+    }
+}
+
 /// Why a boot request for a machine gets no install answer: someone other than the
 /// machine bootplane can vouch for asked. Always an alarm.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -203,12 +216,10 @@ impl Contention {
 /// requester, or an address bootplane's DHCP vouches for, gets another.
 pub fn admit(current: Option<&Attempt>, from: Option<IpAddr>, witness: Witness, now: i64) -> Result<(), Contention> {
     let show = |ip: Option<IpAddr>| ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into());
-    match witness {
-        Witness::Leased(true) => return Ok(()),
-        Witness::Leased(false) => return Err(Contention::NotLeased { from: show(from) }),
-        Witness::ProxyAnswered(at) if !at.is_some_and(|t| now - t <= HANDSHAKE_SECS && t <= now) => {
-            return Err(Contention::NoProxyAnswer { from: show(from) })
-        }
+    match (witness, witness.vouches(now)) {
+        (Witness::Leased(_), Some(true)) => return Ok(()),
+        (Witness::Leased(_), _) => return Err(Contention::NotLeased { from: show(from) }),
+        (_, Some(false)) => return Err(Contention::NoProxyAnswer { from: show(from) }),
         _ => {}
     }
     let Some(cur) = current else { return Ok(()) };

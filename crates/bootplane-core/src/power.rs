@@ -125,8 +125,10 @@ impl PowerSpec {
                 if let Some(ca) = &r.ca_file {
                     file(ca, "power.redfish.ca_file", &mut out);
                 }
-                if !(r.url.starts_with("https://") || r.url.starts_with("http://")) {
-                    out.push(format!("power.redfish.url: `{}` is not an http(s) URL", r.url));
+                if r.url.starts_with("http://") {
+                    out.push("power.redfish.url: plain http would send the BMC password in clear; use https (with ca_file for a self-signed BMC)".into());
+                } else if !r.url.starts_with("https://") {
+                    out.push(format!("power.redfish.url: `{}` is not an https URL", r.url));
                 }
             }
             Driver::Command(c) => {
@@ -141,18 +143,6 @@ impl PowerSpec {
             }
         }
         out
-    }
-}
-
-impl PowerSpec {
-    /// What works but should not be left so.
-    pub fn warnings(&self) -> Vec<String> {
-        match self.driver() {
-            Some(Driver::Redfish(r)) if r.url.starts_with("http://") => {
-                vec!["power.redfish.url: plain http sends the BMC password in clear; use https (with ca_file for a self-signed BMC)".into()]
-            }
-            _ => Vec::new(),
-        }
     }
 }
 
@@ -180,7 +170,7 @@ mod tests {
         let r: PowerSpec = yaml_serde::from_str("redfish: { url: http://bmc, username: u, password_file: rel/pw }").unwrap();
         let p = r.problems();
         assert!(p.iter().any(|m| m.contains("absolute path")), "{p:?}");
-        assert!(r.warnings()[0].contains("plain http"));
+        assert!(p.iter().any(|m| m.contains("plain http")), "http is refused, not warned about: {p:?}");
         let c: PowerSpec = yaml_serde::from_str("command: { on: [], off: [/bin/pdu, off], timeout: 0 }").unwrap();
         assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
         assert!(yaml_serde::from_str::<PowerSpec>("wol: { mac: x }").is_err(), "unknown drivers are errors");

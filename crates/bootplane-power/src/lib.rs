@@ -183,6 +183,27 @@ pub(crate) fn read_password(path: &Path) -> Result<String> {
     Ok(line)
 }
 
+/// `builder`'s agent trusting only the certificates in the PEM file `ca` (a BMC's
+/// self-signed certificate, or bootplane's own site CA for the CLI).
+pub fn trusting(builder: ureq::AgentBuilder, ca: &std::path::Path) -> std::result::Result<ureq::Agent, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: not PEM: {e}", ca.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(builder.tls_config(std::sync::Arc::new(config)).build())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,25 +227,4 @@ mod tests {
         assert!(e.contains("is empty") && e.contains(&f.display().to_string()), "{e}");
         assert!(read_password(&d.path().join("missing")).unwrap_err().to_string().contains("cannot read"));
     }
-}
-
-/// `builder`'s agent trusting only the certificates in the PEM file `ca` (a BMC's
-/// self-signed certificate, or bootplane's own site CA for the CLI).
-pub fn trusting(builder: ureq::AgentBuilder, ca: &std::path::Path) -> std::result::Result<ureq::Agent, String> {
-    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: not PEM: {e}", ca.display()))?;
-        roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no certificate", ca.display()));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(builder.tls_config(std::sync::Arc::new(config)).build())
 }

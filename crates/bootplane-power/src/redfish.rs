@@ -35,6 +35,21 @@ impl Redfish {
         format!("{}{path}", self.spec.url.trim_end_matches('/'))
     }
 
+    /// A path the BMC handed us (`@odata.id`, an action's `target`), as a path on this
+    /// same service: the password goes with every request, so a link naming another host
+    /// (`https://elsewhere/...`, `@elsewhere/...` which would become userinfo) is refused.
+    fn service_path(&self, step: Step, link: &str) -> Result<String> {
+        let base = self.spec.url.trim_end_matches('/');
+        let path = link.strip_prefix(base).filter(|p| p.starts_with('/')).unwrap_or(link);
+        if pinned_path(path) {
+            return Ok(path.to_string());
+        }
+        Err(PowerError::Failed {
+            step,
+            detail: format!("{} sent a link off its own service ({link:?}); bootplane only follows /redfish/v1/... paths on {base}", self.target()),
+        })
+    }
+
     fn call(&self, step: Step, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let password = read_password(&self.spec.password_file)?;
         use base64::Engine as _;
@@ -79,7 +94,7 @@ impl Redfish {
         let systems = self.call(step, "GET", "/redfish/v1/Systems", None)?;
         let members: Vec<&str> = systems["Members"].as_array().into_iter().flatten().filter_map(|m| m["@odata.id"].as_str()).collect();
         match members.as_slice() {
-            [one] => Ok(one.to_string()),
+            [one] => self.service_path(step, one),
             [] => Err(PowerError::Failed { step, detail: format!("{} lists no systems", self.target()) }),
             many => Err(PowerError::Failed {
                 step,
@@ -87,6 +102,15 @@ impl Redfish {
             }),
         }
     }
+}
+
+/// A Redfish resource path that stays on the service it is appended to: `/redfish/v1/`
+/// and then plain path characters (no `@`, `\\`, `//`, `..`, query or fragment).
+fn pinned_path(p: &str) -> bool {
+    p.starts_with("/redfish/v1/")
+        && !p.contains("//")
+        && !p.split('/').any(|seg| seg == "..")
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~%:,;=!$&'()*+".contains(&b))
 }
 
 /// The PATCH body for a one-time network boot: `Once`, so the BMC clears it after the
@@ -130,7 +154,10 @@ impl PowerDriver for Redfish {
         let sys = self.system(step)?;
         let s = self.call(step, "GET", &sys, None)?;
         let reset = &s["Actions"]["#ComputerSystem.Reset"];
-        let target = reset["target"].as_str().map(str::to_string).unwrap_or_else(|| format!("{sys}/Actions/ComputerSystem.Reset"));
+        let target = match reset["target"].as_str() {
+            Some(t) => self.service_path(step, t)?,
+            None => format!("{sys}/Actions/ComputerSystem.Reset"),
+        };
         let allowed: Vec<&str> = reset["ResetType@Redfish.AllowableValues"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let kind = reset_type(action, &allowed);
         // A restart of a machine that is off does nothing on many BMCs: turn it on instead.
@@ -159,6 +186,36 @@ mod tests {
             json!({ "Boot": { "BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Pxe", "BootSourceOverrideMode": "UEFI" } })
         );
         assert!(boot_override(false)["Boot"].get("BootSourceOverrideMode").is_none());
+    }
+
+    #[test]
+    fn links_from_the_bmc_stay_on_its_service() {
+        let r = Redfish::new(RedfishSpec {
+            url: "https://198.18.0.5/".into(),
+            system: None,
+            username: "root".into(),
+            password_file: "/etc/bmc".into(),
+            password: None,
+            ca_file: None,
+        });
+        let ok = |l: &str| r.service_path(Step::Status, l).ok();
+        assert_eq!(ok("/redfish/v1/Systems/1").as_deref(), Some("/redfish/v1/Systems/1"));
+        assert_eq!(ok("https://198.18.0.5/redfish/v1/Systems/1/Actions/ComputerSystem.Reset").as_deref(), Some("/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"));
+        // Each of these, appended to the base URL, would send the password elsewhere (or
+        // to another path than a Redfish resource).
+        for hostile in [
+            "@198.18.0.66/redfish/v1/Systems/1",
+            "https://198.18.0.66/redfish/v1/Systems/1",
+            "//198.18.0.66/redfish/v1/Systems/1",
+            ".198.18.0.66/redfish/v1/Systems/1",
+            "/redfish/v1/../../admin",
+            "/redfish/v1//x",
+            "/redfish/v1/Systems/1?redirect=https://x",
+            "/redfish/v1/Systems/1\\@x",
+            "https://198.18.0.5.evil/redfish/v1/Systems/1",
+        ] {
+            assert!(ok(hostile).is_none(), "{hostile} was followed: {:?}", r.url(&ok(hostile).unwrap_or_default()));
+        }
     }
 
     #[test]

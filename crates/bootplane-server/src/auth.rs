@@ -4,6 +4,10 @@
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// Shortest admin token `serve` accepts: the generated one is 64 hex digits; a chosen
+/// one shorter than this is guessable even at the throttled rate of wrong tokens.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 #[derive(Clone)]
 pub struct AdminToken(String);
 

@@ -243,7 +243,17 @@ pub async fn boot_decision(
                 m.observed == *observed
                     && m.last_seen.is_some_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::Duration::seconds(60))
             });
-            if !fresh {
+            // A changed observation (platform, arch: what reinstall goes by) counts only
+            // from a requester bootplane's DHCP vouches for, where it took part.
+            let changed = machine.is_some_and(|m| m.observed != *observed);
+            let believed = match machine {
+                Some(m) if changed => {
+                    let now = chrono::Utc::now().timestamp();
+                    crate::handshake::witness(s, &m.spec.macs, from, live).await.vouches(now) != Some(false)
+                }
+                _ => true,
+            };
+            if !fresh && believed {
                 s.sink.push(BatchItem::Seen { machine: n.clone(), observed: observed.clone() }).await;
             }
         }

@@ -50,6 +50,15 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Whether `ip` has no budget left now, without spending any: for checks made before
+    /// the request is served (failed logins), where only a failure spends.
+    pub fn exhausted(&self, ip: IpAddr, now: Instant) -> bool {
+        let b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        b.get(&ip).is_some_and(|e| e.tokens + now.duration_since(e.last).as_secs_f64() * self.per_minute / 60.0 < 1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +79,17 @@ mod tests {
         // One per second comes back, with the count of what was dropped.
         assert_eq!(g.admit(a, t0 + Duration::from_secs(1)), Some(2));
         assert_eq!(g.admit(None, t0), Some(0));
+    }
+
+    #[test]
+    fn exhausted_looks_without_spending() {
+        let g = Gate::new(2);
+        let (t0, a) = (Instant::now(), "198.18.0.66".parse().unwrap());
+        assert!(!g.exhausted(a, t0));
+        g.admit(Some(a), t0);
+        assert!(!g.exhausted(a, t0) && !g.exhausted(a, t0), "looking spends nothing");
+        g.admit(Some(a), t0);
+        assert!(g.exhausted(a, t0));
+        assert!(!g.exhausted(a, t0 + Duration::from_secs(30)), "refilled at 2 per minute");
     }
 }

@@ -35,7 +35,7 @@ use bootplane_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use auth::AdminToken;
+pub use auth::{AdminToken, MIN_TOKEN_LEN};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -62,6 +62,9 @@ pub struct AppState {
     pub noise: gate::Gate,
     /// Boot decisions answered per source.
     pub boot_requests: gate::Gate,
+    /// Wrong admin tokens (bearer or dashboard login) per source: past the budget a
+    /// source's admin requests are refused unread, so the token cannot be guessed at speed.
+    pub auth_failures: gate::Gate,
     /// The CA of the HTTPS listener, when there is one: machines get it in their config
     /// and use `settings.secure_url()` for everything that carries a secret.
     pub tls_ca: std::sync::OnceLock<String>,
@@ -157,6 +160,7 @@ pub fn router(state: Shared, admin: bool, admin_needs_tls: bool) -> Router {
             .route("/v1/clusters/{name}/rotate-tokens", post(cluster::rotate_tokens))
             .route("/v1/events", get(api::events))
             .merge(ui::routes());
+        a = a.route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_throttle));
         if admin_needs_tls {
             a = a.route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_over_tls));
         }
@@ -213,11 +217,45 @@ pub async fn state(store: Arc<dyn Store>, settings: ServerSettings, admin_token:
         connections: Default::default(),
         noise: gate::Gate::new(settings_noise),
         boot_requests: gate::Gate::new(settings_boots),
+        auth_failures: gate::Gate::new(AUTH_FAILURES_PER_MINUTE),
         tls_ca: Default::default(),
         config_cache: Default::default(),
         ui: Default::default(),
         handshakes: Default::default(),
     }))
+}
+
+/// Wrong admin tokens a source may present per minute (bearer or login form).
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 10;
+
+/// Counts wrong tokens per source (a 401 to a request that presented one) and, past
+/// [`AUTH_FAILURES_PER_MINUTE`], refuses that source's admin requests before reading them.
+async fn admin_throttle(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = ip.filter(|ip| s.auth_failures.exhausted(*ip, now)) {
+        s.metrics.auth_throttled.inc();
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "60")],
+            format!("too many wrong admin tokens from {ip}: admin requests from it are refused for a minute\n"),
+        )
+            .into_response();
+    }
+    let presented = req.headers().contains_key(axum::http::header::AUTHORIZATION) || (req.method() == axum::http::Method::POST && req.uri().path() == "/ui/login");
+    let r = next.run(req).await;
+    if presented && r.status() == axum::http::StatusCode::UNAUTHORIZED {
+        if let Some(ip) = ip {
+            tracing::warn!("wrong admin token from {ip}");
+            s.auth_failures.admit(Some(ip), now);
+        }
+    }
+    r
 }
 
 /// With HTTPS on, the admin routes of the shared plain listener refuse: the token and

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub configs_compiled: Counter,
     pub boot_requests_limited: Counter,
     pub boot_alarms: Counter,
+    pub auth_throttled: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +66,8 @@ impl Default for Metrics {
         );
         let boot_alarms = Counter::default();
         r.register("boot_alarms", "Install answers withheld: a host bootplane cannot vouch for asked for a machine's installer", boot_alarms.clone());
+        let auth_throttled = Counter::default();
+        r.register("auth_throttled", "Admin requests refused unread (429): their source presented too many wrong tokens", auth_throttled.clone());
         Metrics {
             registry: Arc::new(r),
             decisions,
@@ -76,6 +79,7 @@ impl Default for Metrics {
             configs_compiled,
             boot_requests_limited,
             boot_alarms,
+            auth_throttled,
         }
     }
 }

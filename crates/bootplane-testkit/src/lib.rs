@@ -185,7 +185,10 @@ impl Lan {
         let b = srv.host_ip.split('.').nth(2).unwrap().to_string();
         let prefix = format!("198.19.{b}");
         let server_ip = format!("{prefix}.1");
-        srv.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        // A fixed address: a bridge otherwise takes its lowest port's, so plugging in a
+        // host can change it and leave the others' ARP entries pointing at nothing for
+        // seconds (their connections to the server time out).
+        srv.exec_ok(&["ip", "link", "add", "br0", "address", "02:b0:00:00:00:01", "type", "bridge"]);
         srv.exec_ok(&["ip", "addr", "add", &format!("{server_ip}/24"), "dev", "br0"]);
         srv.exec_ok(&["ip", "link", "set", "br0", "up"]);
         Lan { srv, bridge: "br0".into(), prefix, server_ip }

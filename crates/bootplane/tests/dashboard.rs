@@ -449,6 +449,18 @@ fn anonymous_read_opens_pages_but_not_changes() {
         assert_eq!(code, 200, "{path}");
         assert!(!body.contains("name=\"csrf\""), "{path}: an anonymous reader gets no forms");
     }
+    // The compiled config and the stored spec are what the boot path guards with a nonce:
+    // a reader sees the machine's state, not them; a logged-in operator does.
+    let (_, anonymous, _) = http("GET", &format!("{}/ui/machines/s1", srv.url), None, None, None);
+    for secret in ["<summary>Ignition</summary>", "<summary>iPXE script</summary>", "<summary>Spec as stored</summary>"] {
+        assert!(!anonymous.contains(secret), "an anonymous reader sees {secret}");
+    }
+    let (_, _, h) = http("POST", &format!("{}/ui/login", srv.url), None, None, Some(&format!("token={TOKEN}&next=/")));
+    let cookie = h.iter().find(|(k, _)| k == "set-cookie").map(|(_, v)| v.split(';').next().unwrap().to_string()).unwrap();
+    let (_, operator, _) = http("GET", &format!("{}/ui/machines/s1", srv.url), Some(&cookie), None, None);
+    for shown in ["<summary>Ignition</summary>", "<summary>iPXE script</summary>", "<summary>Spec as stored</summary>"] {
+        assert!(operator.contains(shown), "a logged-in operator does not see {shown}");
+    }
     let (code, _, _) = http("POST", &format!("{}/ui/machines/s1/provision", srv.url), None, None, Some("confirm=s1&csrf="));
     assert_eq!(code, 401);
     assert_eq!(srv.machine("s1")["state"], "ready");

@@ -254,6 +254,42 @@ fn the_login_redirect_never_leaves_the_server() {
     assert_eq!(srv.get("/healthz").0, 200, "still serving");
 }
 
+/// Finding 10: login and the bearer API had no throttling. Past ten wrong tokens a minute
+/// a source's admin requests are refused unread (429), the right token included, while
+/// another source is served.
+#[test]
+fn the_admin_token_cannot_be_guessed_at_speed() {
+    let d = workdir(CONFIG);
+    let srv = Server::start(d.path());
+    let url = |p: &str| format!("{}{p}", srv.url);
+    for i in 0..5 {
+        assert_eq!(send_from("127.0.0.1", "GET", &url("/v1/machines"), Some(&format!("guess-{i}")), None).0, 401);
+    }
+    for i in 0..5 {
+        let o = std::process::Command::new("curl")
+            .args(["-s", "--interface", "127.0.0.1", "-o", "/dev/null", "-w", "%{http_code}", "--data", &format!("token=guess-login-{i}&next=/")])
+            .arg(url("/ui/login"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "401", "login guess {i}");
+    }
+    let (code, body) = send_from("127.0.0.1", "GET", &url("/v1/machines"), Some(TOKEN), None);
+    assert_eq!(code, 429, "the 11th try, right or wrong, is not checked: {body}");
+    assert!(body.contains("too many wrong admin tokens"), "{body}");
+    assert_eq!(send_from("127.0.0.2", "GET", &url("/v1/machines"), Some(TOKEN), None).0, 200, "another source is served");
+    let (_, metrics) = srv.get("/metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("bootplane_auth_throttled_total") && !l.ends_with(" 0")), "{metrics}");
+}
+
+/// Finding 10: a short `BOOTPLANE_TOKEN` was accepted.
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let d = workdir(CONFIG);
+    let o = bootplane(d.path()).env("BOOTPLANE_TOKEN", "hunter2").args(["serve", "--config", "bootplane.yaml", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("BOOTPLANE_TOKEN") && err.contains("fewer than 16"), "{err}");
+}
+
 /// Finding 10: a quarantine answer named the registered serial (or UUID) of the machine
 /// a MAC belongs to.
 #[test]
@@ -284,6 +320,7 @@ bundles:
   - {{ name: g, os: generic, kernel: {{ url: http://m/k }}, initrd: {{ url: http://m/i }}, args: "cfg={{{{ ignition_url }}}}" }}
 machines:
   - {{ name: m1, macs: ["02:00:00:00:28:01"], bundle: g }}
+  - {{ name: m2, macs: ["02:00:00:00:28:02"], bundle: g }}
 "#
     )
 }
@@ -300,10 +337,13 @@ fn lease(h: &Host, dir: &Path) -> Option<String> {
 }
 
 fn curl_in(h: &Host, url: &str) -> (u16, String) {
-    let o = h.cmd(&["curl", "-s", "-m", "10", "-w", "\n%{http_code}", url]).output().expect("curl");
+    let o = h.cmd(&["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", url]).output().expect("curl");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    match code.trim().parse().unwrap_or(0) {
+        0 => (0, format!("curl {url} from {}: {}", h.name, String::from_utf8_lossy(&o.stderr))),
+        code => (code, body.to_string()),
+    }
 }
 
 /// Finding 1 with bootplane's DHCP in full mode: a bystander on the LAN that asks for a
@@ -337,6 +377,29 @@ fn in_full_dhcp_mode_only_the_leased_address_is_answered() {
     // The bystander, even with the nonce it may have sniffed: nothing.
     let (code, body) = curl_in(&bystander, &format!("{base}/v1/machines/m1/ignition?nonce={nonce}"));
     assert_eq!(code, 403, "{body}");
+
+    // Finding 10: what a machine was observed to be (reinstall picks UEFI or BIOS by its
+    // platform) changes only from the address bootplane leased it, not from a stranger's
+    // request naming its MAC, even for a machine that gets no install answer.
+    let m2 = lan.add_host("m2", "02:00:00:00:28:02");
+    lease(&m2, d.path()).expect("m2's lease");
+    let ask = |h: &Host, platform: &str| {
+        let (code, body) = curl_in(h, &format!("{base}/v1/boot/ipxe?mac=02:00:00:00:28:02&arch=x86_64&platform={platform}"));
+        assert_eq!(code, 200, "{body}");
+    };
+    ask(&m2, "efi");
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait("m2's own sighting", &|| srv.machine("m2")["observed"]["platform"] == "efi");
+    ask(&bystander, "pcbios");
+    // Both answers' events are written after any sighting they caused.
+    wait("the bystander's boot event", &|| events_of(&srv, "m2", "boot.script").len() >= 2);
+    assert_eq!(srv.machine("m2")["observed"]["platform"], "efi", "a stranger rewrote m2's platform");
 }
 
 /// A config with a first-stage root holding `big.img` (sparse, 200 MB) and `small.bin`.

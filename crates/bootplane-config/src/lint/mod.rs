@@ -206,9 +206,6 @@ pub fn lint(cfg: &Config) -> Vec<Finding> {
             for problem in p.problems() {
                 out.error(format!("{w}: {problem}"));
             }
-            for warning in p.warnings() {
-                out.warn(format!("{w}: {warning}"));
-            }
         }
         let bundle = m.bundle.as_deref().map(|b| (b, cfg.bundle(b)));
         match bundle {

@@ -391,7 +391,12 @@ async fn machine_page(
         Ok(d) => d,
         Err(e) => return service_failure(&viewer, e),
     };
-    let preview = service::preview(&s, &name, &headers).await.map_err(|e| e.to_string());
+    // The compiled config and the spec (inline Butane, file contents) are what the boot
+    // path guards with a nonce: an anonymous reader sees states and events, not these.
+    let preview = match viewer.session {
+        Some(_) => Some(service::preview(&s, &name, &headers).await.map_err(|e| e.to_string())),
+        None => None,
+    };
     let boots: Vec<minijinja::Value> = detail
         .boots
         .iter()
@@ -429,15 +434,15 @@ async fn machine_page(
         "machine.html",
         context! {
             m => detail.machine.clone(),
-            spec_yaml => yaml_serde::to_string(&detail.machine.spec).unwrap_or_default(),
+            spec_yaml => if viewer.session.is_some() { yaml_serde::to_string(&detail.machine.spec).unwrap_or_default() } else { String::new() },
             step_index => step_index(&detail.progress),
             chain => chain_of(&detail.progress),
             step_label => detail.progress.step.map_or("no boot yet", Step::label),
             failed => detail.progress.failed,
             steps => steps(),
             boots,
-            preview => preview.as_ref().ok(),
-            preview_error => preview.as_ref().err(),
+            preview => preview.as_ref().and_then(|p| p.as_ref().ok()),
+            preview_error => preview.as_ref().and_then(|p| p.as_ref().err()),
             done,
             can_provision => detail.machine.state.check(MachineState::Provision, bootplane_core::state::Trigger::AdminProvision).is_ok(),
             can_retire => detail.machine.state.check(MachineState::Retired, bootplane_core::state::Trigger::AdminRetire).is_ok(),

@@ -2,7 +2,7 @@ use super::{apply_set, data_dir, open_store, runtime};
 use crate::StoreArgs;
 use anyhow::Context;
 use bootplane_config::Config;
-use bootplane_server::AdminToken;
+use bootplane_server::{AdminToken, MIN_TOKEN_LEN};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,9 +10,18 @@ use std::process::ExitCode;
 /// The admin token: `BOOTPLANE_TOKEN`, else `server.admin_token_file`, else the one in the
 /// data directory, generated (and printed, once) on first start.
 fn admin_token(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> anyhow::Result<AdminToken> {
+    let long_enough = |t: &str, from: &str| {
+        let n = t.trim().chars().count();
+        anyhow::ensure!(
+            n >= MIN_TOKEN_LEN,
+            "{from}: the admin token has {n} characters, fewer than {MIN_TOKEN_LEN}; use a long random one \
+             (e.g. `openssl rand -hex 32`), or unset it and let bootplane generate one in the data directory"
+        );
+        Ok(AdminToken::new(t))
+    };
     if let Ok(t) = std::env::var("BOOTPLANE_TOKEN") {
         if !t.trim().is_empty() {
-            return Ok(AdminToken::new(t));
+            return long_enough(&t, "BOOTPLANE_TOKEN");
         }
     }
     if let Some(f) = &cfg.server.admin_token_file {
@@ -23,7 +32,7 @@ fn admin_token(cfg: &Config, config_path: Option<&Path>, data_dir: &Path) -> any
         warn_if_shared(&f);
         let t = std::fs::read_to_string(&f).with_context(|| format!("reading server.admin_token_file {}", f.display()))?;
         anyhow::ensure!(!t.trim().is_empty(), "server.admin_token_file {} is empty", f.display());
-        return Ok(AdminToken::new(t));
+        return long_enough(&t, &format!("server.admin_token_file {}", f.display()));
     }
     let path = data_dir.join("admin-token");
     warn_if_shared(&path);
