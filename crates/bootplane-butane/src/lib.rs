@@ -16,6 +16,7 @@ pub mod openshift;
 pub mod schema;
 pub mod sugar;
 pub mod translate;
+mod unit;
 pub mod validate;
 pub mod yaml;
 

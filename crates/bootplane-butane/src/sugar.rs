@@ -4,7 +4,7 @@
 //! unit of the same name merged into them field by field; tree entries after the
 //! user's own, filling user entries at the same path that have no contents yet.
 
-use crate::translate::Ctx;
+use crate::translate::{Ctx, MountRequest};
 use crate::yaml::{Node, Value};
 use crate::dataurl;
 use crate::schema::order_map;
@@ -161,14 +161,6 @@ fn reorder_file(mut f: Map<String, J>, contents: J, mode: J) -> J {
     J::Object(f)
 }
 
-/// One filesystem asking for a mount unit.
-pub struct MountRequest {
-    /// Index among the user's filesystems.
-    pub index: usize,
-    /// Its device, which finds it again after generated filesystems were merged in.
-    pub device: Option<String>,
-    pub pos: crate::yaml::Pos,
-}
 
 /// Generates the mount/swap units and merges the user's units into them.
 pub fn mount_units(ctx: &mut Ctx<'_>, reqs: &[MountRequest], cfg: &mut Map<String, J>) -> Vec<(usize, usize)> {

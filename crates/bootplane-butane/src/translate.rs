@@ -31,7 +31,7 @@ pub struct Ctx<'a> {
     /// `storage.trees`, expanded once the rest is translated.
     pub trees: Option<Node>,
     /// Filesystems with `with_mount_unit: true`.
-    pub mounts: Vec<crate::sugar::MountRequest>,
+    pub mounts: Vec<MountRequest>,
     /// Minor version of the variant (fcos 1.<minor>.0), for variant-only sugar.
     pub variant_minor: u32,
     pub boot_device: Option<Node>,
@@ -354,7 +354,7 @@ impl Ctx<'_> {
                             if parse_bool(s) == Some(true) {
                                 let index = path.rsplit('.').next().and_then(|i| i.parse().ok()).unwrap_or(0);
                                 let device = vals.get("device").and_then(J::as_str).map(str::to_string);
-                                self.mounts.push(crate::sugar::MountRequest { index, device, pos: p });
+                                self.mounts.push(MountRequest { index, device, pos: p });
                             }
                         }
                         _ => self.type_error(n, &Ty::Bool),
@@ -375,3 +375,13 @@ pub fn zero(ty: &Ty) -> J {
         Ty::List(_) => J::Array(Vec::new()),
     }
 }
+
+/// One filesystem asking for a mount unit.
+pub struct MountRequest {
+    /// Index among the user's filesystems.
+    pub index: usize,
+    /// Its device, which finds it again after generated filesystems were merged in.
+    pub device: Option<String>,
+    pub pos: crate::yaml::Pos,
+}
+

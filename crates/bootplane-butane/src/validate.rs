@@ -82,7 +82,7 @@ pub fn run(ctx: &mut Ctx<'_>, cfg: &mut J) {
     for (i, u) in arr(cfg, &["systemd", "units"]).into_iter().enumerate() {
         let name = u.get("name").and_then(J::as_str).unwrap_or("");
         if let (Some(c), Some(true)) = (u.get("contents").and_then(J::as_str), u.get("enabled").and_then(J::as_bool)) {
-            if !c.is_empty() && !crate::ignition::has_install_section(c) {
+            if !c.is_empty() && !crate::unit::has_install_section(c) {
                 let p = format!("systemd.units.{i}.contents");
                 let at = pos(ctx, &p);
                 ctx.warn(&p, at, format!("unit \"{name}\" is enabled, but has no install section so enable does nothing"));

@@ -10,6 +10,16 @@ mod locate;
 mod settings;
 
 pub use duration::parse_duration;
+
+/// The store's settings keys under which `apply` keeps the site-wide sections of the
+/// configuration, read back by `apply`'s merge and by the server's config builder.
+pub mod stored {
+    pub const SERVER: &str = "config.server";
+    pub const DHCP: &str = "config.dhcp";
+    pub const TFTP: &str = "config.tftp";
+    pub const UI: &str = "config.ui";
+    pub const SSH_AUTHORIZED_KEYS: &str = "config.ssh_authorized_keys";
+}
 pub use lint::{lint, Finding, Severity};
 pub use settings::{BootFiles, DhcpMode, DhcpSettings, DhcpSubnet, IpRange, ServerSettings, TftpSettings, TlsSettings, UiSettings};
 

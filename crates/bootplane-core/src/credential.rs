@@ -31,6 +31,18 @@ pub fn derive(secret: &[u8], machine: &str, generation: u32) -> String {
     hex::encode(mac_for(secret, machine, generation).finalize().into_bytes())
 }
 
+/// The k3s node password of `machine` (`/etc/rancher/node/password`, 32 hex digits).
+/// k3s keeps a hash of it from the node's first join and refuses the node name with any
+/// other password afterwards ("Node password rejected"), so a reinstalled machine must
+/// present the same one: it is derived from the key and the name alone, never the
+/// generation. Another name (a renamed machine) is another node with another password.
+pub fn node_password(secret: &[u8], machine: &str) -> String {
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    m.update(b"bootplane-k3s-node-password\0");
+    m.update(machine.as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..16])
+}
+
 /// Constant-time check of a presented credential.
 pub fn verify(secret: &[u8], machine: &str, generation: u32, presented: &str) -> bool {
     match hex::decode(presented.trim()) {
@@ -52,5 +64,15 @@ mod tests {
         assert!(!verify(b"other", "m1", 0, &c));
         assert!(!verify(b"k", "m1", 0, "zz"));
         assert_eq!(c.len(), 64);
+    }
+
+    #[test]
+    fn node_passwords_survive_reinstalls_and_differ_per_machine() {
+        let p = node_password(b"k", "m1");
+        assert_eq!(p, node_password(b"k", "m1"), "the same on every reinstall (no generation in it)");
+        assert_eq!(p.len(), 32);
+        assert_ne!(p, node_password(b"k", "m2"));
+        assert_ne!(p, node_password(b"other", "m1"));
+        assert!(!derive(b"k", "m1", 0).contains(&p), "not a piece of the credential");
     }
 }

@@ -23,23 +23,11 @@
 use crate::decision::BootDecision;
 use crate::identity::{Mac, Observed, SmbiosUuid};
 use crate::model::{Bundle, MachineSpec};
-use serde::{Deserialize, Serialize};
 
-/// The first network stage a UEFI x86-64 machine gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Loader {
-    /// iPXE (`dhcp.boot_files`): every iPXE feature, no Secure Boot.
-    #[default]
-    Ipxe,
-    /// shim → GRUB → kernel: boots with Secure Boot on.
-    Shim,
-}
+// The loader kinds and shim/GRUB file names are the data model's (machines and bundles
+// name them); re-exported here where the chain is rendered.
+pub use crate::model::{Loader, GRUB_FILE, SHIM_FILE};
 
-/// The TFTP (and `/boot/`) name of shim. Shim loads [`GRUB_FILE`] from the same place.
-pub const SHIM_FILE: &str = "shimx64.efi";
-/// The second stage's name: shim's default (its `DEFAULT_LOADER`).
-pub const GRUB_FILE: &str = "grubx64.efi";
 /// Where the per-machine configs live, under the TFTP root.
 pub const CONFIG_DIR: &str = "bootplane/grub";
 

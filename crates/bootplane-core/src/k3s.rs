@@ -11,6 +11,10 @@ use serde_json::{json, Map, Value};
 pub const TOKEN_FILE: &str = "/etc/rancher/k3s/token";
 pub const AGENT_TOKEN_FILE: &str = "/etc/rancher/k3s/agent-token";
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+/// Where k3s reads the node password it presents at every join (it makes a random one
+/// when the file is missing, which a reinstall would lose): see
+/// [`crate::credential::node_password`].
+pub const NODE_PASSWORD_FILE: &str = "/etc/rancher/node/password";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {

@@ -8,6 +8,22 @@ use crate::state::MachineState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The first network stage a UEFI x86-64 machine gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// iPXE (`dhcp.boot_files`): every iPXE feature, no Secure Boot.
+    #[default]
+    Ipxe,
+    /// shim → GRUB → kernel: boots with Secure Boot on.
+    Shim,
+}
+
+/// The TFTP (and `/boot/`) name of shim. Shim loads [`GRUB_FILE`] from the same place.
+pub const SHIM_FILE: &str = "shimx64.efi";
+/// The second stage's name: shim's default (its `DEFAULT_LOADER`).
+pub const GRUB_FILE: &str = "grubx64.efi";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -77,7 +93,7 @@ pub struct MachineSpec {
     /// Its first network stage on UEFI x86-64: `ipxe`, or `shim` (Secure Boot). Default:
     /// the bundle's, else `dhcp.loader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loader: Option<crate::grub::Loader>,
+    pub loader: Option<Loader>,
     /// Butane merged into the generated config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub butane: Option<String>,
@@ -202,7 +218,7 @@ pub struct Bundle {
     /// The first network stage of the machines installing it on UEFI x86-64 (`ipxe` or
     /// `shim`), unless a machine says otherwise. Default: `dhcp.loader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loader: Option<crate::grub::Loader>,
+    pub loader: Option<Loader>,
     /// The store's revision of this definition (1, then +1 per changed definition); 0 for
     /// a bundle read from a file. Set by the store, never written in YAML.
     #[serde(skip)]
@@ -278,8 +294,8 @@ impl Bundle {
         match role {
             "initramfs" => self.initrd_artifact(),
             "initrd" => self.initrd.as_ref().or(self.initramfs.as_ref()),
-            crate::grub::SHIM_FILE => self.shim.as_ref(),
-            crate::grub::GRUB_FILE => self.grub.as_ref(),
+            SHIM_FILE => self.shim.as_ref(),
+            GRUB_FILE => self.grub.as_ref(),
             _ => self.artifacts().into_iter().find(|(r, _)| *r == role).map(|(_, a)| a),
         }
     }

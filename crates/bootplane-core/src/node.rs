@@ -66,6 +66,8 @@ pub fn artifact_url(server: &str, bundle: &str, role: &str, a: &Artifact) -> Str
 pub struct K3sInputs<'a> {
     pub node: Node<'a>,
     pub airgap: Option<&'a Bundle>,
+    /// The node's k3s node password, the same across reinstalls.
+    pub node_password: &'a str,
 }
 
 /// The non-secret settings the k3s install script reads.
@@ -163,6 +165,7 @@ pub fn setup(machine: &MachineSpec, os: OsKind, server: &str, k3s: Option<&K3sIn
     if let Some(k) = k3s {
         s.file("/etc/bootplane/k3s.env", 0o644, k3s_env(k, server));
         s.file(k3s::CONFIG_PATH, 0o600, k3s::config_yaml(&k.node, net.as_ref().map(|n| n.address)));
+        s.file(k3s::NODE_PASSWORD_FILE, 0o600, format!("{}\n", k.node_password));
         s.file(format!("{bin}/bootplane-k3s-install"), 0o755, script(K3S_INSTALL_SCRIPT));
         if k3s::selinux(&k.node) && k.airgap.and_then(|b| b.k3s_selinux.as_ref()).is_none() {
             s.file("/etc/yum.repos.d/rancher-k3s-common.repo", 0o644, RANCHER_REPO);
@@ -221,7 +224,7 @@ mod tests {
         let m = MachineSpec { name: "n1".into(), role: Some(Role::Agent), cluster: Some("lab".into()), ..Default::default() };
         let b = MachineSpec { name: "s1".into(), role: Some(Role::Server), ..Default::default() };
         let node = k3s::node(&c, &m, Some(&b), OsKind::Flatcar).unwrap();
-        let s = setup(&m, OsKind::Flatcar, "http://bp", Some(&K3sInputs { node, airgap: None })).unwrap();
+        let s = setup(&m, OsKind::Flatcar, "http://bp", Some(&K3sInputs { node, airgap: None, node_password: "0123" })).unwrap();
         let paths: Vec<&str> = s.files.iter().map(|f| f.path.as_str()).collect();
         assert!(paths.contains(&"/opt/bin/bootplane-k3s-install") && paths.contains(&"/opt/bin/bootplane-report"), "{paths:?}");
         let units: Vec<&str> = s.units.iter().map(|u| u.name.as_str()).collect();

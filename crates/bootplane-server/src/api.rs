@@ -2,6 +2,7 @@
 //! config, gated by state; its report, gated by its credential), and the event log.
 
 use crate::auth::{bearer, require_admin, unauthorized};
+use crate::respond::{error, store_error};
 use crate::Shared;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -17,21 +18,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": msg.to_string() }))).into_response()
-}
-
-pub(crate) fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
-        StoreError::Transition(_) | StoreError::Conflict(_) | StoreError::NotEmpty(_) => error(StatusCode::CONFLICT, e),
-        StoreError::Backend(_) | StoreError::Database(_) => {
-            tracing::error!("{e:#}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry")
-        }
-    }
-}
 
 /// A service answer as JSON, or its refusal.
 fn answer<T: serde::Serialize>(r: service::Result<T>) -> Response {
@@ -159,7 +145,7 @@ async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
     s.metrics.reports.get_or_create(&crate::metrics::ResultLabels { result: "refused".into() }).inc();
     // A hostile name is not worth recording verbatim.
     let machine = Some(name).filter(|n| bootplane_core::model::is_dns_label(n));
-    crate::machine_config::refusal_event(s, machine, "report.refused", source, json!({ "reason": why })).await;
+    crate::record::refusal_event(s, machine, "report.refused", source, json!({ "reason": why })).await;
 }
 
 /// Whether a report from `from` may speak for `rec`: before `written`, only the
@@ -171,7 +157,7 @@ async fn vouched_reporter(s: &Shared, rec: &bootplane_core::model::MachineRecord
     let leased = || crate::handshake::leased_to(s, &rec.spec.macs, from);
     match rec.state {
         MachineState::Provision | MachineState::Installing => {
-            let attempt = crate::boot::current_attempt(s, rec).await.map_err(|e| e.to_string())?;
+            let attempt = crate::record::current_attempt(s, rec).await.map_err(|e| e.to_string())?;
             match attempt.and_then(|a| a.ip) {
                 Some(ip) if ip == from => Ok(()),
                 _ if leased().await => Ok(()),
@@ -265,7 +251,7 @@ pub async fn report(
     // reporter the machine. Until `written` the report must come from where the
     // installer answer went (or an address bootplane leased to the machine).
     if let Err(why) = vouched_reporter(&s, &rec, peer.ip()).await {
-        crate::boot::alarm_event(&s, &name, "report.alarm", source.clone(), json!({ "reason": why })).await;
+        crate::record::alarm_event(&s, &name, "report.alarm", source.clone(), json!({ "reason": why })).await;
         return error(StatusCode::FORBIDDEN, format!("report for {name} refused: {why}"));
     }
     let body: ReportBody = match serde_json::from_slice(&body) {

@@ -2,6 +2,8 @@
 //! and nothing secret in any answer. Malformed input gets a 400 with a plain-text reason,
 //! which iPXE prints before its entry script falls back to the local disk.
 
+use crate::respond::server_url;
+use crate::record::{alarm_event, current_attempt};
 use crate::{Shared, MAX_QUERY};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,19 +23,6 @@ fn script(body: String) -> Response {
 
 fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
-}
-
-/// The URL machines use to reach us: the configured one, else the Host they used.
-pub fn server_url(s: &Shared, headers: &HeaderMap) -> String {
-    s.settings.advertise_url().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| h.len() < 256 && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
-            .map(str::to_string)
-            .unwrap_or_else(|| s.settings.listen.to_string());
-        format!("http://{host}")
-    })
 }
 
 pub async fn entry(State(s): State<Shared>, headers: HeaderMap) -> Response {
@@ -199,7 +188,7 @@ pub async fn boot_decision(
             attempt.generation = machine.map(|m| m.credential_generation);
             attempt.live = live;
             let stored = serde_json::to_string(&attempt).map_err(|e| bootplane_store::StoreError::Backend(e.to_string()))?;
-            if let Err(e) = s.store.set_setting(&crate::machine_config::attempt_key(name), &stored).await {
+            if let Err(e) = s.store.set_setting(&crate::record::attempt_key(name), &stored).await {
                 tracing::warn!("{name}: not serving installer: {e}");
                 let state = s.store.machine(name).await.ok().flatten().map(|r| r.state).unwrap_or(MachineState::Ready);
                 decision = BootDecision::LocalBoot { machine: name.clone(), state };
@@ -294,16 +283,6 @@ pub async fn boot_decision(
     Ok(decision)
 }
 
-/// The machine's open install attempt of its current install cycle (an attempt from
-/// before its credential generation changed, i.e. before it was provisioned again or
-/// failed, is closed).
-pub(crate) async fn current_attempt(s: &Shared, m: &MachineRecord) -> Result<Option<bootplane_core::attempt::Attempt>, bootplane_store::StoreError> {
-    let stored = s.store.setting(&crate::machine_config::attempt_key(m.name())).await?;
-    Ok(stored
-        .and_then(|v| serde_json::from_str::<bootplane_core::attempt::Attempt>(&v).ok())
-        .filter(|a| a.generation.is_none_or(|g| g == m.credential_generation)))
-}
-
 /// A `boot.alarm`: someone other than the machine asked for its installer. Written
 /// straight to the store, never through the sink that may drop under a flood (the
 /// per-source boot budget bounds how many one host can cause).
@@ -311,15 +290,6 @@ async fn alarm(s: &Shared, machine: &str, source: Option<String>, c: &bootplane_
     s.metrics.boot_alarms.inc();
     let detail = json!({ "reason": c.to_string(), "requester": source, "holder": c.holder() });
     alarm_event(s, machine, "boot.alarm", source, detail).await;
-}
-
-/// An alarm event (`*.alarm`), written straight to the store and logged.
-pub(crate) async fn alarm_event(s: &Shared, machine: &str, kind: &str, source: Option<String>, detail: serde_json::Value) {
-    tracing::warn!("{kind} for {machine} from {}: {detail}", source.as_deref().unwrap_or("-"));
-    let event = BatchItem::Event(NewEvent::new(Some(machine), kind, source, detail));
-    if let Err(e) = s.store.write_batch(vec![event]).await {
-        tracing::error!("{kind} for {machine} could not be written: {e}");
-    }
 }
 
 /// A first-stage loader over HTTP (`/boot/ipxe.efi`, `/boot/shimx64.efi`), for UEFI HTTP
@@ -338,7 +308,7 @@ pub async fn first_stage_file(
         let s = s.clone();
         let file = file.chars().take(256).collect::<String>();
         async move {
-            crate::machine_config::refusal_event(&s, None, "http.refused", Some(peer.ip().to_string()), json!({ "file": file, "reason": why })).await;
+            crate::record::refusal_event(&s, None, "http.refused", Some(peer.ip().to_string()), json!({ "file": file, "reason": why })).await;
         }
     };
     let rel = match bootplane_tftp::path::normalise(&file) {
@@ -393,6 +363,9 @@ pub async fn first_stage_file(
 }
 
 #[cfg(test)]
+mod decision_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -406,3 +379,4 @@ mod tests {
         assert!(parse_query(Some("serial=%")).is_err());
     }
 }
+

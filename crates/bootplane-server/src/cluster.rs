@@ -4,9 +4,10 @@
 //! arrive with its `installed` report. A node gets its tokens only from `/join`, with
 //! its own credential, while it is installing; nothing token-shaped is ever logged.
 
-use crate::api::{error, store_error};
+use crate::respond::{error, store_error};
 use crate::auth::{bearer, require_admin, unauthorized};
-use crate::machine_config::{event, load};
+use crate::machine_config::load;
+use crate::record::event;
 use crate::Shared;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 fn tokens_key(cluster: &str) -> String {
     format!("cluster/{cluster}/tokens")
 }
-fn ca_key(cluster: &str) -> String {
+pub(crate) fn ca_key(cluster: &str) -> String {
     format!("cluster/{cluster}/ca_hash")
 }
 fn kubeconfig_key(cluster: &str) -> String {
@@ -89,7 +90,7 @@ pub async fn join(
     };
     let ok = bearer(&headers).is_some_and(|p| credential::verify(&s.credential_secret, &name, rec.credential_generation, p));
     if !ok {
-        crate::machine_config::refusal_event(&s, Some(&name), "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
+        crate::record::refusal_event(&s, Some(&name), "join.refused", source, json!({ "reason": "wrong, missing or retired credential" })).await;
         return unauthorized("join material needs `Authorization: Bearer $BOOTPLANE_CREDENTIAL` from /etc/bootplane/machine.env (used credentials are retired)");
     }
     // The installed system joins after the installer reported the disk written.
@@ -172,7 +173,7 @@ async fn claim_join(s: &Shared, name: &str, generation: u32, source: Option<Stri
             Ok(j) => {
                 let first = j.first.ip.map(|i| i.to_string()).unwrap_or_else(|| "an unknown address".into());
                 let reason = format!("join material of this credential already went to {first}");
-                crate::boot::alarm_event(s, name, "join.alarm", source, json!({ "reason": reason })).await;
+                crate::record::alarm_event(s, name, "join.alarm", source, json!({ "reason": reason })).await;
                 return Err(error(StatusCode::CONFLICT, format!("join material for {name} was already served (to {first}); reinstall the machine for a new credential")));
             }
             Err(_) => {

@@ -19,6 +19,8 @@ pub mod dhcp;
 pub mod handshake;
 mod machine_config;
 mod metrics;
+mod record;
+mod respond;
 pub mod sink;
 pub mod tftp;
 pub mod tls;

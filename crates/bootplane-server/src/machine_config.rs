@@ -4,8 +4,8 @@
 //! Ignition and `user-data` fetches move it from `provision` to `installing`. Nothing
 //! here contains a cluster token: those come from `/join` with the machine's credential.
 
-use crate::api::{error, store_error};
-use crate::boot::server_url;
+use crate::record::{attempt_key, event, refusal_event};
+use crate::respond::{error, server_url, store_error};
 use crate::Shared;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,7 +16,6 @@ use bootplane_core::model::{Bundle, Cluster, MachineRecord, MachineSpec, OsKind}
 use bootplane_core::node::K3sInputs;
 use bootplane_core::state::Trigger;
 use bootplane_core::{credential, MachineState};
-use bootplane_store::{BatchItem, NewEvent};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -31,6 +30,8 @@ pub struct Loaded {
     /// there is one (see `ca_pem`), else the advertise URL.
     pub server: String,
     pub credential: String,
+    /// The k3s node password (`credential::node_password`), when it is in a cluster.
+    pub node_password: String,
     pub ca_pem: Option<String>,
 }
 
@@ -48,7 +49,8 @@ impl Loaded {
     }
 
     pub fn inputs(&self) -> Result<Inputs<'_>, k3s::K3sError> {
-        let k3s = self.node()?.map(|node| K3sInputs { node, airgap: self.cluster.as_ref().and_then(|(_, _, a)| a.as_ref()) });
+        let airgap = self.cluster.as_ref().and_then(|(_, _, a)| a.as_ref());
+        let k3s = self.node()?.map(|node| K3sInputs { node, airgap, node_password: &self.node_password });
         Ok(Inputs {
             spec: &self.record.spec,
             templates: &self.templates,
@@ -86,7 +88,7 @@ pub async fn load(s: &Shared, record: MachineRecord, headers: &HeaderMap) -> Res
     }
     let ssh_keys: Vec<String> = s
         .store
-        .setting("config.ssh_authorized_keys")
+        .setting(bootplane_config::stored::SSH_AUTHORIZED_KEYS)
         .await
         .ok()
         .flatten()
@@ -114,26 +116,8 @@ pub async fn load(s: &Shared, record: MachineRecord, headers: &HeaderMap) -> Res
         (Some(ca), Some(url)) => (url, Some(ca.clone())),
         _ => (server_url(s, headers), None),
     };
-    Ok(Loaded { bundle, templates, ssh_keys, cluster, server, credential, record, ca_pem })
-}
-
-pub(crate) async fn event(s: &Shared, name: &str, kind: &str, source: Option<String>, detail: serde_json::Value) {
-    s.sink.push(BatchItem::Event(NewEvent::new(Some(name), kind, source, detail))).await;
-}
-
-/// An event an unauthenticated request caused (a refusal): written within the source's
-/// budget only (see `crate::gate`), so refusals cannot flood the audit log.
-pub(crate) async fn refusal_event(s: &Shared, name: Option<&str>, kind: &str, source: Option<String>, mut detail: serde_json::Value) {
-    let Some(suppressed) = s.admit_noise(source.as_deref()) else { return };
-    if suppressed > 0 {
-        detail = json!({ "detail": detail, "suppressed_before": suppressed });
-    }
-    s.sink.push(BatchItem::Event(NewEvent::new(name, kind, source, detail))).await;
-}
-
-/// Where a machine's current install attempt is kept (see `bootplane_core::attempt`).
-pub(crate) fn attempt_key(machine: &str) -> String {
-    format!("attempt/{machine}")
+    let node_password = credential::node_password(&s.credential_secret, &spec.name);
+    Ok(Loaded { bundle, templates, ssh_keys, cluster, server, credential, node_password, record, ca_pem })
 }
 
 /// The machine, if its state allows serving `what` and `nonce` claims it (the current
@@ -199,7 +183,7 @@ async fn claim(s: &Shared, rec: &MachineRecord, source: Option<String>, kind: &s
                     "{kind} fetched again from the same address within {} s: a lost answer, or a host spoofing the machine's address",
                     bootplane_core::attempt::REFETCH_WINDOW_SECS
                 );
-                crate::boot::alarm_event(s, name, "config.alarm", source.clone(), json!({ "kind": kind, "reason": reason, "refetch": true })).await;
+                crate::record::alarm_event(s, name, "config.alarm", source.clone(), json!({ "kind": kind, "reason": reason, "refetch": true })).await;
                 return Ok(false);
             }
             Ok(Claim::First) => {
@@ -227,7 +211,7 @@ async fn refused_claim(s: &Shared, name: &str, source: Option<String>, kind: &st
     let detail = json!({ "kind": kind, "reason": r.to_string() });
     // Alarms are never dropped (not even past the source's event budget).
     if r.is_alarm() {
-        crate::boot::alarm_event(s, name, "config.alarm", source, detail).await;
+        crate::record::alarm_event(s, name, "config.alarm", source, detail).await;
     } else {
         refusal_event(s, Some(name), "config.refused", source, detail).await;
     }

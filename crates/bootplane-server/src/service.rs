@@ -284,7 +284,8 @@ pub async fn transition(s: &Shared, name: &str, to: MachineState, actor: &Actor)
     Ok((MachineView::from(t.record()), matches!(t, Transitioned::Changed { .. })))
 }
 
-/// Stands in for the per-machine credential in previews: the real one is never shown.
+/// Stands in for the per-machine credential (and k3s node password) in previews: the
+/// real ones are never shown.
 pub const REDACTED: &str = "<redacted>";
 
 /// What a machine would receive if it network-booted now, secrets redacted.
@@ -310,6 +311,7 @@ pub async fn preview(s: &Shared, name: &str, headers: &axum::http::HeaderMap) ->
     let real_credential = loaded.credential.clone();
     let mut loaded = loaded;
     loaded.credential = REDACTED.to_string();
+    loaded.node_password = REDACTED.to_string();
     let observed = Observed { mac: record.spec.macs.first().copied(), ..Default::default() };
     let decision = decide(&DecisionContext {
         nonce: "issued-per-boot",
@@ -489,7 +491,7 @@ pub async fn clusters(s: &Shared) -> Result<Vec<ClusterView>> {
     }
     let mut out = Vec::new();
     for c in s.store.clusters().await? {
-        let ca_reported = s.store.setting(&format!("cluster/{}/ca_hash", c.name)).await?.is_some();
+        let ca_reported = s.store.setting(&crate::cluster::ca_key(&c.name)).await?.is_some();
         let members: Vec<&MachineRecord> =
             machines.iter().filter(|m| m.spec.cluster.as_deref() == Some(&c.name) && m.state != MachineState::Retired).collect();
         let of_role = |server: bool| {

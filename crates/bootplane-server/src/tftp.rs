@@ -71,7 +71,7 @@ impl Generator {
             return None;
         }
         // No Host header over TFTP: the advertise URL, else the listen address.
-        let server = boot::server_url(&self.state, &axum::http::HeaderMap::new());
+        let server = crate::respond::base_url(&self.state, None);
         if boot::boot_limited(&self.state, client.ip()) {
             return None;
         }
@@ -88,7 +88,7 @@ impl Generator {
     /// GRUB asks once, with everything it knows: every decision is answered, a
     /// quarantine included (it prints what was seen and leaves for the disk).
     async fn grub_config(&self, observed: &Observed, client: SocketAddr) -> Option<String> {
-        let server = boot::server_url(&self.state, &axum::http::HeaderMap::new());
+        let server = crate::respond::base_url(&self.state, None);
         if boot::boot_limited(&self.state, client.ip()) {
             return None;
         }

@@ -38,6 +38,31 @@ const MACHINES: [&str; 20] = [
     "s1", "s2", "s3", "a1", "a2", "f1", "f2", "f3", "f4", "f5", "u1", "u2", "u3", "u4", "u5", "g1", "g2", "g3", "g4", "g5",
 ];
 
+/// Each fixture machine's golden file, named after what it shows: OS kind, role (the
+/// first server bootstraps), what sets it apart, then the machine.
+const GOLDEN: [(&str, &str); 20] = [
+    ("s1", "fcos-bootstrap-static-ip-s1"),
+    ("s2", "fcos-server-s2"),
+    ("s3", "fcos-server-no-template-s3"),
+    ("a1", "fcos-agent-a1"),
+    ("a2", "fcos-agent-own-butane-a2"),
+    ("f1", "flatcar-bootstrap-static-ip-f1"),
+    ("f2", "flatcar-server-f2"),
+    ("f3", "flatcar-agent-f3"),
+    ("f4", "flatcar-server-f4"),
+    ("f5", "flatcar-agent-f5"),
+    ("u1", "ubuntu-bootstrap-static-ip-u1"),
+    ("u2", "ubuntu-server-u2"),
+    ("u3", "ubuntu-agent-u3"),
+    ("u4", "ubuntu-server-u4"),
+    ("u5", "ubuntu-agent-u5"),
+    ("g1", "generic-bootstrap-g1"),
+    ("g2", "generic-server-g2"),
+    ("g3", "generic-agent-g3"),
+    ("g4", "generic-server-g4"),
+    ("g5", "generic-agent-g5"),
+];
+
 fn real_validate(json: &str) -> Result<(), String> {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.ign");
@@ -103,7 +128,8 @@ fn golden_renders_for_every_os_kind_and_role() {
     let mut mismatched = Vec::new();
     for name in MACHINES {
         let (doc, _) = golden_doc(&cfg, name);
-        let path = dir.join(format!("{name}.txt"));
+        let file = GOLDEN.iter().find(|(m, _)| m == &name).map(|(_, f)| *f).expect("every fixture machine has a golden file name");
+        let path = dir.join(format!("{file}.txt"));
         if update {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &doc).unwrap();
@@ -298,6 +324,33 @@ fn seed_scenario_renders_and_lints_clean() {
 /// The whole join flow against a live server: bootstrap, joiners waiting, CA handover,
 /// secure tokens, kubeconfig; then every boot script, config, event and log line of the
 /// run is searched for the tokens.
+/// Issue 29: k3s refuses a node name that comes back with another node password, so a
+/// reinstall must present the same one. bootplane derives it per machine (never per
+/// install), serves it only in the nonce-guarded config (0600), and previews redact it.
+#[test]
+fn a_reinstalled_node_keeps_its_k3s_node_password() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture(), d.path().join("bootplane.yaml")).unwrap();
+    let srv = Server::start(d.path());
+    let node_password = |name: &str, mac: &str| {
+        assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
+        let (_, code, ign) = srv.boot_and_fetch(name, mac);
+        assert_eq!(code, 200, "{ign}");
+        let files = ignition_files(&serde_json::from_str(&ign).unwrap());
+        let (_, mode, text) = files.into_iter().find(|(p, _, _)| p == "/etc/rancher/node/password").expect("a node password file");
+        assert_eq!(mode, 0o600);
+        text.trim().to_string()
+    };
+    let first = node_password("a1", "52:54:00:00:01:04");
+    assert!(first.len() == 32 && first.chars().all(|c| c.is_ascii_hexdigit()), "{first}");
+    // A reinstall: a new credential generation, the same node password.
+    let again = node_password("a1", "52:54:00:00:01:04");
+    assert_eq!(first, again);
+    assert_ne!(first, node_password("a2", "52:54:00:00:01:05"), "each machine has its own");
+    let (_, preview) = srv.admin("GET", "/v1/machines/a1/preview");
+    assert!(!preview.contains(&first) && preview.contains("/etc/rancher/node/password"), "the preview shows the node password: {preview}");
+}
+
 #[test]
 fn join_flow_is_secure_and_never_leaks_tokens() {
     let d = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 
 use super::{data_dir, open_store, runtime};
 use crate::StoreArgs;
-use bootplane_config::{Config, DhcpSettings, ServerSettings, Template, TftpSettings, UiSettings};
+use bootplane_config::{stored, Config, DhcpSettings, ServerSettings, Template, TftpSettings, UiSettings};
 use bootplane_core::model::Bundle;
 use bootplane_core::state::{MachineState, Trigger};
 use bootplane_store::{ApplySet, Store};
@@ -82,11 +82,11 @@ async fn stored_config(store: &dyn Store, partial: &Config) -> anyhow::Result<Co
         }
     }
     let mut cfg = Config {
-        server: setting::<ServerSettings>(store, "config.server").await?.unwrap_or_default(),
-        dhcp: setting::<DhcpSettings>(store, "config.dhcp").await?.unwrap_or_default(),
-        tftp: setting::<TftpSettings>(store, "config.tftp").await?.unwrap_or_default(),
-        ui: setting::<UiSettings>(store, "config.ui").await?.unwrap_or_default(),
-        ssh_authorized_keys: setting(store, "config.ssh_authorized_keys").await?.unwrap_or_default(),
+        server: setting::<ServerSettings>(store, stored::SERVER).await?.unwrap_or_default(),
+        dhcp: setting::<DhcpSettings>(store, stored::DHCP).await?.unwrap_or_default(),
+        tftp: setting::<TftpSettings>(store, stored::TFTP).await?.unwrap_or_default(),
+        ui: setting::<UiSettings>(store, stored::UI).await?.unwrap_or_default(),
+        ssh_authorized_keys: setting(store, stored::SSH_AUTHORIZED_KEYS).await?.unwrap_or_default(),
         bundles: store.bundles().await?,
         clusters: store.clusters().await?,
         ..Config::default()
@@ -117,19 +117,19 @@ fn named_set(merged: &Config, partial: &Config) -> anyhow::Result<ApplySet> {
     let mut settings = Vec::new();
     let n = partial.named;
     if n.server {
-        settings.push(("config.server".into(), serde_json::to_string(&merged.server)?));
+        settings.push((stored::SERVER.into(), serde_json::to_string(&merged.server)?));
     }
     if n.dhcp {
-        settings.push(("config.dhcp".into(), serde_json::to_string(&merged.dhcp)?));
+        settings.push((stored::DHCP.into(), serde_json::to_string(&merged.dhcp)?));
     }
     if n.tftp {
-        settings.push(("config.tftp".into(), serde_json::to_string(&merged.tftp)?));
+        settings.push((stored::TFTP.into(), serde_json::to_string(&merged.tftp)?));
     }
     if n.ui {
-        settings.push(("config.ui".into(), serde_json::to_string(&merged.ui)?));
+        settings.push((stored::UI.into(), serde_json::to_string(&merged.ui)?));
     }
     if n.ssh_authorized_keys {
-        settings.push(("config.ssh_authorized_keys".into(), serde_json::to_string(&merged.ssh_authorized_keys)?));
+        settings.push((stored::SSH_AUTHORIZED_KEYS.into(), serde_json::to_string(&merged.ssh_authorized_keys)?));
     }
     Ok(ApplySet {
         machines: merged.machines.iter().filter(|m| named(&machines, &m.name)).cloned().collect(),
@@ -158,10 +158,10 @@ fn diff(stored: &Config, set: &ApplySet) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in &set.settings {
         let old = match k.as_str() {
-            "config.server" => serde_json::to_string(&stored.server).ok(),
-            "config.dhcp" => serde_json::to_string(&stored.dhcp).ok(),
-            "config.tftp" => serde_json::to_string(&stored.tftp).ok(),
-            "config.ui" => serde_json::to_string(&stored.ui).ok(),
+            stored::SERVER => serde_json::to_string(&stored.server).ok(),
+            stored::DHCP => serde_json::to_string(&stored.dhcp).ok(),
+            stored::TFTP => serde_json::to_string(&stored.tftp).ok(),
+            stored::UI => serde_json::to_string(&stored.ui).ok(),
             _ => serde_json::to_string(&stored.ssh_authorized_keys).ok(),
         };
         out.push(line("setting", k.trim_start_matches("config."), v, old.as_ref()));

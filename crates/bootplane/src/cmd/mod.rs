@@ -16,7 +16,7 @@ pub mod serve;
 
 use crate::StoreArgs;
 use anyhow::{bail, Context};
-use bootplane_config::Config;
+use bootplane_config::{stored, Config};
 use bootplane_store::{ApplySet, PostgresStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,11 +121,11 @@ pub fn apply_set(cfg: &Config) -> anyhow::Result<ApplySet> {
         clusters: cfg.clusters.clone(),
         templates: cfg.templates.iter().map(|t| (t.name.clone(), t.butane.clone())).collect(),
         settings: vec![
-            ("config.server".into(), serde_json::to_string(&cfg.server)?),
-            ("config.dhcp".into(), serde_json::to_string(&cfg.dhcp)?),
-            ("config.tftp".into(), serde_json::to_string(&cfg.tftp)?),
-            ("config.ui".into(), serde_json::to_string(&cfg.ui)?),
-            ("config.ssh_authorized_keys".into(), serde_json::to_string(&cfg.ssh_authorized_keys)?),
+            (stored::SERVER.into(), serde_json::to_string(&cfg.server)?),
+            (stored::DHCP.into(), serde_json::to_string(&cfg.dhcp)?),
+            (stored::TFTP.into(), serde_json::to_string(&cfg.tftp)?),
+            (stored::UI.into(), serde_json::to_string(&cfg.ui)?),
+            (stored::SSH_AUTHORIZED_KEYS.into(), serde_json::to_string(&cfg.ssh_authorized_keys)?),
         ],
     })
 }

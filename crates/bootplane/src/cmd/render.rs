@@ -31,6 +31,8 @@ const NONCE_PLACEHOLDER: &str = "issued-per-boot";
 
 /// Stands in for the per-machine credential, which only the server can issue.
 const CREDENTIAL_PLACEHOLDER: &str = "issued-by-the-server-at-install-time";
+/// The k3s node password is derived from the server's key: offline, a placeholder.
+const NODE_PASSWORD_PLACEHOLDER: &str = "derived-by-the-server-from-its-key";
 
 pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
@@ -74,7 +76,7 @@ pub fn run(name: &str, config: &Path, what: RenderWhat) -> anyhow::Result<ExitCo
             server: &server,
             credential: CREDENTIAL_PLACEHOLDER,
             ssh_keys: &cfg.ssh_authorized_keys,
-            k3s: node.clone().map(|node| K3sInputs { node, airgap }),
+            k3s: node.clone().map(|node| K3sInputs { node, airgap, node_password: NODE_PASSWORD_PLACEHOLDER }),
             ca_pem: None,
         };
         if os == OsKind::Ubuntu {
