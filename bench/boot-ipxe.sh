@@ -20,15 +20,10 @@ SOURCES=${SOURCES:-64}
 S=bpboot_s$$ C=bpboot_c$$
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # nginx workers run as www-data
-# shellcheck disable=SC2317  # run by the EXIT trap
-cleanup() {
-    for ns in "$S" "$C"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAMESPACES=("$S" "$C")
+# shellcheck source=lib.sh
+. bench/lib.sh
+trap bench_cleanup EXIT
 if [ -z "${BOOTPLANE_BIN:-}" ]; then
     cargo build --release -q -p bootplane
     BIN=$PWD/target/release/bootplane

@@ -20,15 +20,10 @@ cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 S=bpstorm_s$$ C=bpstorm_c$$
 WORK=$(mktemp -d /tmp/bootplane-storm.XXXXXX)
-# shellcheck disable=SC2317  # run by the EXIT trap
-cleanup() {
-    for ns in "$S" "$C"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAMESPACES=("$S" "$C")
+# shellcheck source=lib.sh
+. bench/lib.sh
+trap bench_cleanup EXIT
 ip netns add "$S"
 ip netns add "$C"
 ip link add storms netns "$S" type veth peer name stormc netns "$C"

@@ -19,15 +19,11 @@ cargo build --release -q -p bootplane
 BIN=$PWD/target/release/bootplane
 S=bptftp-srv; C=bptftp-cli
 WORK=
-cleanup() {
-    for ns in $S $C; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-cleanup
+NAMESPACES=("$S" "$C")
+# shellcheck source=lib.sh
+. bench/lib.sh
+trap bench_cleanup EXIT
+bench_cleanup
 WORK=$(mktemp -d); chmod 755 "$WORK"
 mkdir -p "$WORK/root"
 # Real copies: tftpd-hpa chroots into its root, where Debian's symlink to /boot dangles.

@@ -38,7 +38,7 @@ impl Gate {
             b.clear();
         }
         let e = b.entry(ip).or_insert(Bucket { tokens: self.per_minute, last: now, suppressed: 0 });
-        e.tokens = (e.tokens + now.duration_since(e.last).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        e.tokens = e.available(self.per_minute, now);
         e.last = now;
         if e.tokens >= 1.0 {
             e.tokens -= 1.0;
@@ -48,14 +48,19 @@ impl Gate {
             None
         }
     }
-}
 
-impl Gate {
     /// Whether `ip` has no budget left now, without spending any: for checks made before
     /// the request is served (failed logins), where only a failure spends.
     pub fn exhausted(&self, ip: IpAddr, now: Instant) -> bool {
         let b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        b.get(&ip).is_some_and(|e| e.tokens + now.duration_since(e.last).as_secs_f64() * self.per_minute / 60.0 < 1.0)
+        b.get(&ip).is_some_and(|e| e.available(self.per_minute, now) < 1.0)
+    }
+}
+
+impl Bucket {
+    /// The tokens at `now`: what was left, refilled at `per_minute`, up to one minute's.
+    fn available(&self, per_minute: f64, now: Instant) -> f64 {
+        (self.tokens + now.duration_since(self.last).as_secs_f64() * per_minute / 60.0).min(per_minute)
     }
 }
 
