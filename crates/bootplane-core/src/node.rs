@@ -78,6 +78,8 @@ pub fn k3s_env(k: &K3sInputs<'_>, server: &str) -> String {
         ("K3S_ROLE", if n.role.is_server() { "server" } else { "agent" }.to_string()),
         ("K3S_BOOTSTRAP", if n.role == NodeRole::Bootstrap { "1" } else { "0" }.to_string()),
         ("K3S_BIN_DIR", k3s::bin_dir(n.os).to_string()),
+        // What the report asks the cluster about: k3s registers the node-name lowercased.
+        ("K3S_NODE_NAME", n.machine.short_hostname().to_ascii_lowercase()),
         ("K3S_SELINUX", if k3s::selinux(n) { "1" } else { "0" }.to_string()),
     ];
     if let Some(b) = k.airgap {
@@ -221,7 +223,7 @@ mod tests {
     #[test]
     fn scripts_never_embed_secrets_and_paths_follow_the_os() {
         let c = Cluster { name: "lab".into(), k3s: K3sSettings { version: Some("v1.28.5+k3s1".into()), ..Default::default() } };
-        let m = MachineSpec { name: "n1".into(), role: Some(Role::Agent), cluster: Some("lab".into()), ..Default::default() };
+        let m = MachineSpec { name: "N1".into(), role: Some(Role::Agent), cluster: Some("lab".into()), ..Default::default() };
         let b = MachineSpec { name: "s1".into(), role: Some(Role::Server), ..Default::default() };
         let node = k3s::node(&c, &m, Some(&b), OsKind::Flatcar).unwrap();
         let s = setup(&m, OsKind::Flatcar, "http://bp", Some(&K3sInputs { node, airgap: None, node_password: "0123" })).unwrap();
@@ -232,6 +234,8 @@ mod tests {
         assert!(s.units[1].contents.contains("ExecStart=/opt/bin/k3s agent\n"));
         let env = &s.files[0].contents;
         assert!(env.contains("K3S_ROLE=agent\n") && env.contains("K3S_SELINUX=0\n"), "{env}");
+        // The name the report asks the cluster about is the one k3s registers: lowercased.
+        assert!(env.contains("K3S_NODE_NAME=n1\n"), "{env}");
         // Generic without a cluster: nothing (its installer reports).
         assert_eq!(setup(&m, OsKind::Generic, "http://bp", None).unwrap(), Setup::default());
     }

@@ -419,6 +419,10 @@ fn join_flow_is_secure_and_never_leaks_tokens() {
     let a1m = srv.machine("a1");
     assert_eq!(a1m["state"], "failed");
     assert!(a1m["events"].to_string().contains("k3s-agent: connection refused"), "{a1m}");
+    // `machines show` says why in the unit's own words, not only inside the event JSON.
+    let out = Command::new(BIN).args(["machines", "show", "a1", "--server", &srv.url]).env("BOOTPLANE_TOKEN", TOKEN).output().unwrap();
+    let show = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && show.contains("why it failed: k3s-agent.service reported at") && show.contains("\n  k3s-agent: connection refused\n"), "{show}");
     // The admin gets a kubeconfig pointing at the VIP.
     let (code, kc) = srv.admin("GET", "/v1/clusters/lab/kubeconfig");
     assert_eq!(code, 200, "{kc}");
@@ -695,8 +699,8 @@ fn ubuntu_user_data_passes_subiquity_rules_and_real_cloud_init() {
 const REPORT_PATHS: &[&str] = &["/etc/bootplane/", "/var/lib/bootplane", "/run/bootplane", "/var/lib/rancher/", "/etc/rancher/"];
 
 /// The bootstrap server's real report script, run against a live server with its paths
-/// moved under a temporary root. Stand-ins: `systemctl` (every unit active, none failed)
-/// and `k3s` (`/readyz` answers), which is all the script asks of them. The CA file holds
+/// moved under a temporary root. Stand-ins: `systemctl` (no unit failed) and `k3s` (the
+/// node is Ready when asked as report.sh asks), which is all the script asks of them. The CA file holds
 /// a chain (custom CA with an intermediate), whose file hash is not the root hash k3s
 /// puts in its token; joiners must get the token's hash or k3s refuses the join.
 #[test]
@@ -725,7 +729,9 @@ fn report_script_hands_over_the_ca_hash_k3s_itself_uses() {
     let bin = under("/bin");
     let k3s_env = file("/etc/bootplane/k3s.env").replace("K3S_BIN_DIR=/usr/local/bin", &format!("K3S_BIN_DIR={}", bin.display()));
     write("/etc/bootplane/k3s.env", &k3s_env);
-    write("/bin/k3s", "#!/bin/sh\n# stand-in: `k3s kubectl get --raw /readyz` succeeds\nexit 0\n");
+    // stand-in: the cluster sees s1 Ready when asked with the admin kubeconfig, as report.sh asks.
+    let ready = format!("#!/bin/sh\n[ \"$*\" = 'kubectl --kubeconfig {} get node s1 -o jsonpath={{.status.conditions[?(@.type==\"Ready\")].status}}' ] && printf True\nexit 0\n", under("/etc/rancher/k3s/k3s.yaml").display());
+    write("/bin/k3s", &ready);
     write("/stub/systemctl", "#!/bin/sh\n# stand-in: no unit failed, every unit active\n[ \"$1\" = is-failed ] && exit 1\nexit 0\n");
     let root_hash = "1f0c3b1e5d6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
     write("/var/lib/rancher/k3s/server/token", &format!("K10{root_hash}::server:s3cr3tpassword\n"));

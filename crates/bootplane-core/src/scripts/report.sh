@@ -1,6 +1,6 @@
 #!/bin/bash
-# Tells bootplane how this install ended (bootplane). With k3s, waits until k3s is up
-# (or has failed) first; a bootstrap server also hands over its cluster CA hash and
+# Tells bootplane how this install ended (bootplane). With k3s, waits until the cluster
+# sees this node Ready (or k3s has failed) first; a bootstrap server also hands over its cluster CA hash and
 # kubeconfig so the other nodes can join securely. On failure it sends the failing
 # unit's last log lines. Runs until one report is accepted, then never again.
 set -uo pipefail
@@ -22,19 +22,35 @@ mkdir -p /var/lib/bootplane /run/bootplane
 state=installed
 unit=
 if [ -n "${K3S_ROLE:-}" ]; then
+    # `installed` is what the cluster observes: this node registered and Ready, read with
+    # the node's own credentials (a server's admin kubeconfig; an agent's kubelet
+    # kubeconfig, which k3s writes only after the server accepted its token and node
+    # password). A unit being active says nothing: a refused agent retries forever.
     unit=k3s.service
-    [ "$K3S_ROLE" = agent ] && unit=k3s-agent.service
+    kubeconfig=/etc/rancher/k3s/k3s.yaml
+    if [ "$K3S_ROLE" = agent ]; then
+        unit=k3s-agent.service
+        kubeconfig=/var/lib/rancher/k3s/agent/kubelet.kubeconfig
+    fi
     state=failed
+    refused=0
     for _ in $(seq 1 180); do
         if systemctl is-failed --quiet bootplane-k3s-install.service; then
             unit=bootplane-k3s-install.service
             break
         fi
-        if [ "$K3S_ROLE" = agent ]; then
-            if systemctl is-active --quiet k3s-agent.service; then state=installed; break; fi
-        elif "$K3S_BIN_DIR/k3s" kubectl get --raw /readyz > /dev/null 2>&1; then
-            state=installed
-            break
+        ready=$("$K3S_BIN_DIR/k3s" kubectl --kubeconfig "$kubeconfig" get node "$K3S_NODE_NAME" \
+            -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2> /dev/null)
+        if [ "$ready" = True ]; then state=installed; break; fi
+        # k3s's own words for a refusal it will retry forever (wrong token, another node
+        # password under this name, a CA that is not the token's): after a minute of
+        # them, report the failure with its log rather than wait out the quarter hour.
+        if journalctl -u "$unit" -b --since -20s --no-pager -o cat 2> /dev/null |
+            grep -qE 'Node password rejected|401 Unauthorized|token CA hash does not match'; then
+            refused=$((refused + 1))
+            [ "$refused" -ge 12 ] && break
+        else
+            refused=0
         fi
         sleep 5
     done

@@ -222,6 +222,17 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
                 t.add_row([s(&e["time"]), s(&e["kind"]), s(&e["source"]), e["detail"].to_string()]);
             }
             println!("\nrecent events (oldest first):\n{t}");
+            // Why it failed, in the failing unit's own words (k3s's "Node password
+            // rejected", an installer's error), without reading the JSON above.
+            // (A report's details sit inside its state change's.)
+            let failure = v["events"].as_array().into_iter().flatten().rev().map(|e| (e, &e["detail"]["detail"])).find(|(_, d)| d["log_tail"].is_string());
+            if let (Some("failed"), Some((e, d))) = (v["state"].as_str(), failure) {
+                println!("\nwhy it failed: {} reported at {}; its last log lines:", s(&d["unit"]), s(&e["time"]));
+                let tail: Vec<&str> = d["log_tail"].as_str().unwrap_or_default().lines().collect();
+                for line in &tail[tail.len().saturating_sub(12)..] {
+                    println!("  {line}");
+                }
+            }
         }
         MachinesCmd::Reinstall { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, .. } => {
