@@ -449,9 +449,13 @@ pub async fn power_status(State(s): State<Shared>, headers: HeaderMap, Path(name
 pub struct ReinstallBody {
     #[serde(default)]
     force: bool,
+    /// A dead node: its node is deleted from the cluster without cordon and drain.
+    #[serde(default)]
+    no_drain: bool,
 }
 
-/// `POST /v1/machines/{name}/reinstall` `{"force":false}` (admin): one-time network boot,
+/// `POST /v1/machines/{name}/reinstall` `{"force":false,"no_drain":false}` (admin): a k3s
+/// node out of its cluster (cordon, drain, delete node), one-time network boot,
 /// provision, power cycle; the answer lists the steps done. The install itself is then
 /// followed through the machine's events.
 pub async fn reinstall(
@@ -469,9 +473,9 @@ pub async fn reinstall(
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reinstall: {e}; expected {{\"force\":false}}")),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reinstall: {e}; expected {{\"force\":false,\"no_drain\":false}}")),
         }
     };
     let actor = service::Actor::from(peer, "admin API");
-    answer(service::reinstall(&s, &name, body.force, &actor).await)
+    answer(service::reinstall(&s, &name, body.force, body.no_drain, &actor).await)
 }

@@ -231,35 +231,41 @@ pub async fn is_bootstrap(s: &Shared, machine: &bootplane_core::MachineSpec) -> 
     matches!(s.store.cluster(c).await, Ok(Some(c)) if c.k3s.bootstrap.as_deref() == Some(&machine.name))
 }
 
+/// Cluster `name`'s admin kubeconfig as the bootstrap server handed it over, pointed at
+/// the cluster's API endpoint instead of 127.0.0.1; `Ok(None)` until it was handed over.
+pub(crate) async fn admin_kubeconfig(s: &Shared, name: &str) -> Result<Option<String>, (StatusCode, String)> {
+    let cluster = match s.store.cluster(name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err((StatusCode::NOT_FOUND, format!("no cluster named `{name}`"))),
+        Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))),
+    };
+    let key = kubeconfig_key(name);
+    let Some(sealed_kc) = s.store.setting(&key).await.ok().flatten() else {
+        return Ok(None);
+    };
+    let plain = sealed::open(&s.seal_key, &key, &sealed_kc).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bootstrap = match &cluster.k3s.bootstrap {
+        Some(b) => s.store.machine(b).await.ok().flatten().map(|r| r.spec),
+        None => None,
+    };
+    let Some(api) = k3s::api_url(&cluster, bootstrap.as_ref()) else {
+        return Err((StatusCode::CONFLICT, format!("cluster {name} has no API endpoint and no bootstrap server")));
+    };
+    k3s::reduce_kubeconfig(&String::from_utf8_lossy(&plain), Some(&api))
+        .map(Some)
+        .map_err(|e| (StatusCode::CONFLICT, format!("cluster {name}: the recorded kubeconfig is refused ({e}); run `bootplane cluster reset {name}`")))
+}
+
 /// `GET /v1/clusters/{name}/kubeconfig` (admin): the bootstrap server's kubeconfig,
 /// pointed at the cluster's API endpoint instead of 127.0.0.1.
 pub async fn kubeconfig(State(s): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    let cluster = match s.store.cluster(&name).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no cluster named `{name}`")),
-        Err(e) => return store_error(e),
-    };
-    let key = kubeconfig_key(&name);
-    let Some(sealed_kc) = s.store.setting(&key).await.ok().flatten() else {
-        return error(StatusCode::NOT_FOUND, format!("cluster {name}: its bootstrap server has not reported a kubeconfig yet"));
-    };
-    let plain = match sealed::open(&s.seal_key, &key, &sealed_kc) {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let bootstrap = match &cluster.k3s.bootstrap {
-        Some(b) => s.store.machine(b).await.ok().flatten().map(|r| r.spec),
-        None => None,
-    };
-    let Some(api) = k3s::api_url(&cluster, bootstrap.as_ref()) else {
-        return error(StatusCode::CONFLICT, format!("cluster {name} has no API endpoint and no bootstrap server"));
-    };
-    match k3s::reduce_kubeconfig(&String::from_utf8_lossy(&plain), Some(&api)) {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, format!("cluster {name}: the recorded kubeconfig is refused ({e}); run `bootplane cluster reset {name}`")),
+    match admin_kubeconfig(&s, &name).await {
+        Ok(Some(text)) => ([(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")], text).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("cluster {name}: its bootstrap server has not reported a kubeconfig yet")),
+        Err((code, e)) => error(code, e),
     }
 }
 

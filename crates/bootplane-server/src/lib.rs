@@ -11,6 +11,7 @@ pub mod artifacts;
 mod auth;
 mod boot;
 mod cluster;
+pub mod kube;
 pub mod cursor;
 pub use cluster::check_seal_key;
 pub mod gate;

@@ -550,7 +550,7 @@ fn power_driver(record: &MachineRecord) -> Result<Box<dyn bootplane_power::Power
 
 /// Runs a (blocking) driver call off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Upstream(format!("power driver crashed: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Upstream(format!("a worker task crashed: {e}")))
 }
 
 pub async fn power_status(s: &Shared, name: &str) -> Result<PowerView> {
@@ -590,8 +590,6 @@ pub struct ReinstallStarted {
     pub steps: Vec<String>,
     /// Events after this id are the reinstall's (for a caller following it).
     pub after: i64,
-    /// For a k3s node: what to run against the cluster first (or now).
-    pub kubectl: Vec<String>,
 }
 
 /// The cluster members `name` leaves without a server if it is reinstalled now.
@@ -609,12 +607,18 @@ fn only_server(record: &MachineRecord, all: &[MachineRecord]) -> Option<String> 
     (!others).then(|| cluster.clone())
 }
 
-/// Reinstalls a machine through its power driver: (1) reads its power state, (2) sets a
-/// one-time network boot (when the driver can), (3) provisions it (new credential),
-/// (4) power-cycles it (or powers it on). Each step is a `reinstall.step` event. A
-/// failure before (3) changes nothing; a failure at (4) rolls the provision back to the
-/// state it was in. The machine then boots, installs and reports as always.
-pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Result<ReinstallStarted> {
+/// How long a drain may take (evictions wait for pods' termination grace periods and
+/// PodDisruptionBudgets) before the reinstall stops, the disk untouched.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Reinstalls a machine through its power driver: (1) reads its power state; for a k3s
+/// node of a cluster whose kubeconfig bootplane holds, (2) cordons and drains it (not
+/// with `no_drain`, for a dead node) and deletes its node through the cluster's API;
+/// (3) sets a one-time network boot (when the driver can), (4) provisions it (new
+/// credential), (5) power-cycles it (or powers it on). Each step is a `reinstall.step`
+/// event. A failure before (4) leaves the disk and the machine's state alone; a failure
+/// at (5) rolls the provision back. The machine then boots, installs and reports.
+pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<ReinstallStarted> {
     use bootplane_power::{PowerAction, PowerState};
     let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
     let all = s.store.machines().await?;
@@ -624,13 +628,6 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Re
              Add a server first, or pass --force if the cluster is to be rebuilt"
         )));
     }
-    let kubectl = match &record.spec.cluster {
-        Some(_) => vec![
-            format!("kubectl drain {name} --ignore-daemonsets --delete-emptydir-data"),
-            format!("kubectl delete node {name}"),
-        ],
-        None => Vec::new(),
-    };
     let driver: std::sync::Arc<dyn bootplane_power::PowerDriver> = power_driver(&record)?.into();
     let after = newest_event_id(s).await?;
     let mut steps = Vec::new();
@@ -656,7 +653,34 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Re
     };
     s.sink.push(step_event("power status", json!({ "state": state.to_string() }))).await;
     steps.push(format!("power status: {state}"));
-    // 2. The next boot goes to the network.
+    // 2. Out of the cluster first: what a drain and `kubectl delete node` do.
+    if let Some(cluster) = &record.spec.cluster {
+        let node = record.spec.short_hostname().to_ascii_lowercase();
+        match crate::cluster::admin_kubeconfig(s, cluster).await {
+            Ok(Some(kc)) => {
+                for (step, detail) in leave_cluster(&kc, &node, no_drain).await? {
+                    let failed = detail.get("error").and_then(|e| e.as_str()).map(str::to_string);
+                    s.sink.push(step_event(&step, detail)).await;
+                    if let Some(e) = failed {
+                        let hint = if no_drain { "" } else { " (--no-drain skips the drain of a node that is dead)" };
+                        return Err(ServiceError::Upstream(format!(
+                            "machine {name}: reinstall stopped at step `{step}`: {e}. Nothing on the machine was changed{hint}"
+                        )));
+                    }
+                    steps.push(step);
+                }
+            }
+            // Not bootstrapped yet (or never reported): nothing of the node to remove.
+            Ok(None) => steps.push(format!("cluster {cluster}: no kubeconfig recorded yet, so no node to remove")),
+            Err((_, e)) => {
+                return Err(ServiceError::Conflict(format!(
+                    "machine {name}: reinstall stopped before anything was changed: {e}; remove the node by hand \
+                     (`kubectl drain {node} --ignore-daemonsets --delete-emptydir-data`, `kubectl delete node {node}`) and use `machines provision`"
+                )));
+            }
+        }
+    }
+    // 3. The next boot goes to the network.
     if driver.sets_boot_device() {
         let uefi = record.observed.platform.as_deref() == Some("efi");
         let d = driver.clone();
@@ -670,11 +694,11 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Re
     } else {
         steps.push(format!("no boot override ({} cannot set one): the machine must boot from the network first", driver.kind()));
     }
-    // 3. Provision: a new credential, the install decision at its next boot.
+    // 4. Provision: a new credential, the install decision at its next boot.
     let previous = record.state;
     s.store.transition(name, MachineState::Provision, Trigger::AdminProvision, actor.source.clone(), json!(format!("reinstall via {}", actor.via))).await?;
     steps.push(format!("provisioned (was {previous})"));
-    // 4. Power: cycle a running machine, switch on one that is off.
+    // 5. Power: cycle a running machine, switch on one that is off.
     let action = if state == PowerState::Off { PowerAction::On } else { PowerAction::Cycle };
     let d = driver.clone();
     if let Err(e) = blocking(move || d.power(action)).await? {
@@ -691,7 +715,57 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, actor: &Actor) -> Re
     }
     s.sink.push(step_event(&format!("power {}", action.as_str()), json!({}))).await;
     steps.push(format!("power {} done", action.as_str()));
-    Ok(ReinstallStarted { machine: name.to_string(), previous, steps, after, kubectl })
+    Ok(ReinstallStarted { machine: name.to_string(), previous, steps, after })
+}
+
+/// Cordons, drains (unless `no_drain`) and deletes `node` through the cluster's API:
+/// each step and its outcome, ending at the first that failed (its detail has `error`).
+async fn leave_cluster(kubeconfig: &str, node: &str, no_drain: bool) -> Result<Vec<(String, serde_json::Value)>> {
+    let (kc, node) = (kubeconfig.to_string(), node.to_string());
+    blocking(move || {
+        let mut done = Vec::new();
+        let kube = match crate::kube::Kube::from_kubeconfig(&kc, None) {
+            Ok(k) => k,
+            Err(e) => {
+                done.push(("cluster API".to_string(), json!({ "error": e })));
+                return done;
+            }
+        };
+        let exists = if no_drain {
+            done.push(("drain skipped".to_string(), json!({ "node": node, "why": "--no-drain" })));
+            true
+        } else {
+            match kube.cordon(&node) {
+                Ok(true) => {
+                    done.push((format!("cordon {node}"), json!({ "node": node })));
+                    match kube.drain(&node, DRAIN_TIMEOUT) {
+                        Ok(n) => done.push((format!("drain {node}"), json!({ "node": node, "evicted": n }))),
+                        Err(e) => {
+                            done.push((format!("drain {node}"), json!({ "node": node, "error": e.to_string() })));
+                            return done;
+                        }
+                    }
+                    true
+                }
+                Ok(false) => {
+                    done.push((format!("cordon {node}"), json!({ "node": node, "absent": true })));
+                    false
+                }
+                Err(e) => {
+                    done.push((format!("cordon {node}"), json!({ "node": node, "error": e.to_string() })));
+                    return done;
+                }
+            }
+        };
+        if exists {
+            match kube.delete_node(&node) {
+                Ok(found) => done.push((format!("delete node {node}"), json!({ "node": node, "found": found }))),
+                Err(e) => done.push((format!("delete node {node}"), json!({ "node": node, "error": e.to_string() }))),
+            }
+        }
+        done
+    })
+    .await
 }
 
 #[cfg(test)]

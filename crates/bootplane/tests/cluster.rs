@@ -931,3 +931,140 @@ impl Drop for Capture {
         self.stop();
     }
 }
+
+/// A k3s stand-in node (tests/e2e/k3s-standin) on loopback, killed on drop.
+struct StandIn(std::process::Child);
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn standin(root: &Path, cmd: &str, port: u16, config: &str, files: &[(&str, &str)]) -> StandIn {
+    for (path, text) in files.iter().chain([("/etc/rancher/k3s/config.yaml", config)].iter()) {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let log = std::fs::File::create(root.with_extension("log")).unwrap();
+    let child = Command::new(here().join("../../tests/e2e/k3s-standin/k3s"))
+        .arg(cmd)
+        .env("K3S_STANDIN_ROOT", root)
+        .env("K3S_STANDIN_PORT", port.to_string())
+        .env("K3S_STANDIN_BIND", "127.0.0.1")
+        .env("K3S_STANDIN_GRACE", "8")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the k3s stand-in (python3 with PyYAML, openssl)");
+    StandIn(child)
+}
+
+/// `k3s kubectl` of the stand-in with the bootstrap server's admin kubeconfig.
+fn kubectl(root: &Path, args: &[&str]) -> (bool, String) {
+    let o = Command::new(here().join("../../tests/e2e/k3s-standin/k3s"))
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(root.join("etc/rancher/k3s/k3s.yaml"))
+        .args(args)
+        .output()
+        .unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().to_string())
+}
+
+fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// `machines reinstall` of a k3s node takes it out of the cluster through the cluster's
+/// API before the disk is touched: cordon, drain, delete node (which in k3s also drops
+/// its node password, so the name may join again). With `--no-drain` (a dead node) only
+/// the delete; with the API unreachable it stops with the machine untouched. The cluster
+/// is the k3s stand-in (authenticated API, node objects), reached with the kubeconfig
+/// the bootstrap server handed over.
+#[test]
+fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
+    use base64::Engine as _;
+    let d = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let boot_root = d.path().join("s1");
+    let server_cfg = r#"{"cluster-init": true, "token-file": "/etc/rancher/k3s/token", "agent-token-file": "/etc/rancher/k3s/agent-token", "node-name": "s1"}"#;
+    let boot = standin(&boot_root, "server", port, server_cfg, &[("/etc/rancher/k3s/token", "srv-token-0123456789"), ("/etc/rancher/k3s/agent-token", "agt-token-0123456789")]);
+    let ready = |node: &str| kubectl(&boot_root, &["get", "node", node, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]) == (true, "True".into());
+    until("the stand-in's bootstrap server Ready", 60, || ready("s1"));
+    let agent_token = std::fs::read_to_string(boot_root.join("var/lib/rancher/k3s/server/agent-token")).unwrap();
+    let agent_cfg = format!(r#"{{"server": "https://127.0.0.1:{port}", "token-file": "/etc/rancher/k3s/token", "node-name": "a1"}}"#);
+    let _a1 = standin(&d.path().join("a1"), "agent", port, &agent_cfg, &[("/etc/rancher/k3s/token", agent_token.trim())]);
+    until("agent a1 Ready", 60, || ready("a1"));
+
+    let pdu = d.path().join("pdu");
+    std::fs::write(&pdu, format!("#!/bin/sh\ncase \"$1\" in\n  on|off) echo \"$1\" > {d}/outlet-$2 ;;\n  status) cat {d}/outlet-$2 2>/dev/null || echo on ;;\nesac\n", d = d.path().display())).unwrap();
+    Command::new("chmod").arg("+x").arg(&pdu).status().unwrap();
+    let p = pdu.display();
+    let machine = |name: &str, n: u8, role: &str| {
+        format!(
+            "  - {{ name: {name}, hostname: {name}.lab.test, macs: [\"52:54:00:00:0c:0{n}\"], role: {role}, cluster: lab, bundle: fcos-40, install_disk: /dev/disk/by-id/virtio-{name}, provision: true, \
+             power: {{ command: {{ on: [{p}, on, \"{{{{ name }}}}\"], off: [{p}, off, \"{{{{ name }}}}\"], status: [{p}, status, \"{{{{ name }}}}\"], timeout: 5 }} }} }}\n"
+        )
+    };
+    let cfg = format!(
+        "server:\n  listen: 127.0.0.1:8080\n  advertise: http://198.18.0.10:8080\ndhcp: {{ mode: off }}\nbundles:\n  - name: fcos-40\n    os: fcos\n    \
+         kernel: {{ sha256: \"{h1}\" }}\n    initramfs: {{ sha256: \"{h2}\" }}\n    rootfs: {{ sha256: \"{h3}\" }}\n\
+         clusters:\n  - name: lab\n    k3s: {{ version: v1.30.2+k3s1, api: \"https://127.0.0.1:{port}\" }}\nmachines:\n{}{}{}{}",
+        machine("s1", 1, "server"),
+        machine("a1", 2, "agent"),
+        machine("a2", 3, "agent"),
+        machine("a3", 4, "agent"),
+        h1 = "1".repeat(64),
+        h2 = "2".repeat(64),
+        h3 = "3".repeat(64),
+    );
+    let w = tempfile::tempdir().unwrap();
+    std::fs::write(w.path().join("bootplane.yaml"), cfg).unwrap();
+    let srv = Server::start(w.path());
+    // s1 hands over its CA hash and kubeconfig with its report, as report.sh does.
+    let (_, code, ign) = srv.boot_and_fetch("s1", "52:54:00:00:0c:01");
+    assert_eq!(code, 200, "{ign}");
+    let token = std::fs::read_to_string(boot_root.join("var/lib/rancher/k3s/server/token")).unwrap();
+    let ca = &token[3..67];
+    let kc = base64::engine::general_purpose::STANDARD.encode(std::fs::read(boot_root.join("etc/rancher/k3s/k3s.yaml")).unwrap());
+    let (code, body) = srv.post("/v1/machines/s1/report", Some(&credential_from_ignition(&ign)), &format!(r#"{{"state":"installed","ca_hash":"{ca}","kubeconfig":"{kc}"}}"#));
+    assert_eq!(code, 200, "{body}");
+    for (name, mac) in [("a1", "52:54:00:00:0c:02"), ("a2", "52:54:00:00:0c:03"), ("a3", "52:54:00:00:0c:04")] {
+        let (_, code, ign) = srv.boot_and_fetch(name, mac);
+        assert_eq!(code, 200, "{ign}");
+        assert_eq!(srv.post(&format!("/v1/machines/{name}/report"), Some(&credential_from_ignition(&ign)), r#"{"state":"installed"}"#).0, 200);
+    }
+    let reinstall = |args: &[&str]| {
+        let o = bootplane(w.path()).args(["machines", "reinstall"]).args(args).args(["--timeout", "1", "--server", &srv.url]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+
+    // a1: cordoned, drained, deleted; then provisioned and powered.
+    let out = reinstall(&["a1"]);
+    for want in ["a1: cordon a1", "a1: drain a1", "a1: delete node a1", "provisioned (was installed)", "power cycle done"] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let (ok, nodes) = kubectl(&boot_root, &["get", "nodes"]);
+    assert!(ok && nodes.contains("s1 Ready") && !nodes.contains("a1"), "{nodes}");
+    assert_eq!(std::fs::read_to_string(d.path().join("outlet-a1")).unwrap(), "on\n");
+    let steps: Vec<String> = srv.machine("a1")["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "reinstall.step").map(|e| e["detail"]["step"].as_str().unwrap().to_string()).collect();
+    assert_eq!(steps, ["power status", "cordon a1", "drain a1", "delete node a1", "power cycle"], "every step an event");
+
+    // a2 (dead, never joined): --no-drain deletes without cordon and drain.
+    let out = reinstall(&["a2", "--no-drain"]);
+    assert!(out.contains("a2: drain skipped") && out.contains("a2: delete node a2") && !out.contains("cordon"), "{out}");
+    assert_eq!(srv.machine("a2")["state"], "provision", "{out}");
+
+    // The cluster's API gone: stopped before anything was changed.
+    drop(boot);
+    let out = reinstall(&["a3"]);
+    assert!(out.contains("reinstall stopped at step `cordon a3`") && out.contains("unreachable") && out.contains("Nothing on the machine was changed"), "{out}");
+    assert_eq!(srv.machine("a3")["state"], "installed");
+    assert!(!d.path().join("outlet-a3").exists(), "the machine was not powered");
+}

@@ -67,7 +67,8 @@ async fn browser(width: u32, height: u32) -> Option<Browser> {
     }))
     .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // chromedriver starts in a second alone, much later on a loaded CI machine: a bound against a hang only.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let client = loop {
         match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps.clone()).connect(&url).await {
             Ok(c) => break c,

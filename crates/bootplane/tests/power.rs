@@ -217,6 +217,20 @@ fn the_ipmi_driver_sets_a_one_time_network_boot() {
 /// Redfish's resource tree, Reset actions with the allowed types, power changes applied
 /// 1-11 s later (as real BMCs do), Boot PATCH, 401 on bad credentials, TLS. Not here: a
 /// machine behind it, and `BootSourceOverrideEnabled` (always reported `Continuous`).
+/// Waits until `child` listens on `port`. A Python emulator's start takes seconds alone
+/// and much longer on a loaded machine (CI runs VMs beside the tests): it is waited for
+/// until it listens or exits, with only a generous bound against a hang.
+fn wait_listening(child: &mut Killed, port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen within 180 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn sushy(dir: &Path) -> Option<(Killed, u16, PathBuf)> {
     let bin = std::env::var("BOOTPLANE_SUSHY_EMULATOR").unwrap_or_else(|_| "/opt/sushy-tools/bin/sushy-emulator".into());
     if !Path::new(&bin).exists() {
@@ -256,12 +270,9 @@ fn sushy(dir: &Path) -> Option<(Killed, u16, PathBuf)> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sushy-emulator did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some((Killed(child), port, dir.join("ca.pem")))
+    let mut child = Killed(child);
+    wait_listening(&mut child, port, "sushy-emulator");
+    Some((child, port, dir.join("ca.pem")))
 }
 
 #[test]
@@ -561,7 +572,7 @@ fn redfish_drives_a_libvirt_vm() {
     )
     .unwrap();
     let port = free_port();
-    let _sushy = Killed(
+    let mut sushy = Killed(
         Command::new(&sushy_bin)
             .arg("--config")
             .arg(d.path().join("sushy.conf"))
@@ -574,11 +585,7 @@ fn redfish_drives_a_libvirt_vm() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sushy-emulator (libvirt) did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&mut sushy, port, "sushy-emulator (libvirt)");
     let pw = secret_file(d.path(), "rf", "rf-pass-9931");
     let ca = d.path().join("ca.pem");
     let cfg = config(&format!(

@@ -15,13 +15,17 @@ pub enum MachinesCmd {
     Provision { name: String },
     /// Take NAME out of service; it boots its local disk and never installs.
     Retire { name: String },
-    /// Reinstall NAME end to end: one-time network boot, provision, power cycle through
-    /// its `power:` driver, then follow its events until it reports (or --timeout).
+    /// Reinstall NAME end to end: a k3s node cordoned, drained and deleted from its
+    /// cluster, one-time network boot, provision, power cycle through its `power:`
+    /// driver, then follow its events until it reports (or --timeout).
     Reinstall {
         name: String,
         /// Also when it is its cluster's only server (the cluster is rebuilt).
         #[arg(long)]
         force: bool,
+        /// The node is dead: delete it from the cluster without cordon and drain.
+        #[arg(long)]
+        no_drain: bool,
         /// Seconds to wait for the installed report.
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
@@ -165,8 +169,8 @@ pub fn ssh_known_hosts(name: &str, args: ClientArgs) -> anyhow::Result<ExitCode>
 
 pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&args)?;
-    if let MachinesCmd::Reinstall { name, force, timeout } = &cmd {
-        return reinstall(&c, name, *force, *timeout);
+    if let MachinesCmd::Reinstall { name, force, no_drain, timeout } = &cmd {
+        return reinstall(&c, name, *force, *no_drain, *timeout);
     }
     if let MachinesCmd::PowerOn { selector, wave, interval } = &cmd {
         let (labels, names): (Vec<&String>, Vec<&String>) = selector.iter().partition(|s| s.contains('='));
@@ -249,15 +253,9 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `machines reinstall`: the server does the power steps; this follows the machine's
 /// events until it reports `installed` (exit 0), `failed` (1) or the timeout (1).
-fn reinstall(c: &Client, name: &str, force: bool, timeout: u64) -> anyhow::Result<ExitCode> {
-    let started = c.call_with("POST", &format!("/v1/machines/{name}/reinstall"), Some(serde_json::json!({ "force": force })))?;
-    let kubectl: Vec<&str> = started["kubectl"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    if !kubectl.is_empty() {
-        println!("{name} is a k3s node: remove it from the cluster (draining through the Kubernetes API is not bootplane's yet):");
-        for k in &kubectl {
-            println!("  {k}");
-        }
-    }
+fn reinstall(c: &Client, name: &str, force: bool, no_drain: bool, timeout: u64) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "force": force, "no_drain": no_drain });
+    let started = c.call_with("POST", &format!("/v1/machines/{name}/reinstall"), Some(body))?;
     for step in started["steps"].as_array().into_iter().flatten() {
         println!("{name}: {}", s(step));
     }
