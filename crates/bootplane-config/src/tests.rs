@@ -245,3 +245,35 @@ fn the_shim_loader_needs_bundle_files_bootplane_holds() {
     assert!(e.contains("loader shim loads grub of bundle g over TFTP"), "{e}");
     assert!(!findings(own(&format!("shim: {{sha256: {sum}}}, grub: {{sha256: {sum}}}, "))).iter().any(|f| f.message.contains("shim")));
 }
+
+#[test]
+fn a_vip_must_be_a_free_address_of_the_servers_lan() {
+    let cfg = |vip: &str, extra: &str| {
+        let text = format!(
+            "server: {{ listen: 10.20.0.1:8080, advertise: \"http://10.20.0.1:8080\" }}\n\
+             dhcp: {{ mode: full, interface: br0, range: 10.20.0.100-10.20.0.150, netmask: 255.255.255.0 }}\n\
+             clusters:\n  - name: lab\n    k3s: {{ version: v1.30.2+k3s1{extra} }}\n    vip: {vip}\n\
+             machines:\n  - {{ name: s1, macs: [\"52:54:00:00:00:01\"], ip: 10.20.0.5, role: server, cluster: lab }}\n  \
+             - {{ name: a1, macs: [\"52:54:00:00:00:02\"], ip: 10.20.0.7, role: agent, cluster: lab }}\n"
+        );
+        // Errors refuse the whole file: its message lists them, one a line.
+        match Config::from_str_named(Path::new("x.yaml"), &text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().filter(|l| l.to_lowercase().contains("vip")).map(str::to_string).collect::<Vec<_>>(),
+        }
+    };
+    assert_eq!(cfg("{ address: 10.20.0.10, interface: enp1s0 }", ""), Vec::<String>::new());
+    let e = cfg("{ address: 10.30.0.10, interface: enp1s0 }", "");
+    assert!(e.len() == 1 && e[0].contains("outside server s1's subnet 10.20.0.0/24"), "{e:?}");
+    let e = cfg("{ address: 10.20.0.7, interface: enp1s0 }", "");
+    assert!(e.len() == 1 && e[0].contains("machine a1's own address"), "{e:?}");
+    let e = cfg("{ address: 10.20.0.120, interface: enp1s0 }", "");
+    assert!(e.len() == 1 && e[0].contains("inside the DHCP range"), "{e:?}");
+    let e = cfg("{ address: 10.20.0.10, interface: \"a/b\" }", "");
+    assert!(e.len() == 1 && e[0].contains("not a network interface name"), "{e:?}");
+    let e = cfg("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.5:6443\"");
+    assert!(e.len() == 1 && e[0].contains("is not the VIP"), "{e:?}");
+    // Unknown keys are refused like everywhere else.
+    let text = "clusters:\n  - name: lab\n    vip: { address: 10.20.0.10, interface: eth0, arp: true }\n";
+    assert!(Config::from_str_named(Path::new("x.yaml"), text).unwrap_err().to_string().contains("unknown field `arp`"));
+}

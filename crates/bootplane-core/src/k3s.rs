@@ -15,6 +15,10 @@ pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 /// when the file is missing, which a reinstall would lose): see
 /// [`crate::credential::node_password`].
 pub const NODE_PASSWORD_FILE: &str = "/etc/rancher/node/password";
+/// k3s applies every manifest in this directory on its servers (its deploy controller).
+pub const KUBE_VIP_MANIFEST: &str = "/var/lib/rancher/k3s/server/manifests/bootplane-kube-vip.yaml";
+/// kube-vip's image when `vip.image` is not set.
+pub const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v0.8.0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {
@@ -75,6 +79,9 @@ pub fn bootstrap_name<'m>(cluster: &Cluster, machines: impl IntoIterator<Item = 
 pub fn api_url(cluster: &Cluster, bootstrap: Option<&MachineSpec>) -> Option<String> {
     if let Some(api) = &cluster.k3s.api {
         return Some(api.trim_end_matches('/').to_string());
+    }
+    if let Some(vip) = &cluster.vip {
+        return Some(format!("https://{}:6443", vip.address));
     }
     let b = bootstrap?;
     let host = b.ip.map(|ip| ip.to_string()).unwrap_or_else(|| b.hostname.clone().unwrap_or_else(|| b.name.clone()));
@@ -318,6 +325,83 @@ pub fn reduce_kubeconfig(text: &str, api: Option<&str>) -> Result<String, String
     Ok(crate::yaml11::to_string(&Value::Object(out)))
 }
 
+/// What kube-vip needs on a cluster's servers to hold `vip` (k3s's auto-deploy manifest,
+/// as kube-vip's own `manifest daemonset --controlplane --arp --leaderElection
+/// --inCluster --taint` makes it): its service account and RBAC (leases for the leader
+/// election, nodes and services to watch), and a DaemonSet on the control-plane nodes,
+/// host network, NET_ADMIN/NET_RAW, configured by the environment variables kube-vip
+/// reads (`pkg/kubevip/config_envvar.go`): ARP, the interface, `address`, a /32
+/// `vip_subnet`, port 6443, control plane on, services off, Kubernetes leader election
+/// on the `plndr-cp-lock` lease with kube-vip's documented 5/3/1 s timings.
+pub fn kube_vip_manifest(vip: &crate::model::Vip) -> String {
+    let env = [
+        ("vip_arp", "true"),
+        ("port", "6443"),
+        ("vip_interface", vip.interface.as_str()),
+        ("vip_subnet", "32"),
+        ("cp_enable", "true"),
+        ("cp_namespace", "kube-system"),
+        ("svc_enable", "false"),
+        ("vip_leaderelection", "true"),
+        ("vip_leasename", "plndr-cp-lock"),
+        ("vip_leaseduration", "5"),
+        ("vip_renewdeadline", "3"),
+        ("vip_retryperiod", "1"),
+    ];
+    let mut envs: Vec<Value> = env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+    envs.push(json!({ "name": "address", "value": vip.address.to_string() }));
+    envs.push(json!({ "name": "vip_nodename", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }));
+    let image = vip.image.as_deref().unwrap_or(KUBE_VIP_IMAGE);
+    let docs = [
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "kube-vip", "namespace": "kube-system" } }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": { "name": "system:kube-vip-role" },
+            "rules": [
+                { "apiGroups": [""], "resources": ["services/status"], "verbs": ["update"] },
+                { "apiGroups": [""], "resources": ["services", "endpoints"], "verbs": ["list", "get", "watch", "update"] },
+                { "apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "get", "watch", "update", "patch"] },
+                { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "get", "watch", "update", "create"] },
+                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "get", "watch", "update"] },
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "system:kube-vip-binding" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kube-vip-role" },
+            "subjects": [{ "kind": "ServiceAccount", "name": "kube-vip", "namespace": "kube-system" }],
+        }),
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": { "name": "kube-vip-ds", "namespace": "kube-system", "labels": { "app.kubernetes.io/name": "kube-vip-ds" } },
+            "spec": {
+                "selector": { "matchLabels": { "app.kubernetes.io/name": "kube-vip-ds" } },
+                "template": {
+                    "metadata": { "labels": { "app.kubernetes.io/name": "kube-vip-ds" } },
+                    "spec": {
+                        "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": { "nodeSelectorTerms": [
+                            { "matchExpressions": [{ "key": "node-role.kubernetes.io/control-plane", "operator": "Exists" }] },
+                        ] } } },
+                        "containers": [{
+                            "name": "kube-vip", "image": image, "imagePullPolicy": "IfNotPresent", "args": ["manager"], "env": envs,
+                            "securityContext": { "capabilities": { "add": ["NET_ADMIN", "NET_RAW"] } },
+                        }],
+                        "hostNetwork": true,
+                        "serviceAccountName": "kube-vip",
+                        "tolerations": [{ "effect": "NoSchedule", "operator": "Exists" }, { "effect": "NoExecute", "operator": "Exists" }],
+                    },
+                },
+            },
+        }),
+    ];
+    let mut out = String::from("# Written by bootplane: kube-vip holds the control-plane VIP (clusters[].vip).\n");
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&yaml_serde::to_string(&d).expect("a JSON value is YAML"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +417,7 @@ mod tests {
                 tls_san: vec!["k8s.lab.internal".into()],
                 ..Default::default()
             },
+            vip: None,
         }
     }
 
@@ -429,5 +514,35 @@ mod tests {
             assert!(err.contains(want), "{to}: {err}");
         }
         assert!(reduce_kubeconfig("!!", None).is_err() && reduce_kubeconfig("{}", None).is_err());
+    }
+
+    #[test]
+    fn a_vip_is_where_joiners_go_and_kube_vip_holds_it_on_the_servers() {
+        let mut c = cluster();
+        c.vip = Some(crate::model::Vip { address: "10.20.0.100".parse().unwrap(), interface: "enp1s0".into(), image: None });
+        let b = m("s1", Some(Role::Server), "10.20.0.5");
+        assert_eq!(api_url(&c, Some(&b)).as_deref(), Some("https://10.20.0.100:6443"));
+        let agent = m("a1", Some(Role::Agent), "10.20.0.7");
+        let n = node(&c, &agent, Some(&b), OsKind::Fcos).unwrap();
+        let y: Value = yaml_serde::from_str(&config_yaml(&n, None)).unwrap();
+        assert_eq!(y["server"], "https://10.20.0.100:6443");
+        let s2 = m("s2", Some(Role::Server), "10.20.0.6");
+        let n = node(&c, &s2, Some(&b), OsKind::Fcos).unwrap();
+        let y: Value = yaml_serde::from_str(&config_yaml(&n, None)).unwrap();
+        assert!(y["tls-san"].as_array().unwrap().contains(&json!("10.20.0.100")), "{y}");
+        // The manifest: four documents; the DaemonSet carries what kube-vip reads.
+        let text = kube_vip_manifest(c.vip.as_ref().unwrap());
+        let docs: Vec<Value> = text.split("---\n").skip(1).map(|d| yaml_serde::from_str(d).unwrap()).collect();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]);
+        let ctr = &docs[3]["spec"]["template"]["spec"]["containers"][0];
+        let env = |k: &str| ctr["env"].as_array().unwrap().iter().find(|e| e["name"] == k).map(|e| e["value"].clone());
+        assert_eq!(env("address"), Some(json!("10.20.0.100")));
+        assert_eq!(env("vip_interface"), Some(json!("enp1s0")));
+        assert_eq!((env("vip_arp"), env("cp_enable"), env("vip_leaderelection")), (Some(json!("true")), Some(json!("true")), Some(json!("true"))));
+        assert_eq!(ctr["image"], KUBE_VIP_IMAGE);
+        assert_eq!(docs[3]["spec"]["template"]["spec"]["hostNetwork"], true);
+        let air = crate::model::Vip { image: Some("registry.lab:5000/kube-vip:v0.8.0".into()), ..c.vip.clone().unwrap() };
+        assert!(kube_vip_manifest(&air).contains("image: registry.lab:5000/kube-vip:v0.8.0"));
     }
 }

@@ -376,6 +376,22 @@ pub struct Cluster {
     pub name: String,
     #[serde(default)]
     pub k3s: K3sSettings,
+    /// A control-plane virtual IP, held by kube-vip on the servers (seed 002).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Vip>,
+}
+
+/// The control-plane VIP: kube-vip on every server announces it by ARP on `interface`,
+/// one server at a time (leader election); joiners and the admin reach the API there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub address: std::net::Ipv4Addr,
+    /// The servers' LAN interface as the installed OS names it (e.g. `eth0`, `enp1s0`).
+    pub interface: String,
+    /// kube-vip's image; air-gapped sites name their registry's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A machine as the store knows it: the declared spec plus runtime facts.

@@ -168,6 +168,9 @@ pub fn setup(machine: &MachineSpec, os: OsKind, server: &str, k3s: Option<&K3sIn
         s.file("/etc/bootplane/k3s.env", 0o644, k3s_env(k, server));
         s.file(k3s::CONFIG_PATH, 0o600, k3s::config_yaml(&k.node, net.as_ref().map(|n| n.address)));
         s.file(k3s::NODE_PASSWORD_FILE, 0o600, format!("{}\n", k.node_password));
+        if let (true, Some(vip)) = (k.node.role.is_server(), &k.node.cluster.vip) {
+            s.file(k3s::KUBE_VIP_MANIFEST, 0o600, k3s::kube_vip_manifest(vip));
+        }
         s.file(format!("{bin}/bootplane-k3s-install"), 0o755, script(K3S_INSTALL_SCRIPT));
         if k3s::selinux(&k.node) && k.airgap.and_then(|b| b.k3s_selinux.as_ref()).is_none() {
             s.file("/etc/yum.repos.d/rancher-k3s-common.repo", 0o644, RANCHER_REPO);
@@ -222,7 +225,7 @@ mod tests {
 
     #[test]
     fn scripts_never_embed_secrets_and_paths_follow_the_os() {
-        let c = Cluster { name: "lab".into(), k3s: K3sSettings { version: Some("v1.28.5+k3s1".into()), ..Default::default() } };
+        let mut c = Cluster { name: "lab".into(), k3s: K3sSettings { version: Some("v1.28.5+k3s1".into()), ..Default::default() }, vip: None };
         let m = MachineSpec { name: "N1".into(), role: Some(Role::Agent), cluster: Some("lab".into()), ..Default::default() };
         let b = MachineSpec { name: "s1".into(), role: Some(Role::Server), ..Default::default() };
         let node = k3s::node(&c, &m, Some(&b), OsKind::Flatcar).unwrap();
@@ -236,6 +239,15 @@ mod tests {
         assert!(env.contains("K3S_ROLE=agent\n") && env.contains("K3S_SELINUX=0\n"), "{env}");
         // The name the report asks the cluster about is the one k3s registers: lowercased.
         assert!(env.contains("K3S_NODE_NAME=n1\n"), "{env}");
+        // kube-vip's manifest goes to servers only, when the cluster has a VIP.
+        assert!(!paths.contains(&k3s::KUBE_VIP_MANIFEST));
+        c.vip = Some(crate::model::Vip { address: "10.0.0.100".parse().unwrap(), interface: "eth0".into(), image: None });
+        for (who, want) in [(&m, false), (&b, true)] {
+            let node = k3s::node(&c, who, Some(&b), OsKind::Flatcar).unwrap();
+            let s = setup(who, OsKind::Flatcar, "http://bp", Some(&K3sInputs { node, airgap: None, node_password: "0123" })).unwrap();
+            let f = s.files.iter().find(|f| f.path == k3s::KUBE_VIP_MANIFEST);
+            assert_eq!(f.map(|f| f.mode), want.then_some(0o600), "{}", who.name);
+        }
         // Generic without a cluster: nothing (its installer reports).
         assert_eq!(setup(&m, OsKind::Generic, "http://bp", None).unwrap(), Setup::default());
     }

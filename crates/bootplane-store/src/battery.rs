@@ -527,7 +527,7 @@ async fn populate(s: &dyn Store) {
     s.apply(ApplySet {
         machines: vec![spec("a", "52:54:00:00:00:01", false), spec("b", "52:54:00:00:00:02", true)],
         bundles: vec![bundle()],
-        clusters: vec![Cluster { name: "lab".into(), k3s: Default::default() }],
+        clusters: vec![Cluster { name: "lab".into(), k3s: Default::default(), vip: None }],
         templates: vec![("t".into(), "variant: fcos\nversion: 1.5.0\n".into())],
         settings: vec![("server".into(), "{}".into())],
     })

@@ -121,6 +121,9 @@ pub(super) fn lint(cfg: &Config, c: &Cluster, out: &mut Findings) {
             out.error(format!("{w}: {a} {} overlaps {b} {}", show(an), show(bn)));
         }
     }
+    if let Some(vip) = &c.vip {
+        lint_vip(cfg, c, vip, &w, out);
+    }
     for (what, n) in &own {
         for (m, from) in machine_networks(cfg) {
             if overlaps(*n, m) {
@@ -132,6 +135,47 @@ pub(super) fn lint(cfg: &Config, c: &Cluster, out: &mut Findings) {
                 break;
             }
         }
+    }
+}
+
+/// The VIP must be an otherwise unused address of the servers' own subnet: kube-vip
+/// answers ARP for it on their LAN, so outside that subnet nobody would reach it, and an
+/// address a machine or the DHCP pool already has would be claimed twice.
+fn lint_vip(cfg: &Config, c: &Cluster, vip: &bootplane_core::model::Vip, w: &str, out: &mut Findings) {
+    let a = vip.address;
+    let i = &vip.interface;
+    if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) || i == "." || i == ".." {
+        out.error(format!("{w}: vip.interface `{i}` is not a network interface name (1-15 characters, no `/` or space)"));
+    }
+    if let Some(api) = &c.k3s.api {
+        if !api.contains(&a.to_string()) {
+            out.error(format!("{w}: k3s.api `{api}` is not the VIP {a}; joiners would not use the VIP. Drop k3s.api (the VIP is the API then)"));
+        }
+    }
+    if let Some(m) = cfg.machines.iter().find(|m| m.ip == Some(a) || m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net).map(|n| n.0) == Some(u32::from(a))) {
+        out.error(format!("{w}: vip.address {a} is machine {}'s own address; pick an unused address of the same subnet", m.name));
+    }
+    if let Some(r) = cfg.dhcp.range {
+        if (u32::from(r.first)..=u32::from(r.last)).contains(&u32::from(a)) {
+            out.error(format!("{w}: vip.address {a} is inside the DHCP range {}-{}; the pool would lease it to another machine", r.first, r.last));
+        }
+    }
+    // The servers' subnets: their static networks, else the DHCP range's.
+    let prefix = cfg.dhcp.netmask.and_then(bootplane_core::network::prefix_of);
+    let mut subnets: Vec<((u32, u8), String)> = Vec::new();
+    for m in cfg.machines.iter().filter(|m| m.cluster.as_deref() == Some(&c.name) && m.role == Some(Role::Server)) {
+        let n = m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net).or_else(|| Some((u32::from(m.ip?) & mask(prefix?), prefix?)));
+        if let Some(n) = n {
+            subnets.push((n, format!("server {}", m.name)));
+        }
+    }
+    if subnets.is_empty() {
+        if let (Some(r), Some(p)) = (cfg.dhcp.range, prefix) {
+            subnets.push(((u32::from(r.first) & mask(p), p), "the DHCP range".into()));
+        }
+    }
+    if let Some((n, from)) = subnets.iter().find(|(n, _)| !overlaps(*n, (u32::from(a), 32))) {
+        out.error(format!("{w}: vip.address {a} is outside {from}'s subnet {}; kube-vip announces it by ARP, so it must be on the servers' LAN", show(*n)));
     }
 }
 
