@@ -273,6 +273,21 @@ fn a_vip_must_be_a_free_address_of_the_servers_lan() {
     assert!(e.len() == 1 && e[0].contains("not a network interface name"), "{e:?}");
     let e = cfg("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.5:6443\"");
     assert!(e.len() == 1 && e[0].contains("is not the VIP"), "{e:?}");
+    // An address that merely starts like the VIP is another address.
+    let e = cfg("{ address: 10.20.0.1, interface: eth0 }", ", api: \"https://10.20.0.10:6443\"");
+    assert!(e.len() == 1 && e[0].contains("is not the VIP"), "{e:?}");
+    assert_eq!(cfg("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.10:6443\""), Vec::<String>::new());
+    // A machine with a static network address (CIDR form) owns that address, not its network's.
+    let with_static = |vip: &str| {
+        let text = format!(
+            "server: {{ listen: 10.20.0.1:8080, advertise: \"http://10.20.0.1:8080\" }}\n\
+             clusters:\n  - name: lab\n    k3s: {{ version: v1.30.2+k3s1 }}\n    vip: {{ address: {vip}, interface: eth0 }}\n\
+             machines:\n  - {{ name: s1, macs: [\"52:54:00:00:00:01\"], role: server, cluster: lab, network: {{ address: 10.20.0.5/24, gateway: 10.20.0.1 }} }}\n"
+        );
+        Config::from_str_named(Path::new("x.yaml"), &text).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    assert!(with_static("10.20.0.5").contains("machine s1's own address"), "{}", with_static("10.20.0.5"));
+    assert_eq!(with_static("10.20.0.9"), "");
     // Unknown keys are refused like everywhere else.
     let text = "clusters:\n  - name: lab\n    vip: { address: 10.20.0.10, interface: eth0, arp: true }\n";
     assert!(Config::from_str_named(Path::new("x.yaml"), text).unwrap_err().to_string().contains("unknown field `arp`"));

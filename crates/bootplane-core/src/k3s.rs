@@ -123,7 +123,7 @@ pub fn selinux(node: &Node<'_>) -> bool {
     node.os == OsKind::Fcos && node.cluster.k3s.selinux.unwrap_or(true)
 }
 
-fn api_host(api: &str) -> Option<&str> {
+pub fn api_host(api: &str) -> Option<&str> {
     let rest = api.split_once("://").map(|(_, r)| r).unwrap_or(api);
     let host = rest.split(['/', '?']).next()?;
     let host = match host.strip_prefix('[') {

@@ -33,6 +33,11 @@ fn show((a, p): (u32, u8)) -> String {
     format!("{}/{p}", Ipv4Addr::from(a))
 }
 
+/// A machine's static address as written (`network.address`, CIDR form).
+fn static_address(m: &bootplane_core::model::MachineSpec) -> Option<&str> {
+    m.network.as_ref().and_then(|n| n.address.as_deref())
+}
+
 /// The networks the machines themselves live on, each with where it comes from.
 fn machine_networks(cfg: &Config) -> Vec<((u32, u8), String)> {
     let mut v = Vec::new();
@@ -41,7 +46,7 @@ fn machine_networks(cfg: &Config) -> Vec<((u32, u8), String)> {
         v.push(((u32::from(r.first) & mask(p), p), "the DHCP range".to_string()));
     }
     for m in &cfg.machines {
-        if let Some(n) = m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net) {
+        if let Some(n) = static_address(m).and_then(net) {
             v.push((n, format!("machine {}'s address", m.name)));
         } else if let Some(ip) = m.ip {
             v.push(((u32::from(ip), 32), format!("machine {}'s ip", m.name)));
@@ -147,12 +152,14 @@ fn lint_vip(cfg: &Config, c: &Cluster, vip: &bootplane_core::model::Vip, w: &str
     if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) || i == "." || i == ".." {
         out.error(format!("{w}: vip.interface `{i}` is not a network interface name (1-15 characters, no `/` or space)"));
     }
+    // An address literal must be the VIP; a name may resolve to it (not checkable here).
     if let Some(api) = &c.k3s.api {
-        if !api.contains(&a.to_string()) {
+        if bootplane_core::k3s::api_host(api).and_then(|h| h.parse::<Ipv4Addr>().ok()).is_some_and(|h| h != a) {
             out.error(format!("{w}: k3s.api `{api}` is not the VIP {a}; joiners would not use the VIP. Drop k3s.api (the VIP is the API then)"));
         }
     }
-    if let Some(m) = cfg.machines.iter().find(|m| m.ip == Some(a) || m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net).map(|n| n.0) == Some(u32::from(a))) {
+    let own = |m: &&bootplane_core::model::MachineSpec| m.ip == Some(a) || static_address(m).and_then(bootplane_core::network::parse_cidr).map(|(ip, _)| ip) == Some(a);
+    if let Some(m) = cfg.machines.iter().find(own) {
         out.error(format!("{w}: vip.address {a} is machine {}'s own address; pick an unused address of the same subnet", m.name));
     }
     if let Some(r) = cfg.dhcp.range {
@@ -164,7 +171,7 @@ fn lint_vip(cfg: &Config, c: &Cluster, vip: &bootplane_core::model::Vip, w: &str
     let prefix = cfg.dhcp.netmask.and_then(bootplane_core::network::prefix_of);
     let mut subnets: Vec<((u32, u8), String)> = Vec::new();
     for m in cfg.machines.iter().filter(|m| m.cluster.as_deref() == Some(&c.name) && m.role == Some(Role::Server)) {
-        let n = m.network.as_ref().and_then(|n| n.address.as_deref()).and_then(net).or_else(|| Some((u32::from(m.ip?) & mask(prefix?), prefix?)));
+        let n = static_address(m).and_then(net).or_else(|| Some((u32::from(m.ip?) & mask(prefix?), prefix?)));
         if let Some(n) = n {
             subnets.push((n, format!("server {}", m.name)));
         }
