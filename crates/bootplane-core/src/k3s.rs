@@ -88,6 +88,11 @@ pub fn api_url(cluster: &Cluster, bootstrap: Option<&MachineSpec>) -> Option<Str
     Some(format!("https://{host}:6443"))
 }
 
+/// The name k3s registers `machine`'s node under: its `node-name`, which k3s lowercases.
+pub fn node_name(machine: &MachineSpec) -> String {
+    machine.short_hostname().to_ascii_lowercase()
+}
+
 /// Places `machine` in `cluster`, whose bootstrap server is `bootstrap`.
 pub fn node<'a>(
     cluster: &'a Cluster,

@@ -79,7 +79,7 @@ pub fn k3s_env(k: &K3sInputs<'_>, server: &str) -> String {
         ("K3S_BOOTSTRAP", if n.role == NodeRole::Bootstrap { "1" } else { "0" }.to_string()),
         ("K3S_BIN_DIR", k3s::bin_dir(n.os).to_string()),
         // What the report asks the cluster about: k3s registers the node-name lowercased.
-        ("K3S_NODE_NAME", n.machine.short_hostname().to_ascii_lowercase()),
+        ("K3S_NODE_NAME", k3s::node_name(n.machine)),
         ("K3S_SELINUX", if k3s::selinux(n) { "1" } else { "0" }.to_string()),
     ];
     if let Some(b) = k.airgap {

@@ -26,10 +26,19 @@ pub struct Kube {
 }
 
 /// Why a request did not do what was asked; the text says which request and what the
-/// API answered.
+/// API answered, `status` its HTTP status when it answered.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KubeError(String);
+#[error("{text}")]
+pub struct KubeError {
+    status: Option<u16>,
+    text: String,
+}
+
+impl KubeError {
+    fn new(text: String) -> KubeError {
+        KubeError { status: None, text }
+    }
+}
 
 type Result<T> = std::result::Result<T, KubeError>;
 
@@ -43,8 +52,8 @@ fn pem_certs(pem: &[u8], what: &str) -> std::result::Result<Vec<rustls::pki_type
 
 impl Kube {
     /// From a kubeconfig in the shape k3s writes (one cluster with inline CA data, one
-    /// user with an inline client certificate and key), `server` overriding its URL.
-    pub fn from_kubeconfig(text: &str, server: Option<&str>) -> std::result::Result<Kube, String> {
+    /// user with an inline client certificate and key).
+    pub fn from_kubeconfig(text: &str) -> std::result::Result<Kube, String> {
         let v: Value = yaml_serde::from_str(text).map_err(|e| format!("kubeconfig is not YAML: {e}"))?;
         let data = |v: &Value, what: &str| -> std::result::Result<Vec<u8>, String> {
             let s = v.as_str().ok_or_else(|| format!("kubeconfig: no {what}"))?;
@@ -52,10 +61,7 @@ impl Kube {
         };
         let cluster = &v["clusters"][0]["cluster"];
         let user = &v["users"][0]["user"];
-        let url = match server {
-            Some(s) => s.to_string(),
-            None => cluster["server"].as_str().ok_or("kubeconfig: no cluster server")?.to_string(),
-        };
+        let url = cluster["server"].as_str().ok_or("kubeconfig: no cluster server")?.to_string();
         if !url.starts_with("https://") {
             return Err(format!("kubeconfig: the API at `{url}` is not https"));
         }
@@ -93,9 +99,9 @@ impl Kube {
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
                 let msg = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["message"].as_str().map(str::to_string)).unwrap_or(text);
-                Err(KubeError(format!("{method} {path}: HTTP {code}: {}", msg.trim())))
+                Err(KubeError { status: Some(code), text: format!("{method} {path}: HTTP {code}: {}", msg.trim()) })
             }
-            Err(e) => Err(KubeError(format!("{method} {path}: the cluster API at {} is unreachable: {e}", self.server))),
+            Err(e) => Err(KubeError::new(format!("{method} {path}: the cluster API at {} is unreachable: {e}", self.server))),
         }
     }
 
@@ -135,13 +141,13 @@ impl Kube {
                 let body = json!({ "apiVersion": "policy/v1", "kind": "Eviction", "metadata": { "name": name, "namespace": ns } });
                 match self.call("POST", &format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"), "application/json", Some(body)) {
                     Ok(_) => {}
-                    Err(e) if e.0.contains("HTTP 429") => refused.push((ns, name)),
+                    Err(e) if e.status == Some(429) => refused.push((ns, name)),
                     Err(e) => return Err(e),
                 }
             }
             if !refused.is_empty() && Instant::now() >= deadline {
                 let names: Vec<String> = refused.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
-                return Err(KubeError(format!("drain {node}: a PodDisruptionBudget still refuses evicting {} after {} s", names.join(", "), timeout.as_secs())));
+                return Err(KubeError::new(format!("drain {node}: a PodDisruptionBudget still refuses evicting {} after {} s", names.join(", "), timeout.as_secs())));
             }
             if !refused.is_empty() {
                 std::thread::sleep(Duration::from_secs(5));
@@ -155,7 +161,7 @@ impl Kube {
             }
             if Instant::now() >= deadline {
                 let names: Vec<String> = left.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
-                return Err(KubeError(format!("drain {node}: pods still on the node after {} s: {}", timeout.as_secs(), names.join(", "))));
+                return Err(KubeError::new(format!("drain {node}: pods still on the node after {} s: {}", timeout.as_secs(), names.join(", "))));
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -173,7 +179,7 @@ mod tests {
 
     #[test]
     fn kubeconfigs_that_cannot_authenticate_are_refused_with_what_is_wrong() {
-        let e = |text: &str| Kube::from_kubeconfig(text, None).err().unwrap();
+        let e = |text: &str| Kube::from_kubeconfig(text).err().unwrap();
         assert!(e(": :").contains("not YAML"));
         assert!(e("clusters: [{cluster: {server: 'http://x:6443'}}]").contains("not https"));
         let no_ca = "clusters: [{cluster: {server: 'https://x:6443'}}]\nusers: [{user: {}}]";

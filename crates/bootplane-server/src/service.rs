@@ -655,7 +655,7 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     steps.push(format!("power status: {state}"));
     // 2. Out of the cluster first: what a drain and `kubectl delete node` do.
     if let Some(cluster) = &record.spec.cluster {
-        let node = record.spec.short_hostname().to_ascii_lowercase();
+        let node = bootplane_core::k3s::node_name(&record.spec);
         match crate::cluster::admin_kubeconfig(s, cluster).await {
             Ok(Some(kc)) => {
                 for (step, detail) in leave_cluster(&kc, &node, no_drain).await? {
@@ -724,7 +724,7 @@ async fn leave_cluster(kubeconfig: &str, node: &str, no_drain: bool) -> Result<V
     let (kc, node) = (kubeconfig.to_string(), node.to_string());
     blocking(move || {
         let mut done = Vec::new();
-        let kube = match crate::kube::Kube::from_kubeconfig(&kc, None) {
+        let kube = match crate::kube::Kube::from_kubeconfig(&kc) {
             Ok(k) => k,
             Err(e) => {
                 done.push(("cluster API".to_string(), json!({ "error": e })));
