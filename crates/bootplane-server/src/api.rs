@@ -132,13 +132,25 @@ pub async fn provision(
     admin_transition(s, headers, peer, name, MachineState::Provision).await
 }
 
+/// `POST /v1/machines/{name}/retire` `{"force":false,"no_drain":false}` (admin; the body
+/// is optional): a k3s node out of its cluster (cordon, drain, delete node), then
+/// `retired`; the answer is the machine with `changed` and the cluster `steps`.
 pub async fn retire(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Response {
-    admin_transition(s, headers, peer, name, MachineState::Retired).await
+    if let Err(r) = require_admin(&s, &headers) {
+        return r;
+    }
+    let body = match node_options(&body, "retire") {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let actor = service::Actor::from(peer, "admin API");
+    answer(service::retire(&s, &name, body.force, body.no_drain, &actor).await)
 }
 
 async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {
@@ -444,14 +456,24 @@ pub async fn power_status(State(s): State<Shared>, headers: HeaderMap, Path(name
     answer(service::power_status(&s, &name).await)
 }
 
+/// The body of `reinstall` and `retire`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ReinstallBody {
+pub struct NodeOptions {
+    /// Also the cluster's only server (and, for retire, past an unreachable cluster).
     #[serde(default)]
     force: bool,
     /// A dead node: its node is deleted from the cluster without cordon and drain.
     #[serde(default)]
     no_drain: bool,
+}
+
+/// `body` as [`NodeOptions`] (empty: the defaults), or the 400 naming `op`.
+fn node_options(body: &[u8], op: &str) -> Result<NodeOptions, Box<Response>> {
+    if body.is_empty() {
+        return Ok(NodeOptions::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("{op}: {e}; expected {{\"force\":false,\"no_drain\":false}}"))))
 }
 
 /// `POST /v1/machines/{name}/reinstall` `{"force":false,"no_drain":false}` (admin): a k3s
@@ -468,13 +490,9 @@ pub async fn reinstall(
     if let Err(r) = require_admin(&s, &headers) {
         return r;
     }
-    let body: ReinstallBody = if body.is_empty() {
-        ReinstallBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reinstall: {e}; expected {{\"force\":false,\"no_drain\":false}}")),
-        }
+    let body = match node_options(&body, "reinstall") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     let actor = service::Actor::from(peer, "admin API");
     answer(service::reinstall(&s, &name, body.force, body.no_drain, &actor).await)

@@ -277,7 +277,8 @@ pub async fn machines(s: &Shared) -> Result<Vec<MachineView>> {
 pub async fn transition(s: &Shared, name: &str, to: MachineState, actor: &Actor) -> Result<(MachineView, bool)> {
     let trigger = match to {
         MachineState::Provision => Trigger::AdminProvision,
-        MachineState::Retired => Trigger::AdminRetire,
+        // A k3s node leaves its cluster first.
+        MachineState::Retired => return retire(s, name, false, false, actor).await.map(|r| (r.view, r.changed)),
         other => return Err(ServiceError::Invalid(format!("an operator cannot move a machine to `{other}`"))),
     };
     let t = s.store.transition(name, to, trigger, actor.source.clone(), json!(actor.via)).await?;
@@ -654,31 +655,10 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     s.sink.push(step_event("power status", json!({ "state": state.to_string() }))).await;
     steps.push(format!("power status: {state}"));
     // 2. Out of the cluster first: what a drain and `kubectl delete node` do.
-    if let Some(cluster) = &record.spec.cluster {
-        let node = bootplane_core::k3s::node_name(&record.spec);
-        match crate::cluster::admin_kubeconfig(s, cluster).await {
-            Ok(Some(kc)) => {
-                for (step, detail) in leave_cluster(&kc, &node, no_drain).await? {
-                    let failed = detail.get("error").and_then(|e| e.as_str()).map(str::to_string);
-                    s.sink.push(step_event(&step, detail)).await;
-                    if let Some(e) = failed {
-                        let hint = if no_drain { "" } else { " (--no-drain skips the drain of a node that is dead)" };
-                        return Err(ServiceError::Upstream(format!(
-                            "machine {name}: reinstall stopped at step `{step}`: {e}. Nothing on the machine was changed{hint}"
-                        )));
-                    }
-                    steps.push(step);
-                }
-            }
-            // Not bootstrapped yet (or never reported): nothing of the node to remove.
-            Ok(None) => steps.push(format!("cluster {cluster}: no kubeconfig recorded yet, so no node to remove")),
-            Err((_, e)) => {
-                return Err(ServiceError::Conflict(format!(
-                    "machine {name}: reinstall stopped before anything was changed: {e}; remove the node by hand \
-                     (`kubectl drain {node} --ignore-daemonsets --delete-emptydir-data`, `kubectl delete node {node}`) and use `machines provision`"
-                )));
-            }
-        }
+    let leave = |step: &ClusterStep| step_event(&step.step, step.detail());
+    match remove_node(s, &record, no_drain, &leave).await {
+        Ok(done) => steps.extend(done),
+        Err(e) => return Err(e.stopped(name, "reinstall", no_drain)),
     }
     // 3. The next boot goes to the network.
     if driver.sets_boot_device() {
@@ -718,54 +698,190 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     Ok(ReinstallStarted { machine: name.to_string(), previous, steps, after })
 }
 
+/// One step of taking a node out of its cluster, as a `reinstall.step` or `retire.step`
+/// event records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStep {
+    pub step: String,
+    pub node: String,
+    /// What the step found or did (`evicted`, `found`, `absent`, `why`).
+    pub outcome: serde_json::Value,
+    /// Why the step failed; the steps after it were not run.
+    pub error: Option<String>,
+}
+
+impl ClusterStep {
+    fn new(step: String, node: &str, outcome: serde_json::Value) -> Self {
+        ClusterStep { step, node: node.to_string(), outcome, error: None }
+    }
+    fn failed(step: String, node: &str, error: impl ToString) -> Self {
+        ClusterStep { step, node: node.to_string(), outcome: json!({}), error: Some(error.to_string()) }
+    }
+    /// The event's detail: the node, the outcome's fields and `error` when it failed.
+    fn detail(&self) -> serde_json::Value {
+        let mut d = json!({ "node": self.node });
+        if let Some(o) = self.outcome.as_object() {
+            d.as_object_mut().expect("an object").extend(o.clone());
+        }
+        if let Some(e) = &self.error {
+            d["error"] = json!(e);
+        }
+        d
+    }
+}
+
+/// Why a node could not be taken out of its cluster; nothing on the machine was changed.
+#[derive(Debug)]
+pub enum NodeRemoval {
+    /// A step against the cluster's API failed.
+    Step { step: String, error: String },
+    /// The cluster's recorded kubeconfig cannot be used.
+    Kubeconfig { node: String, error: String },
+}
+
+impl NodeRemoval {
+    /// The operator's error for `op` (reinstall, retire) stopped by this.
+    fn stopped(self, name: &str, op: &str, no_drain: bool) -> ServiceError {
+        match self {
+            NodeRemoval::Step { step, error } => {
+                let hint = if no_drain { "" } else { " (--no-drain skips the drain of a node that is dead)" };
+                ServiceError::Upstream(format!("machine {name}: {op} stopped at step `{step}`: {error}. Nothing on the machine was changed{hint}"))
+            }
+            NodeRemoval::Kubeconfig { node, error } => ServiceError::Conflict(format!(
+                "machine {name}: {op} stopped before anything was changed: {error}; remove the node by hand \
+                 (`kubectl drain {node} --ignore-daemonsets --delete-emptydir-data`, `kubectl delete node {node}`) and run it again"
+            )),
+        }
+    }
+}
+
+/// Takes `record`'s k3s node out of its cluster through the API with the kubeconfig
+/// bootplane holds: cordon, drain (unless `no_drain`), delete the node (k3s then drops
+/// its node password, so the name can join again with another). `event` makes each
+/// step's event; the steps done, as lines. Nothing to do for a machine outside a
+/// cluster or a cluster that never reported its kubeconfig.
+async fn remove_node(
+    s: &Shared,
+    record: &MachineRecord,
+    no_drain: bool,
+    event: &(dyn Fn(&ClusterStep) -> bootplane_store::BatchItem + Sync),
+) -> std::result::Result<Vec<String>, NodeRemoval> {
+    let Some(cluster) = &record.spec.cluster else { return Ok(Vec::new()) };
+    let node = bootplane_core::k3s::node_name(&record.spec);
+    let kc = match crate::cluster::admin_kubeconfig(s, cluster).await {
+        Ok(Some(kc)) => kc,
+        // Not bootstrapped yet (or never reported): nothing of the node to remove.
+        Ok(None) => return Ok(vec![format!("cluster {cluster}: no kubeconfig recorded yet, so no node to remove")]),
+        Err((_, error)) => return Err(NodeRemoval::Kubeconfig { node, error }),
+    };
+    let mut done = Vec::new();
+    for step in leave_cluster(&kc, &node, no_drain).await? {
+        s.sink.push(event(&step)).await;
+        if let Some(error) = step.error {
+            return Err(NodeRemoval::Step { step: step.step, error });
+        }
+        done.push(step.step);
+    }
+    Ok(done)
+}
+
 /// Cordons, drains (unless `no_drain`) and deletes `node` through the cluster's API:
-/// each step and its outcome, ending at the first that failed (its detail has `error`).
-async fn leave_cluster(kubeconfig: &str, node: &str, no_drain: bool) -> Result<Vec<(String, serde_json::Value)>> {
+/// each step and its outcome, ending at the first that failed.
+async fn leave_cluster(kubeconfig: &str, node: &str, no_drain: bool) -> std::result::Result<Vec<ClusterStep>, NodeRemoval> {
     let (kc, node) = (kubeconfig.to_string(), node.to_string());
-    blocking(move || {
+    let steps = blocking(move || {
         let mut done = Vec::new();
         let kube = match crate::kube::Kube::from_kubeconfig(&kc) {
             Ok(k) => k,
             Err(e) => {
-                done.push(("cluster API".to_string(), json!({ "error": e })));
+                done.push(ClusterStep::failed("cluster API".to_string(), &node, e));
                 return done;
             }
         };
         let exists = if no_drain {
-            done.push(("drain skipped".to_string(), json!({ "node": node, "why": "--no-drain" })));
+            done.push(ClusterStep::new("drain skipped".to_string(), &node, json!({ "why": "--no-drain" })));
             true
         } else {
             match kube.cordon(&node) {
                 Ok(true) => {
-                    done.push((format!("cordon {node}"), json!({ "node": node })));
+                    done.push(ClusterStep::new(format!("cordon {node}"), &node, json!({})));
                     match kube.drain(&node, DRAIN_TIMEOUT) {
-                        Ok(n) => done.push((format!("drain {node}"), json!({ "node": node, "evicted": n }))),
+                        Ok(n) => done.push(ClusterStep::new(format!("drain {node}"), &node, json!({ "evicted": n }))),
                         Err(e) => {
-                            done.push((format!("drain {node}"), json!({ "node": node, "error": e.to_string() })));
+                            done.push(ClusterStep::failed(format!("drain {node}"), &node, e));
                             return done;
                         }
                     }
                     true
                 }
                 Ok(false) => {
-                    done.push((format!("cordon {node}"), json!({ "node": node, "absent": true })));
+                    done.push(ClusterStep::new(format!("cordon {node}"), &node, json!({ "absent": true })));
                     false
                 }
                 Err(e) => {
-                    done.push((format!("cordon {node}"), json!({ "node": node, "error": e.to_string() })));
+                    done.push(ClusterStep::failed(format!("cordon {node}"), &node, e));
                     return done;
                 }
             }
         };
         if exists {
             match kube.delete_node(&node) {
-                Ok(found) => done.push((format!("delete node {node}"), json!({ "node": node, "found": found }))),
-                Err(e) => done.push((format!("delete node {node}"), json!({ "node": node, "error": e.to_string() }))),
+                Ok(found) => done.push(ClusterStep::new(format!("delete node {node}"), &node, json!({ "found": found }))),
+                Err(e) => done.push(ClusterStep::failed(format!("delete node {node}"), &node, e)),
             }
         }
         done
     })
-    .await
+    .await;
+    steps.map_err(|e| NodeRemoval::Step { step: "cluster API".into(), error: e.to_string() })
+}
+
+/// What `retire` did: the machine after it, whether it changed, and the cluster steps.
+#[derive(Serialize)]
+pub struct Retired {
+    #[serde(flatten)]
+    pub view: MachineView,
+    pub changed: bool,
+    pub steps: Vec<String>,
+}
+
+/// Retires a machine (it boots its local disk and never installs again). A k3s node
+/// leaves its cluster first (cordon, drain unless `no_drain`, delete the node through
+/// the API, each a `retire.step` event), so its name and node password are free for
+/// the next machine that joins under it; a refused step stops before the machine
+/// changes. The only installed server of a cluster is retired only with `force`, and
+/// `force` also retires a machine whose cluster cannot be reached (its node stays: the
+/// answer says so).
+pub async fn retire(s: &Shared, name: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<Retired> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    if record.state == MachineState::Retired {
+        return Ok(Retired { view: MachineView::from(&record), changed: false, steps: Vec::new() });
+    }
+    let all = s.store.machines().await?;
+    if let (Some(cluster), false) = (only_server(&record, &all), force) {
+        return Err(ServiceError::Conflict(format!(
+            "{name} is the only installed server of cluster {cluster}: retiring it ends the cluster. \
+             Add a server first, or pass --force if the cluster is to go"
+        )));
+    }
+    let event = |step: &ClusterStep| {
+        bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
+            Some(name),
+            "retire.step",
+            actor.source.clone(),
+            json!({ "step": step.step, "via": actor.via, "detail": step.detail() }),
+        ))
+    };
+    let steps = match remove_node(s, &record, no_drain, &event).await {
+        Ok(steps) => steps,
+        Err(e) if force => {
+            let e = e.stopped(name, "retire", no_drain).to_string();
+            vec![format!("its node was left in the cluster (--force): {e}")]
+        }
+        Err(e) => return Err(e.stopped(name, "retire", no_drain)),
+    };
+    let t = s.store.transition(name, MachineState::Retired, Trigger::AdminRetire, actor.source.clone(), json!(actor.via)).await?;
+    Ok(Retired { view: MachineView::from(t.record()), changed: matches!(t, Transitioned::Changed { .. }), steps })
 }
 
 #[cfg(test)]

@@ -933,15 +933,7 @@ impl Drop for Capture {
 }
 
 /// A k3s stand-in node (tests/e2e/k3s-standin) on loopback, killed on drop.
-struct StandIn(std::process::Child);
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn standin(root: &Path, cmd: &str, port: u16, config: &str, files: &[(&str, &str)]) -> StandIn {
+fn standin(root: &Path, cmd: &str, port: u16, config: &str, files: &[(&str, &str)]) -> KillOnDrop {
     for (path, text) in files.iter().chain([("/etc/rancher/k3s/config.yaml", config)].iter()) {
         let p = root.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -958,7 +950,7 @@ fn standin(root: &Path, cmd: &str, port: u16, config: &str, files: &[(&str, &str
         .stderr(log)
         .spawn()
         .expect("the k3s stand-in (python3 with PyYAML, openssl)");
-    StandIn(child)
+    KillOnDrop(child)
 }
 
 /// `k3s kubectl` of the stand-in with the bootstrap server's admin kubeconfig.
@@ -981,14 +973,15 @@ fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `machines reinstall` of a k3s node takes it out of the cluster through the cluster's
-/// API before the disk is touched: cordon, drain, delete node (which in k3s also drops
-/// its node password, so the name may join again). With `--no-drain` (a dead node) only
-/// the delete; with the API unreachable it stops with the machine untouched. The cluster
+/// `machines reinstall` and `machines retire` of a k3s node take it out of the cluster
+/// through the cluster's API before the machine is touched: cordon, drain, delete node
+/// (which in k3s also drops its node password, so the name may join again). With
+/// `--no-drain` (a dead node) only the delete; with the API unreachable it stops with the
+/// machine untouched (retire `--force` goes on, leaving the node). The cluster
 /// is the k3s stand-in (authenticated API, node objects), reached with the kubeconfig
 /// the bootstrap server handed over.
 #[test]
-fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
+fn reinstall_and_retire_take_a_k3s_node_out_of_its_cluster_first() {
     use base64::Engine as _;
     let d = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -1001,6 +994,8 @@ fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
     let agent_cfg = format!(r#"{{"server": "https://127.0.0.1:{port}", "token-file": "/etc/rancher/k3s/token", "node-name": "a1"}}"#);
     let _a1 = standin(&d.path().join("a1"), "agent", port, &agent_cfg, &[("/etc/rancher/k3s/token", agent_token.trim())]);
     until("agent a1 Ready", 60, || ready("a1"));
+    let a4 = standin(&d.path().join("a4"), "agent", port, &agent_cfg.replace("\"a1\"", "\"a4\""), &[("/etc/rancher/k3s/token", agent_token.trim())]);
+    until("agent a4 Ready", 60, || ready("a4"));
 
     let pdu = d.path().join("pdu");
     std::fs::write(&pdu, format!("#!/bin/sh\ncase \"$1\" in\n  on|off) echo \"$1\" > {d}/outlet-$2 ;;\n  status) cat {d}/outlet-$2 2>/dev/null || echo on ;;\nesac\n", d = d.path().display())).unwrap();
@@ -1015,11 +1010,12 @@ fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
     let cfg = format!(
         "server:\n  listen: 127.0.0.1:8080\n  advertise: http://198.18.0.10:8080\ndhcp: {{ mode: off }}\nbundles:\n  - name: fcos-40\n    os: fcos\n    \
          kernel: {{ sha256: \"{h1}\" }}\n    initramfs: {{ sha256: \"{h2}\" }}\n    rootfs: {{ sha256: \"{h3}\" }}\n\
-         clusters:\n  - name: lab\n    k3s: {{ version: v1.30.2+k3s1, api: \"https://127.0.0.1:{port}\" }}\nmachines:\n{}{}{}{}",
+         clusters:\n  - name: lab\n    k3s: {{ version: v1.30.2+k3s1, api: \"https://127.0.0.1:{port}\" }}\nmachines:\n{}{}{}{}{}",
         machine("s1", 1, "server"),
         machine("a1", 2, "agent"),
         machine("a2", 3, "agent"),
         machine("a3", 4, "agent"),
+        machine("a4", 5, "agent"),
         h1 = "1".repeat(64),
         h2 = "2".repeat(64),
         h3 = "3".repeat(64),
@@ -1035,7 +1031,7 @@ fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
     let kc = base64::engine::general_purpose::STANDARD.encode(std::fs::read(boot_root.join("etc/rancher/k3s/k3s.yaml")).unwrap());
     let (code, body) = srv.post("/v1/machines/s1/report", Some(&credential_from_ignition(&ign)), &format!(r#"{{"state":"installed","ca_hash":"{ca}","kubeconfig":"{kc}"}}"#));
     assert_eq!(code, 200, "{body}");
-    for (name, mac) in [("a1", "52:54:00:00:0c:02"), ("a2", "52:54:00:00:0c:03"), ("a3", "52:54:00:00:0c:04")] {
+    for (name, mac) in [("a1", "52:54:00:00:0c:02"), ("a2", "52:54:00:00:0c:03"), ("a3", "52:54:00:00:0c:04"), ("a4", "52:54:00:00:0c:05")] {
         let (_, code, ign) = srv.boot_and_fetch(name, mac);
         assert_eq!(code, 200, "{ign}");
         assert_eq!(srv.post(&format!("/v1/machines/{name}/report"), Some(&credential_from_ignition(&ign)), r#"{"state":"installed"}"#).0, 200);
@@ -1061,10 +1057,41 @@ fn reinstall_takes_a_k3s_node_out_of_its_cluster_first() {
     assert!(out.contains("a2: drain skipped") && out.contains("a2: delete node a2") && !out.contains("cordon"), "{out}");
     assert_eq!(srv.machine("a2")["state"], "provision", "{out}");
 
+    // Retire is a cluster operation too: a4 leaves the cluster, and its name is free for
+    // a fresh disk (another node password), which k3s would refuse while the node exists.
+    let retire = |args: &[&str]| {
+        let o = bootplane(w.path()).args(["machines", "retire"]).args(args).args(["--server", &srv.url]).output().unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (code, body) = srv.post("/v1/machines/a4/retire", Some(TOKEN), r#"{"forse":true}"#);
+    assert!(code == 400 && body.contains("retire: unknown field `forse`"), "{code} {body}");
+    let (ok, out) = retire(&["a4"]);
+    assert!(ok, "{out}");
+    for want in ["a4: cordon a4", "a4: drain a4", "a4: delete node a4", "a4: retired"] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let steps: Vec<String> = srv.machine("a4")["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "retire.step").map(|e| e["detail"]["step"].as_str().unwrap().to_string()).collect();
+    assert_eq!(steps, ["cordon a4", "drain a4", "delete node a4"], "every step an event");
+    assert!(!kubectl(&boot_root, &["get", "nodes"]).1.contains("a4"));
+    drop(a4);
+    let _new_a4 = standin(&d.path().join("a4-new"), "agent", port, &agent_cfg.replace("\"a1\"", "\"a4\""), &[("/etc/rancher/k3s/token", agent_token.trim())]);
+    until("a fresh a4 (new node password) Ready after the retire", 60, || ready("a4"));
+    // The only installed server is not retired by accident.
+    let (ok, out) = retire(&["s1"]);
+    assert!(!ok && out.contains("only installed server of cluster lab"), "{out}");
+    assert_eq!(srv.machine("s1")["state"], "installed");
+    assert!(kubectl(&boot_root, &["get", "nodes"]).1.contains("s1"));
+
     // The cluster's API gone: stopped before anything was changed.
     drop(boot);
     let out = reinstall(&["a3"]);
     assert!(out.contains("reinstall stopped at step `cordon a3`") && out.contains("unreachable") && out.contains("Nothing on the machine was changed"), "{out}");
     assert_eq!(srv.machine("a3")["state"], "installed");
     assert!(!d.path().join("outlet-a3").exists(), "the machine was not powered");
+    let (ok, out) = retire(&["a3"]);
+    assert!(!ok && out.contains("retire stopped at step `cordon a3`"), "{out}");
+    assert_eq!(srv.machine("a3")["state"], "installed");
+    // --force retires it anyway, and says its node stays.
+    let (ok, out) = retire(&["a3", "--force"]);
+    assert!(ok && out.contains("its node was left in the cluster (--force)") && out.contains("a3: retired"), "{out}");
 }

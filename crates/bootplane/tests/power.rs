@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn required(what: &str) -> bool {
@@ -19,14 +19,6 @@ fn required(what: &str) -> bool {
     }
     eprintln!("NOT RUN: needs {what}");
     false
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -84,7 +76,7 @@ fn assert_never_shown(srv: &Server, secrets: &[&str], also: &[String]) {
 /// Reproduced: a real BMC's IPMI 2.0 sessions, authentication, chassis control and
 /// boot-options commands. Not here: a machine that boots (the e2e VM suite attaches
 /// ipmi_sim to QEMU for that).
-fn ipmi_sim(dir: &Path) -> Option<(Killed, u16)> {
+fn ipmi_sim(dir: &Path) -> Option<(KillOnDrop, u16)> {
     if !Path::new("/usr/bin/ipmi_sim").exists() || !Path::new("/usr/bin/ipmitool").exists() {
         required("ipmi_sim and ipmitool (apt-get install openipmi ipmitool)");
         return None;
@@ -131,7 +123,7 @@ fn ipmi_sim(dir: &Path) -> Option<(Killed, u16)> {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    Some((Killed(child), port))
+    Some((KillOnDrop(child), port))
 }
 
 #[test]
@@ -220,7 +212,7 @@ fn the_ipmi_driver_sets_a_one_time_network_boot() {
 /// Waits until `child` listens on `port`. A Python emulator's start takes seconds alone
 /// and much longer on a loaded machine (CI runs VMs beside the tests): it is waited for
 /// until it listens or exits, with only a generous bound against a hang.
-fn wait_listening(child: &mut Killed, port: u16, what: &str) {
+fn wait_listening(child: &mut KillOnDrop, port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(180);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.0.try_wait() {
@@ -231,7 +223,7 @@ fn wait_listening(child: &mut Killed, port: u16, what: &str) {
     }
 }
 
-fn sushy(dir: &Path) -> Option<(Killed, u16, PathBuf)> {
+fn sushy(dir: &Path) -> Option<(KillOnDrop, u16, PathBuf)> {
     let bin = std::env::var("BOOTPLANE_SUSHY_EMULATOR").unwrap_or_else(|_| "/opt/sushy-tools/bin/sushy-emulator".into());
     if !Path::new(&bin).exists() {
         required("sushy-tools (python3 -m venv /opt/sushy-tools && /opt/sushy-tools/bin/pip install sushy-tools)");
@@ -270,7 +262,7 @@ fn sushy(dir: &Path) -> Option<(Killed, u16, PathBuf)> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Killed(child);
+    let mut child = KillOnDrop(child);
     wait_listening(&mut child, port, "sushy-emulator");
     Some((child, port, dir.join("ca.pem")))
 }
@@ -572,7 +564,7 @@ fn redfish_drives_a_libvirt_vm() {
     )
     .unwrap();
     let port = free_port();
-    let mut sushy = Killed(
+    let mut sushy = KillOnDrop(
         Command::new(&sushy_bin)
             .arg("--config")
             .arg(d.path().join("sushy.conf"))

@@ -130,7 +130,9 @@ fn store_flags_work_in_every_position_and_the_store_keeps_its_files_together() {
 #[test]
 fn prune_retires_machines_and_drops_unused_bundles_the_files_no_longer_name() {
     let all = "bundles:\n  - {name: g1, os: generic, kernel: {url: http://198.18.0.9/k}}\n  - {name: g2, os: generic, kernel: {url: http://198.18.0.9/k2}}\n\
-               machines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:0a\"], bundle: g1}\n  - {name: b, hostname: b, macs: [\"52:54:00:00:00:0b\"], bundle: g1}\n";
+               clusters:\n  - {name: lab, k3s: {version: v1.30.2+k3s1}}\n\
+               machines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:0a\"], bundle: g1}\n  - {name: b, hostname: b, macs: [\"52:54:00:00:00:0b\"], bundle: g1}\n  \
+               - {name: c, hostname: c, macs: [\"52:54:00:00:00:0c\"], bundle: g1, role: server, cluster: lab, provision: true}\n";
     let fewer = "bundles:\n  - {name: g1, os: generic, kernel: {url: http://198.18.0.9/k}}\nmachines:\n  - {name: a, hostname: a, macs: [\"52:54:00:00:00:0a\"], bundle: g1}\n";
     // bootplane.yaml (what `serve` reads below) is the site after the change.
     let d = workdir(fewer);
@@ -146,10 +148,13 @@ fn prune_retires_machines_and_drops_unused_bundles_the_files_no_longer_name() {
     let (ok, out, err) = run(d.path(), &["apply", "-f", "site.yaml", "--prune"]);
     assert!(ok, "{err}");
     assert!(out.contains("pruned machine b: retired") && out.contains("pruned bundle g2: removed"), "{out}");
+    // A k3s node is retired through the server, which takes it out of its cluster first.
+    assert!(out.contains("kept machine c: it is a node of cluster lab; `bootplane machines retire c`"), "{out}");
     let (_, out, _) = run(d.path(), &["bundle", "list", "--json"]);
     assert!(out.contains("\"g1\"") && !out.contains("\"g2\""), "{out}");
     let s = Server::start(d.path());
     assert_eq!(s.machine("b")["state"], "retired");
     assert_eq!(s.machine("a")["state"], "ready");
+    assert_eq!(s.machine("c")["state"], "provision");
     s.kill9();
 }

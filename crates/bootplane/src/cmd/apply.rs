@@ -41,6 +41,20 @@ pub fn run(file: &Path, args: StoreArgs, dry_run: bool, prune: bool) -> anyhow::
     let report = rt.block_on(store.apply(set))?;
     if prune {
         for (kind, name) in prunable(&before, &partial) {
+            // A k3s node (any machine past `ready`) leaves its cluster through the
+            // cluster's API first, which the server does (`machines retire`); retiring it
+            // here would leave its node and node password behind, so its name could not
+            // join again.
+            let member = match kind {
+                "machine" => rt.block_on(store.machine(&name))?.filter(|m| !matches!(m.state, MachineState::Discovered | MachineState::Ready)).and_then(|m| m.spec.cluster),
+                _ => None,
+            };
+            if let Some(cluster) = member {
+                println!(
+                    "kept machine {name}: it is a node of cluster {cluster}; `bootplane machines retire {name}` takes it out of the cluster and retires it"
+                );
+                continue;
+            }
             let done = match kind {
                 "machine" => rt
                     .block_on(store.transition(

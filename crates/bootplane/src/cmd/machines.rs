@@ -13,8 +13,18 @@ pub enum MachinesCmd {
     Show { name: String },
     /// Install NAME on its next network boot (also reinstalls an installed machine).
     Provision { name: String },
-    /// Take NAME out of service; it boots its local disk and never installs.
-    Retire { name: String },
+    /// Take NAME out of service; it boots its local disk and never installs. A k3s node
+    /// is cordoned, drained and deleted from its cluster first (its name is then free).
+    Retire {
+        name: String,
+        /// Also when it is its cluster's only server, or its cluster cannot be reached
+        /// (the node then stays in the cluster).
+        #[arg(long)]
+        force: bool,
+        /// The node is dead: delete it from the cluster without cordon and drain.
+        #[arg(long)]
+        no_drain: bool,
+    },
     /// Reinstall NAME end to end: a k3s node cordoned, drained and deleted from its
     /// cluster, one-time network boot, provision, power cycle through its `power:`
     /// driver, then follow its events until it reports (or --timeout).
@@ -183,7 +193,11 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
         MachinesCmd::List => c.call("GET", "/v1/machines")?,
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
         MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
-        MachinesCmd::Retire { name } => c.call("POST", &format!("/v1/machines/{name}/retire"))?,
+        MachinesCmd::Retire { name, force, no_drain } => c.call_with(
+            "POST",
+            &format!("/v1/machines/{name}/retire"),
+            Some(serde_json::json!({ "force": force, "no_drain": no_drain })),
+        )?,
         MachinesCmd::Reinstall { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
         MachinesCmd::Power { name, action } => {
@@ -243,7 +257,10 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
             let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
             println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
         }
-        MachinesCmd::Provision { name } | MachinesCmd::Retire { name } => {
+        MachinesCmd::Provision { name } | MachinesCmd::Retire { name, .. } => {
+            for step in v["steps"].as_array().into_iter().flatten() {
+                println!("{name}: {}", s(step));
+            }
             let changed = v["changed"].as_bool().unwrap_or(false);
             println!("{name}: {}{}", s(&v["state"]), if changed { "" } else { " (unchanged)" });
         }

@@ -300,3 +300,14 @@ impl Server {
         (script, code, ign)
     }
 }
+
+/// A helper process (an emulator, a stand-in) killed and reaped when the test ends,
+/// passed or panicked.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
