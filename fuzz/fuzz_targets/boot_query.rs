@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else { return };
-    let Ok(q) = bootplane_server::parse_boot_query(raw) else { return };
+    let Ok(q) = bootplane_core::boot_query::parse(raw) else { return };
     let g = |k: &str| q.get(k).map(String::as_str);
     let Ok(observed) = Observed::from_raw(g("mac"), g("uuid"), g("serial"), g("arch"), g("platform")) else { return };
     let identity = resolve_identity(&observed, None, None);

@@ -5,6 +5,7 @@
 //! all call [`decision::decide`]; none of them re-implements it.
 
 pub mod attempt;
+pub mod boot_query;
 pub mod chain;
 pub mod credential;
 pub mod config;

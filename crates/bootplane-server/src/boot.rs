@@ -4,7 +4,7 @@
 
 use crate::respond::server_url;
 use crate::record::{alarm_event, current_attempt};
-use crate::{Shared, MAX_QUERY};
+use crate::Shared;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,6 @@ use bootplane_core::state::Trigger;
 use bootplane_core::{decide, ipxe, BootDecision, DecisionContext, IdentityMatch, MachineState, Observed};
 use bootplane_store::{BatchItem, NewEvent};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 fn script(body: String) -> Response {
@@ -27,41 +26,6 @@ fn bad_request(msg: String) -> Response {
 
 pub async fn entry(State(s): State<Shared>, headers: HeaderMap) -> Response {
     script(ipxe::entry_script(&server_url(&s, &headers)))
-}
-
-/// Parses the boot query. Only the known keys are read; each at most once.
-pub(crate) fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
-    let raw = raw.unwrap_or("");
-    if raw.len() > MAX_QUERY {
-        return Err(format!("query string is {} bytes; at most {MAX_QUERY} are accepted", raw.len()));
-    }
-    let mut out = HashMap::new();
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = v.replace('+', " ");
-        let v = percent_decode(&v).ok_or_else(|| format!("query parameter `{k}` is not valid percent-encoded UTF-8"))?;
-        if matches!(k, "mac" | "uuid" | "serial" | "arch" | "platform") && out.insert(k.to_string(), v).is_some() {
-            return Err(format!("query parameter `{k}` given twice"));
-        }
-    }
-    Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn known(r: &MachineRecord) -> KnownIdentity<'_> {
@@ -101,7 +65,7 @@ async fn answer(
     if boot_limited(s, peer.ip()) {
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "5")], "too many boot requests from this address; retry\n").into_response();
     }
-    let q = match parse_query(raw) {
+    let q = match bootplane_core::boot_query::parse(raw.unwrap_or("")) {
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
@@ -364,19 +328,3 @@ pub async fn first_stage_file(
 
 #[cfg(test)]
 mod decision_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parsing_refuses_what_it_cannot_read() {
-        assert_eq!(parse_query(Some("mac=52%3A54%3A00%3A00%3A00%3A01&x=1")).unwrap()["mac"], "52:54:00:00:00:01");
-        assert!(parse_query(Some("mac=%zz")).is_err());
-        assert!(parse_query(Some("mac=%ff%fe")).is_err());
-        assert!(parse_query(Some("mac=a&mac=b")).is_err());
-        assert!(parse_query(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
-        assert!(parse_query(Some("serial=%")).is_err());
-    }
-}
-

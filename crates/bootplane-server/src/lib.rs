@@ -133,14 +133,6 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// The boot query's parser (`/v1/boot/ipxe?...`), for fuzzing.
-pub fn parse_boot_query(raw: &str) -> Result<std::collections::HashMap<String, String>, String> {
-    boot::parse_query(Some(raw))
-}
-
-/// Longest query string accepted on the boot path; iPXE's own is far shorter.
-pub const MAX_QUERY: usize = 2048;
-
 /// Every route; the admin API (machines, events, clusters) only when `admin` is set, so
 /// a listener of its own can keep it off the machines' listeners. `admin_needs_tls`:
 /// this is the shared plain listener, where with HTTPS on the admin API and dashboard
