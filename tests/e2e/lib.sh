@@ -45,8 +45,10 @@ ko() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); record "$1" false "$2"; }
 note() { echo "  $*"; }
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" = 0 ]; }
 inns() { ip netns exec "$NS" "$@"; }
-api() { inns curl -sf -H "Authorization: Bearer e2e-admin-token-0123" "http://$NET.1:8080$1"; }
-bootplane() { BOOTPLANE_TOKEN=e2e-admin-token-0123 inns "$BIN" "$@" --server "http://$NET.1:8080"; }
+# The admin API: the LAN listener, or E2E_ADMIN (a scenario with HTTPS on moves it to
+# server.admin_listen on the namespace's loopback, off the LAN).
+api() { inns curl -sf -H "Authorization: Bearer e2e-admin-token-0123" "${E2E_ADMIN:-http://$NET.1:8080}$1"; }
+bootplane() { BOOTPLANE_TOKEN=e2e-admin-token-0123 inns "$BIN" "$@" --server "${E2E_ADMIN:-http://$NET.1:8080}"; }
 
 start_lan() { # namespace $NS with bridge br0 at $NET.1/24
     ip netns add "$NS"
