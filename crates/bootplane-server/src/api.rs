@@ -108,33 +108,22 @@ pub async fn preview(State(s): State<Shared>, headers: HeaderMap, Path(name): Pa
     answer(service::preview(&s, &name, &headers).await)
 }
 
-async fn admin_transition(s: Shared, headers: HeaderMap, peer: SocketAddr, name: String, to: MachineState) -> Response {
-    if let Err(r) = require_admin(&s, &headers) {
-        return r;
-    }
-    let actor = service::Actor::from(peer, "admin API");
-    match service::transition(&s, &name, to, &actor).await {
-        Ok((view, changed)) => {
-            let mut v = serde_json::to_value(view).unwrap_or_default();
-            v["changed"] = json!(changed);
-            Json(v).into_response()
-        }
-        Err(e) => service_error(e),
-    }
-}
-
+/// `POST /v1/machines/{name}/provision` `{"force":false,"no_drain":false}` (admin; the
+/// body is optional): an installed k3s node out of its cluster first (cordon, drain,
+/// delete node), then `provision`; the answer is the machine with `changed` and the
+/// cluster `steps`.
 pub async fn provision(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Response {
-    admin_transition(s, headers, peer, name, MachineState::Provision).await
+    operator_change(&s, peer, &headers, &name, &body, MachineState::Provision).await
 }
 
-/// `POST /v1/machines/{name}/retire` `{"force":false,"no_drain":false}` (admin; the body
-/// is optional): a k3s node out of its cluster (cordon, drain, delete node), then
-/// `retired`; the answer is the machine with `changed` and the cluster `steps`.
+/// `POST /v1/machines/{name}/retire`, with the same body and answer: a k3s node out of
+/// its cluster, then `retired`.
 pub async fn retire(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -142,15 +131,23 @@ pub async fn retire(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = require_admin(&s, &headers) {
+    operator_change(&s, peer, &headers, &name, &body, MachineState::Retired).await
+}
+
+async fn operator_change(s: &Shared, peer: SocketAddr, headers: &HeaderMap, name: &str, body: &[u8], to: MachineState) -> Response {
+    if let Err(r) = require_admin(s, headers) {
         return r;
     }
-    let body = match node_options(&body, "retire") {
+    let op = if to == MachineState::Retired { "retire" } else { "provision" };
+    let o = match node_options(body, op) {
         Ok(b) => b,
         Err(r) => return *r,
     };
     let actor = service::Actor::from(peer, "admin API");
-    answer(service::retire(&s, &name, body.force, body.no_drain, &actor).await)
+    match to {
+        MachineState::Retired => answer(service::retire(s, name, o.force, o.no_drain, &actor).await),
+        _ => answer(service::provision(s, name, o.force, o.no_drain, &actor).await),
+    }
 }
 
 async fn refused(s: &Shared, name: &str, source: Option<String>, why: &str) {

@@ -275,14 +275,13 @@ pub async fn machines(s: &Shared) -> Result<Vec<MachineView>> {
 
 /// Moves a machine as an operator asked; `Ok((view, changed))`.
 pub async fn transition(s: &Shared, name: &str, to: MachineState, actor: &Actor) -> Result<(MachineView, bool)> {
-    let trigger = match to {
-        MachineState::Provision => Trigger::AdminProvision,
-        // A k3s node leaves its cluster first.
-        MachineState::Retired => return retire(s, name, false, false, actor).await.map(|r| (r.view, r.changed)),
+    // A k3s node leaves its cluster first, either way.
+    let done = match to {
+        MachineState::Provision => provision(s, name, false, false, actor).await?,
+        MachineState::Retired => retire(s, name, false, false, actor).await?,
         other => return Err(ServiceError::Invalid(format!("an operator cannot move a machine to `{other}`"))),
     };
-    let t = s.store.transition(name, to, trigger, actor.source.clone(), json!(actor.via)).await?;
-    Ok((MachineView::from(t.record()), matches!(t, Transitioned::Changed { .. })))
+    Ok((done.view, done.changed))
 }
 
 /// Stands in for the per-machine credential (and k3s node password) in previews: the
@@ -550,6 +549,15 @@ fn power_driver(record: &MachineRecord) -> Result<Box<dyn bootplane_power::Power
 }
 
 /// Runs a (blocking) driver call off the async threads.
+/// An operator action's event, written straight to the store before the action goes on
+/// (not through the batching sink): whoever reads the events after the answer finds
+/// every step, and a step is never dropped.
+async fn audit(s: &Shared, event: bootplane_store::BatchItem) {
+    if let Err(e) = s.store.write_batch(vec![event]).await {
+        tracing::error!("an operator action's event could not be written: {e}");
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Upstream(format!("a worker task crashed: {e}")))
 }
@@ -577,7 +585,7 @@ pub async fn power(s: &Shared, name: &str, action: bootplane_power::PowerAction,
             detail["step"] = json!(e.step().to_string());
         }
     }
-    s.sink.push(bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(Some(name), "power.action", actor.source.clone(), detail))).await;
+    audit(s, bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(Some(name), "power.action", actor.source.clone(), detail))).await;
     let state = result.map_err(|e| ServiceError::Upstream(format!("machine {name}: {e}")))?;
     Ok(PowerView { machine: name.to_string(), driver: kind, action: Some(action.as_str()), state: state.to_string() })
 }
@@ -648,11 +656,11 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     let state = match blocking(move || d.status()).await? {
         Ok(st) => st,
         Err(e) => {
-            s.sink.push(step_event("power status", json!({ "error": e.to_string() }))).await;
+            audit(s, step_event("power status", json!({ "error": e.to_string() }))).await;
             return Err(fail("power status", &e, "Nothing was changed"));
         }
     };
-    s.sink.push(step_event("power status", json!({ "state": state.to_string() }))).await;
+    audit(s, step_event("power status", json!({ "state": state.to_string() }))).await;
     steps.push(format!("power status: {state}"));
     // 2. Out of the cluster first: what a drain and `kubectl delete node` do.
     let leave = |step: &ClusterStep| step_event(&step.step, step.detail());
@@ -665,11 +673,11 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
         let uefi = record.observed.platform.as_deref() == Some("efi");
         let d = driver.clone();
         if let Err(e) = blocking(move || d.boot_once_from_network(uefi)).await? {
-            s.sink.push(step_event("boot override", json!({ "error": e.to_string() }))).await;
+            audit(s, step_event("boot override", json!({ "error": e.to_string() }))).await;
             return Err(fail("one-time network boot", &e, "Nothing was changed"));
         }
         let what = format!("one-time network boot set ({})", if uefi { "UEFI" } else { "BIOS" });
-        s.sink.push(step_event("boot override", json!({ "uefi": uefi }))).await;
+        audit(s, step_event("boot override", json!({ "uefi": uefi }))).await;
         steps.push(what);
     } else {
         steps.push(format!("no boot override ({} cannot set one): the machine must boot from the network first", driver.kind()));
@@ -682,7 +690,7 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     let action = if state == PowerState::Off { PowerAction::On } else { PowerAction::Cycle };
     let d = driver.clone();
     if let Err(e) = blocking(move || d.power(action)).await? {
-        s.sink.push(step_event(&format!("power {}", action.as_str()), json!({ "error": e.to_string() }))).await;
+        audit(s, step_event(&format!("power {}", action.as_str()), json!({ "error": e.to_string() }))).await;
         let undone = match s
             .store
             .transition(name, previous, Trigger::ReinstallAborted, actor.source.clone(), json!({ "failed_step": format!("power {}", action.as_str()) }))
@@ -693,7 +701,7 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
         };
         return Err(fail(&format!("power {}", action.as_str()), &e, &undone));
     }
-    s.sink.push(step_event(&format!("power {}", action.as_str()), json!({}))).await;
+    audit(s, step_event(&format!("power {}", action.as_str()), json!({}))).await;
     steps.push(format!("power {} done", action.as_str()));
     Ok(ReinstallStarted { machine: name.to_string(), previous, steps, after })
 }
@@ -776,7 +784,7 @@ async fn remove_node(
     };
     let mut done = Vec::new();
     for step in leave_cluster(&kc, &node, no_drain).await? {
-        s.sink.push(event(&step)).await;
+        audit(s, event(&step)).await;
         if let Some(error) = step.error {
             return Err(NodeRemoval::Step { step: step.step, error });
         }
@@ -836,9 +844,10 @@ async fn leave_cluster(kubeconfig: &str, node: &str, no_drain: bool) -> std::res
     steps.map_err(|e| NodeRemoval::Step { step: "cluster API".into(), error: e.to_string() })
 }
 
-/// What `retire` did: the machine after it, whether it changed, and the cluster steps.
+/// What `provision` or `retire` did: the machine after it, whether it changed, and the
+/// cluster steps.
 #[derive(Serialize)]
-pub struct Retired {
+pub struct OperatorChange {
     #[serde(flatten)]
     pub view: MachineView,
     pub changed: bool,
@@ -852,36 +861,61 @@ pub struct Retired {
 /// changes. The only installed server of a cluster is retired only with `force`, and
 /// `force` also retires a machine whose cluster cannot be reached (its node stays: the
 /// answer says so).
-pub async fn retire(s: &Shared, name: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<Retired> {
+pub async fn retire(s: &Shared, name: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<OperatorChange> {
     let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
     if record.state == MachineState::Retired {
-        return Ok(Retired { view: MachineView::from(&record), changed: false, steps: Vec::new() });
+        return Ok(OperatorChange { view: MachineView::from(&record), changed: false, steps: Vec::new() });
     }
     let all = s.store.machines().await?;
-    if let (Some(cluster), false) = (only_server(&record, &all), force) {
+    let installed = record.state == MachineState::Installed;
+    if let (Some(cluster), true, false) = (only_server(&record, &all), installed, force) {
         return Err(ServiceError::Conflict(format!(
             "{name} is the only installed server of cluster {cluster}: retiring it ends the cluster. \
              Add a server first, or pass --force if the cluster is to go"
         )));
     }
+    let steps = leave_for(s, &record, "retire", force, no_drain, actor).await?;
+    let t = s.store.transition(name, MachineState::Retired, Trigger::AdminRetire, actor.source.clone(), json!(actor.via)).await?;
+    Ok(OperatorChange { view: MachineView::from(t.record()), changed: matches!(t, Transitioned::Changed { .. }), steps })
+}
+
+/// Provisions a machine: it installs at its next network boot, with a new credential.
+/// A k3s node that may be in its cluster (installed, written or failed) leaves it first
+/// as for `retire` (`provision.step` events): a reinstalled server comes back with a new
+/// etcd member name, and k3s refuses it while the old member is there ("duplicate node
+/// name found"). `force` provisions past a cluster that cannot be reached.
+pub async fn provision(s: &Shared, name: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<OperatorChange> {
+    let record = s.store.machine(name).await?.ok_or_else(|| no_machine(name))?;
+    let steps = match record.state {
+        MachineState::Installed | MachineState::Written | MachineState::Failed => leave_for(s, &record, "provision", force, no_drain, actor).await?,
+        _ => Vec::new(),
+    };
+    let t = s.store.transition(name, MachineState::Provision, Trigger::AdminProvision, actor.source.clone(), json!(actor.via)).await?;
+    Ok(OperatorChange { view: MachineView::from(t.record()), changed: matches!(t, Transitioned::Changed { .. }), steps })
+}
+
+/// [`remove_node`] for operation `op` (`OP.step` events); with `force`, a refusal is a
+/// step saying the node stayed instead of an error.
+async fn leave_for(s: &Shared, record: &MachineRecord, op: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<Vec<String>> {
+    let name = record.name();
+    let kind = format!("{op}.step");
     let event = |step: &ClusterStep| {
         bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
             Some(name),
-            "retire.step",
+            &kind,
             actor.source.clone(),
             json!({ "step": step.step, "via": actor.via, "detail": step.detail() }),
         ))
     };
-    let steps = match remove_node(s, &record, no_drain, &event).await {
-        Ok(steps) => steps,
-        Err(e) if force => {
-            let e = e.stopped(name, "retire", no_drain).to_string();
-            vec![format!("its node was left in the cluster (--force): {e}")]
-        }
-        Err(e) => return Err(e.stopped(name, "retire", no_drain)),
-    };
-    let t = s.store.transition(name, MachineState::Retired, Trigger::AdminRetire, actor.source.clone(), json!(actor.via)).await?;
-    Ok(Retired { view: MachineView::from(t.record()), changed: matches!(t, Transitioned::Changed { .. }), steps })
+    match remove_node(s, record, no_drain, &event).await {
+        Ok(steps) => Ok(steps),
+        Err(e) if force => Ok(vec![format!("its node was left in the cluster (--force): {}", e.stopped(name, op, no_drain))]),
+        Err(e) => Err(match e.stopped(name, op, no_drain) {
+            ServiceError::Upstream(m) => ServiceError::Upstream(format!("{m}; --force goes on and leaves the node in the cluster")),
+            ServiceError::Conflict(m) => ServiceError::Conflict(format!("{m}; --force goes on and leaves the node in the cluster")),
+            other => other,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ fn report_body(ca: &str, kubeconfig: &str) -> String {
     format!(r#"{{"state":"installed","ca_hash":"{ca}","kubeconfig":"{b64}"}}"#)
 }
 
-/// Provisions `name`, plays its boot and config fetch, and returns its credential.
+/// Provisions `name` (past the fixture's cluster API, which is nowhere), plays its boot
+/// and config fetch, and returns its credential.
 fn install_credential(srv: &Server, name: &str, mac: &str) -> String {
-    assert_eq!(srv.admin("POST", &format!("/v1/machines/{name}/provision")).0, 200);
+    assert_eq!(srv.post(&format!("/v1/machines/{name}/provision"), Some(TOKEN), r#"{"force":true}"#).0, 200);
     let (_, code, ign) = srv.boot_and_fetch(name, mac);
     assert_eq!(code, 200, "{ign}");
     credential_from_ignition(&ign)

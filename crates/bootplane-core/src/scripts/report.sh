@@ -43,10 +43,11 @@ if [ -n "${K3S_ROLE:-}" ]; then
             -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2> /dev/null)
         if [ "$ready" = True ]; then state=installed; break; fi
         # k3s's own words for a refusal it will retry forever (wrong token, another node
-        # password under this name, a CA that is not the token's): after a minute of
+        # password under this name, a CA that is not the token's, a server whose old etcd
+        # member is still in the cluster: fatal, restarted every 5 s): after a minute of
         # them, report the failure with its log rather than wait out the quarter hour.
         if journalctl -u "$unit" -b --since -20s --no-pager -o cat 2> /dev/null |
-            grep -qE 'Node password rejected|401 Unauthorized|token CA hash does not match'; then
+            grep -qE 'Node password rejected|401 Unauthorized|token CA hash does not match|ETCD join failed'; then
             refused=$((refused + 1))
             [ "$refused" -ge 12 ] && break
         else

@@ -11,8 +11,17 @@ pub enum MachinesCmd {
     List,
     /// One machine, with its recent events (where its last boot stopped).
     Show { name: String },
-    /// Install NAME on its next network boot (also reinstalls an installed machine).
-    Provision { name: String },
+    /// Install NAME on its next network boot (also reinstalls an installed machine). An
+    /// installed k3s node is cordoned, drained and deleted from its cluster first.
+    Provision {
+        name: String,
+        /// Also when its cluster cannot be reached (the node then stays in the cluster).
+        #[arg(long)]
+        force: bool,
+        /// The node is dead: delete it from the cluster without cordon and drain.
+        #[arg(long)]
+        no_drain: bool,
+    },
     /// Take NAME out of service; it boots its local disk and never installs. A k3s node
     /// is cordoned, drained and deleted from its cluster first (its name is then free).
     Retire {
@@ -192,12 +201,10 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
     let v = match &cmd {
         MachinesCmd::List => c.call("GET", "/v1/machines")?,
         MachinesCmd::Show { name } => c.call("GET", &format!("/v1/machines/{name}"))?,
-        MachinesCmd::Provision { name } => c.call("POST", &format!("/v1/machines/{name}/provision"))?,
-        MachinesCmd::Retire { name, force, no_drain } => c.call_with(
-            "POST",
-            &format!("/v1/machines/{name}/retire"),
-            Some(serde_json::json!({ "force": force, "no_drain": no_drain })),
-        )?,
+        MachinesCmd::Provision { name, force, no_drain } | MachinesCmd::Retire { name, force, no_drain } => {
+            let op = if matches!(cmd, MachinesCmd::Provision { .. }) { "provision" } else { "retire" };
+            c.call_with("POST", &format!("/v1/machines/{name}/{op}"), Some(serde_json::json!({ "force": force, "no_drain": no_drain })))?
+        }
         MachinesCmd::Reinstall { .. } | MachinesCmd::PowerOn { .. } => unreachable!("handled above"),
         MachinesCmd::Power { name, action } if action == "status" => c.call("GET", &format!("/v1/machines/{name}/power"))?,
         MachinesCmd::Power { name, action } => {
@@ -257,7 +264,7 @@ pub fn run(cmd: MachinesCmd, args: ClientArgs) -> anyhow::Result<ExitCode> {
             let did = v["action"].as_str().map(|a| format!("power {a} done; ")).unwrap_or_default();
             println!("{name}: {did}power is {} ({})", s(&v["state"]), s(&v["driver"]));
         }
-        MachinesCmd::Provision { name } | MachinesCmd::Retire { name, .. } => {
+        MachinesCmd::Provision { name, .. } | MachinesCmd::Retire { name, .. } => {
             for step in v["steps"].as_array().into_iter().flatten() {
                 println!("{name}: {}", s(step));
             }
