@@ -263,19 +263,20 @@ fn a_vip_must_be_a_free_address_of_the_servers_lan() {
         }
     };
     assert_eq!(cfg("{ address: 10.20.0.10, interface: enp1s0 }", ""), Vec::<String>::new());
-    let e = cfg("{ address: 10.30.0.10, interface: enp1s0 }", "");
-    assert!(e.len() == 1 && e[0].contains("outside server s1's subnet 10.20.0.0/24"), "{e:?}");
-    let e = cfg("{ address: 10.20.0.7, interface: enp1s0 }", "");
-    assert!(e.len() == 1 && e[0].contains("machine a1's own address"), "{e:?}");
-    let e = cfg("{ address: 10.20.0.120, interface: enp1s0 }", "");
-    assert!(e.len() == 1 && e[0].contains("inside the DHCP range"), "{e:?}");
-    let e = cfg("{ address: 10.20.0.10, interface: \"a/b\" }", "");
-    assert!(e.len() == 1 && e[0].contains("not a network interface name"), "{e:?}");
-    let e = cfg("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.5:6443\"");
-    assert!(e.len() == 1 && e[0].contains("is not the VIP"), "{e:?}");
-    // An address that merely starts like the VIP is another address.
-    let e = cfg("{ address: 10.20.0.1, interface: eth0 }", ", api: \"https://10.20.0.10:6443\"");
-    assert!(e.len() == 1 && e[0].contains("is not the VIP"), "{e:?}");
+    // (vip, more k3s settings, the one error expected)
+    let refused = [
+        ("{ address: 10.30.0.10, interface: enp1s0 }", "", "outside server s1's subnet 10.20.0.0/24"),
+        ("{ address: 10.20.0.7, interface: enp1s0 }", "", "machine a1's own address"),
+        ("{ address: 10.20.0.120, interface: enp1s0 }", "", "inside the DHCP range"),
+        ("{ address: 10.20.0.10, interface: \"a/b\" }", "", "not a network interface name"),
+        ("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.5:6443\"", "is not the VIP"),
+        // An address that merely starts like the VIP is another address.
+        ("{ address: 10.20.0.1, interface: eth0 }", ", api: \"https://10.20.0.10:6443\"", "is not the VIP"),
+    ];
+    for (vip, extra, want) in refused {
+        let e = cfg(vip, extra);
+        assert!(e.len() == 1 && e[0].contains(want), "{vip}{extra}: {e:?}");
+    }
     assert_eq!(cfg("{ address: 10.20.0.10, interface: eth0 }", ", api: \"https://10.20.0.10:6443\""), Vec::<String>::new());
     // A machine with a static network address (CIDR form) owns that address, not its network's.
     let with_static = |vip: &str| {

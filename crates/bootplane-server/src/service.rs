@@ -640,14 +640,7 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     let driver: std::sync::Arc<dyn bootplane_power::PowerDriver> = power_driver(&record)?.into();
     let after = newest_event_id(s).await?;
     let mut steps = Vec::new();
-    let step_event = |step: &str, detail: serde_json::Value| {
-        bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
-            Some(name),
-            "reinstall.step",
-            actor.source.clone(),
-            json!({ "step": step, "via": actor.via, "detail": detail }),
-        ))
-    };
+    let step_event = |step: &str, detail: serde_json::Value| op_step(name, "reinstall", actor, step, detail);
     let fail = |step: &str, e: &bootplane_power::PowerError, consequence: &str| {
         ServiceError::Upstream(format!("machine {name}: reinstall stopped at step `{step}`: {e}. {consequence}"))
     };
@@ -666,7 +659,7 @@ pub async fn reinstall(s: &Shared, name: &str, force: bool, no_drain: bool, acto
     let leave = |step: &ClusterStep| step_event(&step.step, step.detail());
     match remove_node(s, &record, no_drain, &leave).await {
         Ok(done) => steps.extend(done),
-        Err(e) => return Err(e.stopped(name, "reinstall", no_drain)),
+        Err(e) => return Err(e.stopped(name, "reinstall", no_drain, false)),
     }
     // 3. The next boot goes to the network.
     if driver.sets_boot_device() {
@@ -748,16 +741,18 @@ pub enum NodeRemoval {
 }
 
 impl NodeRemoval {
-    /// The operator's error for `op` (reinstall, retire) stopped by this.
-    fn stopped(self, name: &str, op: &str, no_drain: bool) -> ServiceError {
+    /// The operator's error for `op` (reinstall, retire, provision) stopped by this;
+    /// `offer_force`: `op` can go on past it with `--force`, and the error says so.
+    fn stopped(self, name: &str, op: &str, no_drain: bool, offer_force: bool) -> ServiceError {
+        let force = if offer_force { "; --force goes on and leaves the node in the cluster" } else { "" };
         match self {
             NodeRemoval::Step { step, error } => {
                 let hint = if no_drain { "" } else { " (--no-drain skips the drain of a node that is dead)" };
-                ServiceError::Upstream(format!("machine {name}: {op} stopped at step `{step}`: {error}. Nothing on the machine was changed{hint}"))
+                ServiceError::Upstream(format!("machine {name}: {op} stopped at step `{step}`: {error}. Nothing on the machine was changed{hint}{force}"))
             }
             NodeRemoval::Kubeconfig { node, error } => ServiceError::Conflict(format!(
                 "machine {name}: {op} stopped before anything was changed: {error}; remove the node by hand \
-                 (`kubectl drain {node} --ignore-daemonsets --delete-emptydir-data`, `kubectl delete node {node}`) and run it again"
+                 (`kubectl drain {node} --ignore-daemonsets --delete-emptydir-data`, `kubectl delete node {node}`) and run it again{force}"
             )),
         }
     }
@@ -898,24 +893,22 @@ pub async fn provision(s: &Shared, name: &str, force: bool, no_drain: bool, acto
 /// step saying the node stayed instead of an error.
 async fn leave_for(s: &Shared, record: &MachineRecord, op: &str, force: bool, no_drain: bool, actor: &Actor) -> Result<Vec<String>> {
     let name = record.name();
-    let kind = format!("{op}.step");
-    let event = |step: &ClusterStep| {
-        bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
-            Some(name),
-            &kind,
-            actor.source.clone(),
-            json!({ "step": step.step, "via": actor.via, "detail": step.detail() }),
-        ))
-    };
+    let event = |step: &ClusterStep| op_step(name, op, actor, &step.step, step.detail());
     match remove_node(s, record, no_drain, &event).await {
         Ok(steps) => Ok(steps),
-        Err(e) if force => Ok(vec![format!("its node was left in the cluster (--force): {}", e.stopped(name, op, no_drain))]),
-        Err(e) => Err(match e.stopped(name, op, no_drain) {
-            ServiceError::Upstream(m) => ServiceError::Upstream(format!("{m}; --force goes on and leaves the node in the cluster")),
-            ServiceError::Conflict(m) => ServiceError::Conflict(format!("{m}; --force goes on and leaves the node in the cluster")),
-            other => other,
-        }),
+        Err(e) if force => Ok(vec![format!("its node was left in the cluster (--force): {}", e.stopped(name, op, no_drain, false))]),
+        Err(e) => Err(e.stopped(name, op, no_drain, true)),
     }
+}
+
+/// The `OP.step` event of one step of operator action `op` on machine `name`.
+fn op_step(name: &str, op: &str, actor: &Actor, step: &str, detail: serde_json::Value) -> bootplane_store::BatchItem {
+    bootplane_store::BatchItem::Event(bootplane_store::NewEvent::new(
+        Some(name),
+        &format!("{op}.step"),
+        actor.source.clone(),
+        json!({ "step": step, "via": actor.via, "detail": detail }),
+    ))
 }
 
 #[cfg(test)]
