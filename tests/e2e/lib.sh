@@ -107,17 +107,54 @@ start_qemu() { # name firmware memory-MiB qemu-args...
         [ "$fw" = uefi-http ] && fwargs+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no
             -fw_cfg name=opt/org.tianocore/IPv6Support,string=no)
     fi
+    local cmd=(ip netns exec "$NS" qemu-system-x86_64 "${ACCEL[@]}" -m "$mem" -display none -serial "file:$WORK/$name.serial"
+        -monitor "unix:$WORK/$name.mon,server,nowait" "${fwargs[@]}"
+        -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" "$@")
+    # The same machine again, as a power driver switches it on (vm_outlet): its tap,
+    # disk and firmware variables are kept.
+    printf 'exec' > "$WORK/$name.cmd"; printf ' %q' "${cmd[@]}" >> "$WORK/$name.cmd"
     # Not through a shell function: $! must be QEMU itself (ip netns exec execs it).
-    ip netns exec "$NS" qemu-system-x86_64 "${ACCEL[@]}" -m "$mem" -display none -serial "file:$WORK/$name.serial" \
-        -monitor "unix:$WORK/$name.mon,server,nowait" "${fwargs[@]}" \
-        -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" "$@" >"$WORK/$name.qemu" 2>&1 &
+    "${cmd[@]}" >"$WORK/$name.qemu" 2>&1 &
     QEMU_PIDS+=($!)
-    eval "VM_PID_${name//[^a-zA-Z0-9]/_}=$!"
+    echo $! > "$WORK/$name.pid"
 }
-stop_vm() { # name
+# vm_alive name: its QEMU runs (a zombie is off: the power is gone).
+vm_alive() {
+    local pid st
+    pid=$(cat "$WORK/$1.pid" 2>/dev/null) || return 1
+    st=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "${st:0:1}" != Z ]
+}
+# vm_outlet: writes $WORK/vm-power, a PDU for the VMs start_qemu made (`on NAME` starts
+# the machine again as first started, `off NAME` cuts its power, `status NAME`), for a
+# machine's `power: { command: ... }`, run by bootplane inside $NS.
+vm_outlet() {
+    cat > "$WORK/vm-power" <<PDU
+#!/bin/bash
+op=\$1 name=\$2 work=$WORK
+WORK=\$work
+$(declare -f vm_alive)
+pidf=\$work/\$name.pid
+case \$op in
+status) if vm_alive "\$name"; then echo on; else echo off; fi ;;
+off) if vm_alive "\$name"; then kill -9 "\$(cat "\$pidf")"; while vm_alive "\$name"; do sleep 0.1; done; fi ;;
+on) vm_alive "\$name" && exit 0
+    [ -f "\$work/\$name.cmd" ] || { echo "no machine \$name" >&2; exit 1; }
+    rm -f "\$pidf"
+    setsid bash -c 'echo \$\$ > "\$1"; exec bash "\$2"' _ "\$pidf" "\$work/\$name.cmd" </dev/null >"\$work/\$name.qemu" 2>&1 &
+    for _ in \$(seq 50); do [ -s "\$pidf" ] && exit 0; sleep 0.1; done
+    echo "\$name did not start" >&2; exit 1 ;;
+*) echo "usage: vm-power on|off|status NAME" >&2; exit 2 ;;
+esac
+PDU
+    chmod +x "$WORK/vm-power"
+}
+stop_vm() { # name: whoever started it (start_qemu or its power driver)
     local pid
-    eval "pid=\${VM_PID_${1//[^a-zA-Z0-9]/_}:-}"
-    [ -n "$pid" ] && { kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+    pid=$(cat "$WORK/$1.pid" 2>/dev/null) || return 0
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    while vm_alive "$1"; do sleep 0.1; done
     return 0
 }
 stop_last_vm() { kill -9 "${QEMU_PIDS[-1]}" 2>/dev/null; wait "${QEMU_PIDS[-1]}" 2>/dev/null; return 0; }
