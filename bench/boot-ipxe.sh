@@ -146,7 +146,16 @@ if bad or errors:
 print(f"{name:<30} {rps:>10.0f} req/s  from {n} sources   p50 {sorted(p50)[n // 2]:.2f} ms  p99 {max(p99):.2f} ms (worst source)")
 PY
 }
+# PERF=FILE: the server's profile during the known mix (`perf record`, PERF_ARGS= adds
+# options, e.g. "--call-graph dwarf"; build with
+# `cargo build --profile profiling -p bootplane` and pass BOOTPLANE_BIN= for its symbols).
+if [ -n "${PERF:-}" ]; then
+    # shellcheck disable=SC2086  # PERF_ARGS: several options
+    perf record -q -F 2000 ${PERF_ARGS:-} -o "$PERF" -p "$(ip netns pids "$S" | head -1)" -- sleep "$DUR" 2>/dev/null &
+    perf_pid=$!
+fi
 run "bootplane known (local boot)" 18080 "$WORK/known.lua"
+[ -n "${PERF:-}" ] && { wait "$perf_pid"; echo "profile of the known mix: $PERF (perf report -i $PERF)"; }
 run "bootplane unknown (quarantine)" 18080 "$WORK/unknown.lua"
 echo "events dropped by the sink: $(ip netns exec "$C" curl -s 198.18.1.1:18080/metrics | awk '/^bootplane_events_dropped_total/ {print $2}')"
 # Every machine in provision: the install path with its identity checks and attempt writes.
