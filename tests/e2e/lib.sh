@@ -133,11 +133,11 @@ vm_outlet() {
 #!/bin/bash
 op=\$1 name=\$2 work=$WORK
 WORK=\$work
-$(declare -f vm_alive)
+$(declare -f vm_alive stop_vm)
 pidf=\$work/\$name.pid
 case \$op in
 status) if vm_alive "\$name"; then echo on; else echo off; fi ;;
-off) if vm_alive "\$name"; then kill -9 "\$(cat "\$pidf")"; while vm_alive "\$name"; do sleep 0.1; done; fi ;;
+off) stop_vm "\$name" ;;
 on) vm_alive "\$name" && exit 0
     [ -f "\$work/\$name.cmd" ] || { echo "no machine \$name" >&2; exit 1; }
     rm -f "\$pidf"
@@ -149,11 +149,13 @@ esac
 PDU
     chmod +x "$WORK/vm-power"
 }
-stop_vm() { # name: whoever started it (start_qemu or its power driver)
+# stop_vm name: cuts its power, whoever started it (start_qemu or its power driver), and
+# returns once it is gone; also the PDU's `off`.
+stop_vm() {
     local pid
     pid=$(cat "$WORK/$1.pid" 2>/dev/null) || return 0
     kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null  # reaped here when this shell started it
     while vm_alive "$1"; do sleep 0.1; done
     return 0
 }

@@ -35,5 +35,5 @@ install() {
     ln_r "$systemdsystemunitdir/testos-live-root.service" "$systemdsystemunitdir/initrd-root-fs.target.wants/testos-live-root.service"
     ln_r "$systemdsystemunitdir/testos-user-config.service" "$systemdsystemunitdir/ignition-diskful.target.requires/testos-user-config.service"
     ln_r "$systemdsystemunitdir/testos-firstboot-done.service" "$systemdsystemunitdir/ignition-diskful.target.requires/testos-firstboot-done.service"
-    instmods squashfs overlay loop virtio_net virtio_blk virtio_pci ext4 vfat isofs sr_mod cdrom ata_piix ahci
+    instmods squashfs overlay loop virtio_net virtio_blk virtio_pci ext4 vfat isofs sr_mod cdrom ata_piix
 }
