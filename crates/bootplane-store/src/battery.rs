@@ -89,6 +89,7 @@ battery!(
     a_whole_site_exports_and_imports_unchanged,
     unknown_machines_are_errors_not_panics,
     latest_events_keeps_each_machines_newest_in_order,
+    boot_lookups_follow_every_instances_writes,
 );
 
 /// A backend's two boot-path lookups (spelled out for speed) select exactly its machine
@@ -618,4 +619,49 @@ pub(super) async fn latest_events_keeps_each_machines_newest_in_order(f: Fixture
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "by machine, then oldest first");
+}
+
+/// The boot path's lookups (SQLite keeps them in memory, sqlite/identity.rs) answer what
+/// the database holds after any instance's write: a state, a moved MAC, a new UUID, a
+/// machine discovered where none was, a sighting.
+pub(super) async fn boot_lookups_follow_every_instances_writes(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    let uuid = "4c4c4544-0042-3510-8053-b4c04f4e3132";
+    let both = |mac: &str| Observed::from_raw(Some(mac), Some(uuid), None, Some("x86_64"), None).unwrap();
+    let name = |r: &Option<MachineRecord>| r.as_ref().map(|r| (r.name().to_string(), r.state));
+    a.apply(ApplySet { machines: vec![spec("m", "52:54:00:00:01:01", false)], bundles: vec![bundle()], ..Default::default() })
+        .await
+        .unwrap();
+    let (u, m) = a.identity_candidates(&both("52:54:00:00:01:01")).await.unwrap();
+    assert_eq!((name(&u), name(&m)), (None, Some(("m".into(), MachineState::Ready))));
+
+    // Another instance moves it: this one sees the move at once.
+    b.transition("m", MachineState::Provision, Trigger::AdminProvision, None, json!(null)).await.unwrap();
+    let (_, m) = a.identity_candidates(&both("52:54:00:00:01:01")).await.unwrap();
+    assert_eq!(name(&m), Some(("m".into(), MachineState::Provision)), "another instance's transition");
+
+    // ...gives its MAC to another machine and the UUID to the first.
+    let mut moved = spec("m", "52:54:00:00:01:02", false);
+    moved.uuid = Some(uuid.parse().unwrap());
+    b.apply(ApplySet { machines: vec![moved, spec("n", "52:54:00:00:01:01", false)], ..Default::default() }).await.unwrap();
+    let (u, m) = a.identity_candidates(&both("52:54:00:00:01:01")).await.unwrap();
+    assert_eq!(name(&u).map(|n| n.0), Some("m".into()), "another instance's new UUID");
+    assert_eq!(name(&m).map(|n| n.0), Some("n".into()), "another instance's moved MAC");
+
+    // An unknown MAC, then discovered by the other instance.
+    let stranger = obs("52:54:00:00:01:09");
+    assert_eq!(a.identity_candidates(&stranger).await.unwrap(), (None, None));
+    b.write_batch(vec![BatchItem::Discovered { observed: stranger.clone(), source: None }]).await.unwrap();
+    let (_, d) = a.identity_candidates(&stranger).await.unwrap();
+    assert_eq!(name(&d).map(|n| n.1), Some(MachineState::Discovered), "discovered by another instance");
+
+    // This instance's own writes: a transition and a sighting.
+    a.transition("n", MachineState::Provision, Trigger::AdminProvision, None, json!(null)).await.unwrap();
+    let seen = Observed::from_raw(Some("52:54:00:00:01:01"), None, None, Some("arm64"), Some("efi")).unwrap();
+    a.write_batch(vec![BatchItem::Seen { machine: "n".into(), observed: seen.clone() }]).await.unwrap();
+    let (_, n) = a.identity_candidates(&obs("52:54:00:00:01:01")).await.unwrap();
+    let n = n.unwrap();
+    assert_eq!(n.state, MachineState::Provision, "own transition");
+    assert_eq!(n.observed, seen, "own sighting");
+    assert_eq!(n.last_seen, b.machine("n").await.unwrap().unwrap().last_seen, "the stored time of the sighting");
 }

@@ -2,7 +2,9 @@
 //! readers never wait for the writer, and `BEGIN IMMEDIATE` for every write so concurrent
 //! writers queue on the busy timeout instead of failing mid-transaction. Blocking SQLite
 //! calls run on tokio's blocking pool. Migrations are the numbered files in
-//! `migrations/sqlite/`, applied in order and recorded in `schema_migrations`.
+//! `migrations/sqlite/`, applied in order and recorded in `schema_migrations`. The boot
+//! path's lookups are kept in memory while a trigger-kept counter stands still
+//! (`identity`), so a known machine's boot costs one read of that counter.
 
 use crate::*;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -11,20 +13,28 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+mod identity;
+use identity::{Found, IdentityCache};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_leases.sql")),
     (3, include_str!("../../migrations/sqlite/0003_bundle_revisions.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_identity_generation.sql")),
 ];
 
 const MACHINE_COLS: &str =
     "name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated";
 /// The boot path's two lookups, spelled out once so each request does no formatting.
-const BY_UUID: &str = "SELECT name, spec, state, install_attempts, credential_generation, observed, last_seen, created, updated \
-     FROM machines WHERE uuid = ?1";
-const BY_MAC: &str = "SELECT m.name, m.spec, m.state, m.install_attempts, m.credential_generation, m.observed, m.last_seen, \
-     m.created, m.updated FROM machine_macs k JOIN machines m ON m.name = k.machine WHERE k.mac = ?1";
+/// Each reads migration 4's identity generation in the same statement (one snapshot),
+/// and answers one row, its machine columns NULL when nobody owns the UUID or MAC.
+const BY_UUID: &str = "SELECT g.n, m.name, m.spec, m.state, m.install_attempts, m.credential_generation, m.observed, \
+     m.last_seen, m.created, m.updated FROM identity_generation g LEFT JOIN machines m ON m.uuid = ?1";
+const BY_MAC: &str = "SELECT g.n, m.name, m.spec, m.state, m.install_attempts, m.credential_generation, m.observed, \
+     m.last_seen, m.created, m.updated FROM identity_generation g \
+     LEFT JOIN machine_macs k ON k.mac = ?1 LEFT JOIN machines m ON m.name = k.machine";
 
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
@@ -33,6 +43,16 @@ pub struct SqliteStore {
     /// 1-100 ms steps (under DHCP load, lease commits queued behind event batches that way).
     /// Other processes sharing the file still meet the busy timeout.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The boot path's lookups, valid while migration 4's counter stands still.
+    identity: Arc<Mutex<IdentityCache>>,
+}
+
+fn lock_identity(m: &Mutex<IdentityCache>) -> std::sync::MutexGuard<'_, IdentityCache> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn identity_generation(c: &Connection) -> Result<i64> {
+    c.prepare_cached("SELECT n FROM identity_generation").and_then(|mut st| st.query_row([], |r| r.get(0))).map_err(be)
 }
 
 /// How often the DHCP lease writer has the WAL checkpointed on a helper thread.
@@ -57,19 +77,30 @@ fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
 }
 
 fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
-    let state: String = r.get(2)?;
+    machine_at(r, 0)
+}
+
+/// A machine from the row's columns `at`.. (MACHINE_COLS' order).
+fn machine_at(r: &Row<'_>, at: usize) -> rusqlite::Result<MachineRecord> {
+    let state: String = r.get(at + 2)?;
     Ok(MachineRecord {
-        spec: json_col(&r.get::<_, String>(1)?)?,
+        spec: json_col(&r.get::<_, String>(at + 1)?)?,
         state: state
             .parse()
-            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?,
-        install_attempts: r.get(3)?,
-        credential_generation: r.get(4)?,
-        observed: json_col(&r.get::<_, String>(5)?)?,
-        last_seen: r.get::<_, Option<String>>(6)?.map(|s| parse_time(&s)).transpose()?,
-        created: parse_time(&r.get::<_, String>(7)?)?,
-        updated: parse_time(&r.get::<_, String>(8)?)?,
+            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(at + 2, rusqlite::types::Type::Text, e.into()))?,
+        install_attempts: r.get(at + 3)?,
+        credential_generation: r.get(at + 4)?,
+        observed: json_col(&r.get::<_, String>(at + 5)?)?,
+        last_seen: r.get::<_, Option<String>>(at + 6)?.map(|s| parse_time(&s)).transpose()?,
+        created: parse_time(&r.get::<_, String>(at + 7)?)?,
+        updated: parse_time(&r.get::<_, String>(at + 8)?)?,
     })
+}
+
+/// A boot-path lookup's row: the identity generation, then the owning machine if any.
+fn generation_and_machine(r: &Row<'_>) -> rusqlite::Result<(i64, Option<MachineRecord>)> {
+    let owned = r.get::<_, Option<String>>(1)?.is_some();
+    Ok((r.get(0)?, if owned { Some(machine_at(r, 1)?) } else { None }))
 }
 
 fn get_machine(c: &Connection, name: &str) -> Result<Option<MachineRecord>> {
@@ -172,7 +203,7 @@ impl SqliteStore {
             .max_size(8)
             .build(manager)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let store = SqliteStore { pool, writer: Default::default() };
+        let store = SqliteStore { pool, writer: Default::default(), identity: Default::default() };
         let mut c = store.pool.get().map_err(be)?;
         migrate(&mut c)?;
         Ok(store)
@@ -524,24 +555,29 @@ impl Store for SqliteStore {
     }
 
     async fn identity_candidates(&self, obs: &Observed) -> Result<(Option<MachineRecord>, Option<MachineRecord>)> {
-        let uuid = obs.uuid.as_ref().map(|u| u.as_str().to_string());
+        let uuid = obs.uuid.as_ref().map(|u| u.as_str());
         let mac = obs.mac.map(|m| m.to_string());
-        self.read_inline(move |c| {
-            let by_uuid = match uuid {
-                Some(u) => c
-                    .prepare_cached(BY_UUID)
-                    .and_then(|mut st| st.query_row([u], machine_from_row).optional())
-                    .map_err(be)?,
-                None => None,
+        let mac = mac.as_deref();
+        self.read_inline(|c| {
+            // Kept keys cost one read of the counter; others go straight to the lookups,
+            // so a flood of new MACs pays no more than without the cache.
+            if lock_identity(&self.identity).holds(uuid, mac) {
+                if let Some(kept) = lock_identity(&self.identity).get(identity_generation(c)?, uuid, mac) {
+                    return Ok(kept);
+                }
+            }
+            let lookup = |sql: &str, key: Option<&str>| match key {
+                Some(k) => c.prepare_cached(sql).and_then(|mut st| st.query_row([k], generation_and_machine)).map(Some).map_err(be),
+                None => Ok(None),
             };
-            let by_mac = match mac {
-                Some(m) => c
-                    .prepare_cached(BY_MAC)
-                    .and_then(|mut st| st.query_row([m], machine_from_row).optional())
-                    .map_err(be)?,
-                None => None,
-            };
-            Ok((by_uuid, by_mac))
+            let (u, m) = (lookup(BY_UUID, uuid)?, lookup(BY_MAC, mac)?);
+            let generations: Vec<i64> = [&u, &m].into_iter().flatten().map(|(g, _)| *g).collect();
+            let found: Found = (u.and_then(|(_, r)| r), m.and_then(|(_, r)| r));
+            // Both read at one count (the counter only grows): kept as the database held them.
+            if let Some(&g) = generations.first().filter(|g| generations.iter().all(|x| x == *g)) {
+                lock_identity(&self.identity).put(g, uuid, mac, &found);
+            }
+            Ok(found)
         })
     }
 
@@ -712,34 +748,49 @@ impl Store for SqliteStore {
     }
 
     async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()> {
-        self.write(move |tx| {
-            let ts = now();
-            let mut first_err = None;
-            let mut events: Vec<&NewEvent> = Vec::new();
-            for item in &items {
-                match item {
-                    BatchItem::Event(e) => events.push(e),
-                    // One bad item must not lose the rest of the batch.
-                    other => {
-                        if let Err(e) = write_item(tx, other, &ts) {
-                            first_err.get_or_insert(e);
-                        }
+        let at = Utc::now();
+        let seen = self
+            .write(move |tx| {
+                let ts = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+                let mut first_err = None;
+                let mut events: Vec<&NewEvent> = Vec::new();
+                let mut seen = Vec::new();
+                for item in &items {
+                    match item {
+                        BatchItem::Event(e) => events.push(e),
+                        // One bad item must not lose the rest of the batch.
+                        other => match write_item(tx, other, &ts) {
+                            Ok(()) => {
+                                if let BatchItem::Seen { machine, observed } = other {
+                                    seen.push((machine.clone(), observed.clone()));
+                                }
+                            }
+                            Err(e) => {
+                                first_err.get_or_insert(e);
+                            }
+                        },
                     }
                 }
-            }
-            if let Err(e) = insert_events(tx, &events, &ts) {
-                first_err.get_or_insert(e);
-            }
-            match first_err {
-                Some(e) if items.len() == 1 => Err(e),
-                Some(e) => {
-                    eprintln!("bootplane: part of an event batch was not written: {e}");
-                    Ok(())
+                if let Err(e) = insert_events(tx, &events, &ts) {
+                    first_err.get_or_insert(e);
                 }
-                None => Ok(()),
-            }
-        })
-        .await
+                match first_err {
+                    Some(e) if items.len() == 1 => Err(e),
+                    Some(e) => {
+                        eprintln!("bootplane: part of an event batch was not written: {e}");
+                        Ok(seen)
+                    }
+                    None => Ok(seen),
+                }
+            })
+            .await?;
+        // Committed: the boot path's kept records say so too (the stored time, to the ms).
+        let at = parse_time(&at.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or(at);
+        let mut kept = lock_identity(&self.identity);
+        for (machine, observed) in &seen {
+            kept.seen(machine, observed, at);
+        }
+        Ok(())
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<Event>> {

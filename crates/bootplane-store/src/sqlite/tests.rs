@@ -7,8 +7,12 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 }
 
 #[test]
-fn boot_path_queries_select_the_machine_columns() {
-    crate::battery::assert_boot_path_queries(MACHINE_COLS, BY_UUID, BY_MAC);
+fn boot_path_queries_select_the_generation_then_the_machine_columns() {
+    let cols: Vec<String> = MACHINE_COLS.split(", ").map(|c| format!("m.{c}")).collect();
+    let head = format!("SELECT g.n, {} FROM identity_generation g", cols.join(", "));
+    for q in [BY_UUID, BY_MAC] {
+        assert!(q.split_whitespace().collect::<Vec<_>>().join(" ").starts_with(&head), "{q}");
+    }
 }
 
 #[tokio::test]
