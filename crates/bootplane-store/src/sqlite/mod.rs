@@ -571,10 +571,14 @@ impl Store for SqliteStore {
                 None => Ok(None),
             };
             let (u, m) = (lookup(BY_UUID, uuid)?, lookup(BY_MAC, mac)?);
-            let generations: Vec<i64> = [&u, &m].into_iter().flatten().map(|(g, _)| *g).collect();
-            let found: Found = (u.and_then(|(_, r)| r), m.and_then(|(_, r)| r));
             // Both read at one count (the counter only grows): kept as the database held them.
-            if let Some(&g) = generations.first().filter(|g| generations.iter().all(|x| x == *g)) {
+            let generation = match (&u, &m) {
+                (Some((a, _)), Some((b, _))) if a != b => None,
+                (Some((g, _)), _) | (None, Some((g, _))) => Some(*g),
+                (None, None) => None,
+            };
+            let found: Found = (u.and_then(|(_, r)| r), m.and_then(|(_, r)| r));
+            if let Some(g) = generation {
                 lock_identity(&self.identity).put(g, uuid, mac, &found);
             }
             Ok(found)
@@ -748,10 +752,11 @@ impl Store for SqliteStore {
     }
 
     async fn write_batch(&self, items: Vec<BatchItem>) -> Result<()> {
-        let at = Utc::now();
+        // One time for the whole batch, as stored (to the ms): the kept records get it too.
+        let ts = now();
+        let at = parse_time(&ts).map_err(be)?;
         let seen = self
             .write(move |tx| {
-                let ts = at.to_rfc3339_opts(SecondsFormat::Millis, true);
                 let mut first_err = None;
                 let mut events: Vec<&NewEvent> = Vec::new();
                 let mut seen = Vec::new();
@@ -784,8 +789,7 @@ impl Store for SqliteStore {
                 }
             })
             .await?;
-        // Committed: the boot path's kept records say so too (the stored time, to the ms).
-        let at = parse_time(&at.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or(at);
+        // Committed: the boot path's kept records say so too.
         let mut kept = lock_identity(&self.identity);
         for (machine, observed) in &seen {
             kept.seen(machine, observed, at);
